@@ -1,0 +1,559 @@
+"""The ``leadstream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from leadstream.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+# ---------------------------------------------------------------------------------------
+# broker helpers
+
+
+@contextlib.contextmanager
+def bootstrap_or_embedded(settings: Settings, port: int | None = None, quiet: bool = False):
+    """Yield settings with a bootstrap server, starting the embedded broker if none is set."""
+    if settings.kafka_bootstrap:
+        yield settings, None
+        return
+    from ops.broker import free_port, port_is_free, start_broker
+
+    if port is None:
+        port = settings.broker_port if port_is_free(settings.broker_port) else free_port()
+    if not quiet:
+        print(f"starting the embedded broker on 127.0.0.1:{port} …", file=sys.stderr)
+    broker = start_broker(settings, port=port)
+    try:
+        yield settings.model_copy(update={"kafka_bootstrap": broker.bootstrap}), broker
+    finally:
+        broker.stop()
+
+
+def _apply_topics(settings: Settings, verbose: bool = True) -> int:
+    from streams.topics import apply_topics
+
+    report = asyncio.run(apply_topics(settings))
+    if verbose:
+        for line in report.lines():
+            print(line)
+    return 1 if report.differences else 0
+
+
+# ---------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_broker(args, settings: Settings) -> int:
+    from ops.broker import BrokerError, start_broker
+
+    try:
+        broker = start_broker(settings, port=args.port,
+                              data_dir=Path(args.data_dir) if args.data_dir else None)
+    except BrokerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{broker.kind} broker ready: bootstrap {broker.bootstrap}")
+    print(f"export LEADSTREAM_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+    if not args.no_topics:
+        _apply_topics(settings.model_copy(update={"kafka_bootstrap": broker.bootstrap}))
+    stop = False
+
+    def _stop(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop and broker.alive():
+            time.sleep(0.5)
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_topics(args, settings: Settings) -> int:
+    if args.action == "list":
+        from streams.topics import load_topics
+
+        for t in load_topics(settings).values():
+            print(f"{t.full_name:28} partitions={t.partitions} key={t.key:12} "
+                  f"policy={t.config.get('cleanup.policy', '-')}  {t.description}")
+        return 0
+    with bootstrap_or_embedded(settings) as (s, _b):
+        return _apply_topics(s)
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    from streams.app import run_worker
+
+    with bootstrap_or_embedded(settings) as (s, broker):
+        if broker is not None:
+            _apply_topics(s, verbose=False)
+            print(f"embedded broker at {s.kafka_bootstrap}", file=sys.stderr)
+        try:
+            run_worker(s, loglevel=args.loglevel)
+        except SystemExit as exc:
+            return int(exc.code or 0)
+    return 0
+
+
+def _lead_key(line: bytes) -> bytes | None:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, dict):
+        for field in ("lead_id", "property_id"):
+            v = obj.get(field)
+            if isinstance(v, str) and v:
+                return v.encode()
+    return None
+
+
+def cmd_produce(args, settings: Settings) -> int:
+    from leadstream.events import InvalidRecord, parse_event, parse_listing
+
+    src = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")  # noqa: SIM115
+    check = parse_listing if args.topic == "properties" else parse_event
+    records, invalid = [], 0
+    with src:
+        for n, line in enumerate(src, start=1):
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            try:
+                check(line)
+            except InvalidRecord as err:
+                invalid += 1
+                print(f"line {n}: {err.reason}: {err.message}", file=sys.stderr)
+            records.append((_lead_key(line), line))
+    if invalid and args.strict:
+        print(f"{invalid} invalid line(s): nothing sent (--strict)", file=sys.stderr)
+        return 1
+
+    async def send(s: Settings):
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(linger_ms=5, max_request_size=11_000_000,
+                                    **s.kafka_client_kwargs())
+        await producer.start()
+        try:
+            futs = [await producer.send(s.topic(args.topic), value, key=key)
+                    for key, value in records]
+            await asyncio.gather(*futs)
+        finally:
+            await producer.stop()
+
+    if not settings.kafka_bootstrap:
+        print("error: set LEADSTREAM_KAFKA_BOOTSTRAP (e.g. 127.0.0.1:9092)", file=sys.stderr)
+        return 2
+    asyncio.run(send(settings))
+    print(f"sent {len(records)} record(s) to {settings.topic(args.topic)}"
+          + (f"; {invalid} invalid (they will be dead-lettered by the worker)" if invalid else ""),
+          file=sys.stderr)
+    return 0
+
+
+def format_recommendation(rec: dict, max_items: int = 3) -> str:
+    """Rich markup for one recommendation event."""
+    when = rec.get("emitted_at", "")[11:19]
+    lines = [f"[dim]{when}[/] [bold cyan]{rec['lead_id']}[/]  conf [yellow]{rec['confidence']:.2f}"
+             f"[/]  [italic]{rec['explanation']}[/]  [dim]({rec['trigger']})[/]"]
+    for it in rec["items"][:max_items]:
+        desc = ""
+        if it.get("property_type"):
+            desc = f"{it.get('bedrooms')}-bed {it['property_type']} {it.get('city')} " \
+                   f"${it.get('price', 0) / 1000:,.0f}k"
+        lines.append(f"   {it['rank']:>2}. [green]{it['property_id']}[/] {desc:34} "
+                     f"score {it['score']:.3f}  [dim]{it['reason']}[/]")
+    return "\n".join(lines)
+
+
+def _describe_record(topic: str, msg) -> str:
+    headers = {k: v.decode("utf-8", "replace") for k, v in (msg.headers or [])}
+    if "leadstream.dlq.reason" in headers:
+        value = (msg.value or b"")[:200].decode("utf-8", "replace")
+        return (f"[red]{headers['leadstream.dlq.reason']}[/] from {headers.get('leadstream.dlq.topic')}"
+                f"[{headers.get('leadstream.dlq.partition')}]@{headers.get('leadstream.dlq.offset')}"
+                f": {headers.get('leadstream.dlq.error')}\n   [dim]{value!r}[/]")
+    try:
+        obj = orjson.loads(msg.value) if msg.value is not None else None
+    except orjson.JSONDecodeError:
+        return repr(msg.value[:200])
+    if isinstance(obj, dict) and "items" in obj and "lead_id" in obj:
+        return format_recommendation(obj)
+    return json.dumps(obj)
+
+
+def cmd_tail(args, settings: Settings) -> int:
+    from rich.markup import escape
+
+    from streams.topics import load_topics
+
+    console = _console()
+    specs = load_topics(settings)
+    topic = specs[args.topic].full_name if args.topic in specs else args.topic
+
+    async def run():
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            topic, group_id=None, auto_offset_reset="earliest" if args.from_beginning else "latest",
+            enable_auto_commit=False, **settings.kafka_client_kwargs())
+        await consumer.start()
+        n, last = 0, time.monotonic()
+        try:
+            while args.max is None or n < args.max:
+                batch = await consumer.getmany(timeout_ms=500)
+                if not batch and args.timeout and time.monotonic() - last > args.timeout:
+                    break
+                for msgs in batch.values():
+                    for m in msgs:
+                        last = time.monotonic()
+                        n += 1
+                        if args.json:
+                            sys.stdout.write((m.value or b"null").decode("utf-8", "replace") + "\n")
+                        else:
+                            key = escape((m.key or b"").decode("utf-8", "replace"))
+                            console.print(f"[dim]{m.partition}@{m.offset} {key}[/] "
+                                          + _describe_record(topic, m))
+                        if args.max is not None and n >= args.max:
+                            break
+                sys.stdout.flush()
+        finally:
+            await consumer.stop()
+
+    if not settings.kafka_bootstrap:
+        print("error: set LEADSTREAM_KAFKA_BOOTSTRAP (e.g. 127.0.0.1:9092)", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def _sim_config(args):
+    from leadstream.simulate import SimConfig
+
+    start = (datetime.fromisoformat(args.start) if args.start
+             else datetime.now(UTC).replace(microsecond=0) - timedelta(days=args.days))
+    return SimConfig(leads=args.leads, properties=args.properties, seed=args.seed,
+                     days=args.days, start=start, bad_ratio=args.bad_ratio,
+                     duplicate_ratio=args.duplicate_ratio)
+
+
+async def publish_simulation(settings: Settings, sim, *, rate: float | None, realtime: bool,
+                             limit: int | None = None, stop: asyncio.Event | None = None,
+                             counts: dict | None = None) -> dict:
+    """Publish a simulator's records; ``realtime`` restamps interactions with the clock."""
+    from aiokafka import AIOKafkaProducer
+
+    counts = counts if counts is not None else {}
+    producer = AIOKafkaProducer(linger_ms=5, **settings.kafka_client_kwargs())
+    await producer.start()
+    t0, sent = time.monotonic(), 0
+    try:
+        for rec in sim.records():
+            if stop is not None and stop.is_set():
+                break
+            value = rec.value
+            if rec.topic == "interactions":
+                if limit is not None and sent >= limit:
+                    break
+                if realtime and rec.valid:
+                    obj = orjson.loads(value)
+                    obj["timestamp"] = datetime.now(UTC).isoformat()
+                    value = orjson.dumps(obj)
+                sent += 1
+                counts["valid" if rec.valid else "invalid"] = counts.get(
+                    "valid" if rec.valid else "invalid", 0) + 1
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+            else:
+                counts["listings"] = counts.get("listings", 0) + 1
+            await producer.send(settings.topic(rec.topic), value, key=rec.key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return counts
+
+
+def cmd_simulate(args, settings: Settings) -> int:
+    from leadstream.simulate import Simulator
+
+    sim = Simulator(_sim_config(args))
+    if args.out:
+        n = 0
+        cat_out = open(args.catalog_out, "wb") if args.catalog_out else None  # noqa: SIM115
+        with open(args.out, "wb") as out:
+            for rec in sim.records():
+                if rec.topic == "interactions":
+                    out.write(rec.value + b"\n")
+                    n += 1
+                    if args.limit and n >= args.limit:
+                        break
+                elif cat_out is not None:
+                    cat_out.write(rec.value + b"\n")
+        if cat_out is not None:
+            cat_out.close()
+        print(f"wrote {n} events to {args.out}", file=sys.stderr)
+        return 0
+    if not settings.kafka_bootstrap:
+        print("error: set LEADSTREAM_KAFKA_BOOTSTRAP or use --out FILE", file=sys.stderr)
+        return 2
+    counts = asyncio.run(publish_simulation(settings, sim, rate=args.rate,
+                                            realtime=args.realtime, limit=args.limit))
+    print(f"published {counts}", file=sys.stderr)
+    return 0
+
+
+def cmd_schemas(args, settings: Settings) -> int:
+    from leadstream.events import json_schemas
+
+    root = REPO_ROOT / "schemas"
+    stale = []
+    for rel, doc in json_schemas().items():
+        path = root / rel
+        text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        if args.write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        elif not path.exists() or path.read_text() != text:
+            stale.append(str(path.relative_to(REPO_ROOT)))
+    if stale:
+        print("stale schemas (run `leadstream schemas --write`):\n  " + "\n  ".join(stale))
+        return 1
+    print("schemas written" if args.write else "schemas up to date")
+    return 0
+
+
+def cmd_settings(args, settings: Settings) -> int:
+    print(json.dumps(settings.printable(), indent=2, default=str))
+    return 0
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    """Broker + topics + worker + simulator, recommendations on screen."""
+    from ops.broker import free_port
+
+    console = _console()
+    # a fresh namespace per run, so earlier runs' state never mixes in
+    run_id = datetime.now(UTC).strftime("%H%M%S")
+    if not os.environ.get("LEADSTREAM_TOPIC_PREFIX"):
+        settings = settings.model_copy(update={"topic_prefix": f"demo{run_id}-"})
+    web_port = settings.web_port if _port_free(settings.web_port) else free_port()
+    with bootstrap_or_embedded(settings) as (s, broker):
+        s = s.model_copy(update={"web_port": web_port})
+        if broker is not None:
+            console.print(f"[bold]embedded {broker.kind} broker[/] at {s.kafka_bootstrap}")
+        _apply_topics(s, verbose=False)
+        log_path = Path(s.home) / "demo-worker.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "LEADSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+               "LEADSTREAM_TOPIC_PREFIX": s.topic_prefix, "LEADSTREAM_WEB_PORT": str(web_port)}
+        with open(log_path, "ab") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        console.print(f"worker pid {worker.pid}, metrics http://127.0.0.1:{web_port}/metrics, "
+                      f"log {log_path}")
+        try:
+            return _demo_loop(args, s, console, worker)
+        finally:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(20)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait(5)
+            console.print("[bold]stopped[/]")
+
+
+def _port_free(port: int) -> bool:
+    from ops.broker import port_is_free
+
+    return port_is_free(port)
+
+
+def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
+    from leadstream.simulate import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(leads=args.leads, properties=args.properties, seed=args.seed,
+                              days=3650, start=datetime.now(UTC), bad_ratio=args.bad_ratio))
+
+    async def run() -> int:
+        from aiokafka import AIOKafkaConsumer
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        counts: dict = {}
+        pub = asyncio.create_task(publish_simulation(s, sim, rate=args.rate, realtime=True,
+                                                     stop=stop, counts=counts))
+        consumer = AIOKafkaConsumer(s.topic("recommendations"), s.topic("interactions-dlq"),
+                                    group_id=None, auto_offset_reset="earliest",
+                                    **s.kafka_client_kwargs())
+        await consumer.start()
+        t0 = time.monotonic()
+        shown = recs = dead = 0
+        last_status = 0.0
+        try:
+            while not stop.is_set():
+                if args.duration and time.monotonic() - t0 >= args.duration:
+                    break
+                if worker.poll() is not None:
+                    console.print(f"[red]worker exited with {worker.returncode}[/]")
+                    return 1
+                if pub.done() and pub.exception():
+                    raise pub.exception()
+                batch = await consumer.getmany(timeout_ms=300)
+                for tp, msgs in batch.items():
+                    for m in msgs:
+                        if tp.topic.endswith("interactions-dlq"):
+                            dead += 1
+                            if dead <= 3 or dead % 20 == 0:
+                                console.print(_describe_record(tp.topic, m))
+                            continue
+                        recs += 1
+                        rec = orjson.loads(m.value)
+                        # show every recommendation at low rates, a sample at high rates
+                        if recs <= 5 or recs % max(1, int(args.rate // 10)) == 0:
+                            shown += 1
+                            console.print(format_recommendation(rec))
+                now = time.monotonic()
+                if now - last_status > 5:
+                    last_status = now
+                    console.print(f"[dim]-- {now - t0:5.0f}s  sent {counts.get('valid', 0)} valid"
+                                  f" + {counts.get('invalid', 0)} malformed events, "
+                                  f"{recs} recommendations, {dead} dead letters --[/]")
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pub, 10)
+            await consumer.stop()
+        console.print(f"[bold]done[/]: {counts.get('valid', 0)} events, "
+                      f"{counts.get('invalid', 0)} malformed, {recs} recommendations, "
+                      f"{dead} dead letters")
+        return 0
+
+    return asyncio.run(run())
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="leadstream", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="run the embedded broker (Apache Kafka KRaft; Tansu w/o Java)")
+    b.add_argument("--port", type=int, default=None, help="default: LEADSTREAM_BROKER_PORT / 9092")
+    b.add_argument("--data-dir", help="keep the broker's data here (default: temporary)")
+    b.add_argument("--no-topics", action="store_true", help="do not create topics.yaml's topics")
+    b.set_defaults(func=cmd_broker)
+
+    t = sub.add_parser("topics", help="topics from topics.yaml")
+    t.add_argument("action", choices=["apply", "list"])
+    t.set_defaults(func=cmd_topics)
+
+    w = sub.add_parser("worker", help="run a Faust worker")
+    w.add_argument("--loglevel", default="warning")
+    w.set_defaults(func=cmd_worker)
+
+    pr = sub.add_parser("produce", help="publish JSON-lines records from FILE or stdin")
+    pr.add_argument("file", nargs="?", default="-")
+    pr.add_argument("--topic", default="interactions", choices=["interactions", "properties"])
+    pr.add_argument("--strict", action="store_true", help="send nothing if any line is invalid")
+    pr.set_defaults(func=cmd_produce)
+
+    tl = sub.add_parser("tail", help="print decoded records of a topic")
+    tl.add_argument("topic")
+    tl.add_argument("--from-beginning", action="store_true")
+    tl.add_argument("--max", type=int, default=None, help="stop after N records")
+    tl.add_argument("--timeout", type=float, default=None, help="stop after S idle seconds")
+    tl.add_argument("--json", action="store_true", help="raw JSON values, one per line")
+    tl.set_defaults(func=cmd_tail)
+
+    def sim_args(x, leads=200, props=500):
+        x.add_argument("--leads", type=int, default=leads)
+        x.add_argument("--properties", type=int, default=props)
+        x.add_argument("--seed", type=int, default=7)
+        x.add_argument("--bad-ratio", type=float, default=0.0,
+                       help="share of interactions replaced by malformed records")
+
+    sm = sub.add_parser("simulate", help="synthetic leads and catalog: publish or write a file")
+    sim_args(sm)
+    sm.add_argument("--days", type=float, default=14.0)
+    sm.add_argument("--start", help="ISO time of the first event (default: now - days)")
+    sm.add_argument("--duplicate-ratio", type=float, default=0.0)
+    sm.add_argument("--limit", type=int, default=None, help="at most N interaction events")
+    sm.add_argument("--out", help="write interactions as JSON lines here instead of publishing")
+    sm.add_argument("--catalog-out", help="with --out: write the listings here")
+    sm.add_argument("--rate", type=float, default=None, help="events/s when publishing")
+    sm.add_argument("--realtime", action="store_true", help="stamp events with the wall clock")
+    sm.set_defaults(func=cmd_simulate)
+
+    d = sub.add_parser("demo", help="broker + worker + simulator, recommendations on screen")
+    sim_args(d, leads=60, props=400)
+    d.add_argument("--rate", type=float, default=20.0, help="events/s")
+    d.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    d.set_defaults(func=cmd_demo, bad_ratio=0.02)
+
+    sc = sub.add_parser("schemas", help="check (or --write) the JSON Schemas in schemas/")
+    sc.add_argument("--write", action="store_true")
+    sc.set_defaults(func=cmd_schemas)
+
+    st = sub.add_parser("settings", help="print the effective settings (secrets hidden)")
+    st.set_defaults(func=cmd_settings)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    return int(args.func(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,475 @@
+"""The event contract: every interaction type, the property listing, and ingest validation.
+
+Each event is one JSON object: a common envelope (``event_id``, ``lead_id``,
+``event_type``, ``timestamp``, ``session_id``, optional ``property_id``, ``agent_id``,
+``source``) and a type-specific ``payload``. ``schemas/`` holds the JSON Schema of every
+record, generated from these classes (``leadstream schemas --write``); a test fails when
+they drift apart.
+
+>>> raw = (b'{"event_id":"e1","lead_id":"L1","event_type":"property_saved",'
+...        b'"timestamp":"2026-03-01T18:04:05Z","session_id":"s1","property_id":"P9"}')
+>>> ev = parse_event(raw)
+>>> ev.event_type, ev.lead_id, ev.property_id
+('property_saved', 'L1', 'P9')
+>>> try:
+...     parse_event(b'{"event_id":"e1"')
+... except InvalidRecord as err:
+...     print(err.reason)
+not_json
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+# ---------------------------------------------------------------------------------------
+# shared pieces
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
+Price = Annotated[float, Field(ge=0, le=1e10, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0, le=7 * 86_400, allow_inf_nan=False)]
+ShortText = Annotated[str, Field(max_length=200)]
+PropertyType = Literal["house", "condo", "townhouse", "apartment", "multi_family", "land", "other"]
+PROPERTY_TYPES: tuple[str, ...] = PropertyType.__args__  # type: ignore[attr-defined]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class EmptyPayload(_Strict):
+    """No type-specific fields."""
+
+
+# ---------------------------------------------------------------------------------------
+# payloads
+
+
+class SessionStartedPayload(_Strict):
+    device: Literal["web", "ios", "android", "other"] | None = None
+    referrer: ShortText | None = None
+
+
+class SessionEndedPayload(_Strict):
+    duration_seconds: Seconds | None = None
+
+
+class PropertyViewedPayload(_Strict):
+    duration_seconds: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)]
+    photos_viewed: Annotated[int, Field(ge=0, le=10_000)] = 0
+
+
+class PropertyDetailOpenedPayload(_Strict):
+    section: ShortText | None = None
+
+
+class PropertyComparedPayload(_Strict):
+    compared_with: Annotated[list[Id], Field(min_length=1, max_length=20)]
+
+
+class BoundingBox(_Strict):
+    min_lat: Annotated[float, Field(ge=-90, le=90)]
+    min_lon: Annotated[float, Field(ge=-180, le=180)]
+    max_lat: Annotated[float, Field(ge=-90, le=90)]
+    max_lon: Annotated[float, Field(ge=-180, le=180)]
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_lat > self.max_lat or self.min_lon > self.max_lon:
+            raise ValueError("bounding box min must not exceed max")
+        return self
+
+
+class MapAreaViewedPayload(_Strict):
+    bbox: BoundingBox
+    zoom: Annotated[float, Field(ge=0, le=30)] | None = None
+
+
+class PropertySwipedPayload(_Strict):
+    direction: Literal["left", "right"]
+
+
+class PropertySharedPayload(_Strict):
+    channel: Literal["email", "sms", "whatsapp", "link", "social", "other"]
+
+
+class SearchPerformedPayload(_Strict):
+    query: Annotated[str, Field(max_length=500)]
+    result_count: Annotated[int, Field(ge=0, le=10_000_000)]
+
+
+class FilterAppliedPayload(_Strict):
+    price_min: Price | None = None
+    price_max: Price | None = None
+    beds_min: Annotated[int, Field(ge=0, le=50)] | None = None
+    beds_max: Annotated[int, Field(ge=0, le=50)] | None = None
+    baths_min: Annotated[float, Field(ge=0, le=50)] | None = None
+    property_types: Annotated[list[PropertyType], Field(max_length=10)] | None = None
+    cities: Annotated[list[ShortText], Field(max_length=50)] | None = None
+    zips: Annotated[list[Annotated[str, Field(max_length=16)]], Field(max_length=100)] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.price_min is not None and self.price_max is not None:
+            if self.price_min > self.price_max:
+                raise ValueError("price_min exceeds price_max")
+        if self.beds_min is not None and self.beds_max is not None:
+            if self.beds_min > self.beds_max:
+                raise ValueError("beds_min exceeds beds_max")
+        return self
+
+
+class FilterClearedPayload(_Strict):
+    fields: Annotated[list[ShortText], Field(max_length=20)] | None = None  # None: all filters
+
+
+class ContactAgentClickedPayload(_Strict):
+    channel: Literal["call", "sms", "email", "chat", "form", "other"] | None = None
+
+
+class BookingPayload(_Strict):
+    booking_id: Id
+    scheduled_for: AwareDatetime | None = None
+
+
+class BookingCancelledPayload(_Strict):
+    booking_id: Id
+    reason: ShortText | None = None
+
+
+class OfferMadePayload(_Strict):
+    amount: Annotated[float, Field(gt=0, le=1e10, allow_inf_nan=False)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+
+
+class RecommendationShownPayload(_Strict):
+    recommendation_id: Id
+    rank: Annotated[int, Field(ge=1, le=1000)]
+
+
+class RecommendationClickedPayload(_Strict):
+    recommendation_id: Id
+    rank: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+class AgentContactedLeadPayload(_Strict):
+    channel: Literal["call", "sms", "email", "whatsapp", "in_person", "other"]
+
+
+class LeadRespondedPayload(_Strict):
+    channel: Literal["call", "sms", "email", "whatsapp", "in_person", "app", "other"] | None = None
+
+
+class OutcomeRecordedPayload(_Strict):
+    outcome: Literal["converted", "lost", "nurturing", "unqualified", "unreachable"]
+    value: Price | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# envelopes
+
+
+class _Event(_Strict):
+    """The fields every interaction event carries."""
+
+    event_id: Id
+    lead_id: Id
+    timestamp: AwareDatetime = Field(description="event time, ISO-8601 with a time zone")
+    session_id: Id
+    property_id: Id | None = None
+    agent_id: Id | None = None
+    source: ShortText | None = Field(None, description="feed, search, map, recommendation, email…")
+
+
+class _PropertyEvent(_Event):
+    property_id: Id
+
+
+class _OffSessionEvent(_Event):
+    """Conversion and CRM events can happen outside an app session."""
+
+    session_id: Id | None = None
+
+
+class _OffSessionPropertyEvent(_OffSessionEvent):
+    property_id: Id
+
+
+class _CrmEvent(_OffSessionEvent):
+    agent_id: Id
+
+
+def _event(name: str, base: type, payload: type, required_payload: bool = True, doc: str = ""):
+    ann = {"event_type": Literal[name], "payload": payload}  # type: ignore[valid-type]
+    ns: dict[str, Any] = {"__annotations__": ann, "__doc__": doc, "__module__": __name__}
+    if not required_payload:
+        ns["payload"] = Field(default_factory=payload)
+    cls_name = "".join(p.title() for p in name.split("_"))
+    return type(cls_name, (base,), ns)
+
+
+# (event_type, envelope, payload, payload required, group, description)
+EVENT_TYPES: list[tuple[str, type, type, bool, str, str]] = [
+    ("session_started", _Event, SessionStartedPayload, False, "session", "a lead opened the app or site"),
+    ("session_ended", _Event, SessionEndedPayload, False, "session", "the session closed"),
+    ("property_viewed", _PropertyEvent, PropertyViewedPayload, True, "browsing", "a listing was viewed"),
+    ("property_detail_opened", _PropertyEvent, PropertyDetailOpenedPayload, False, "browsing", "details of a listing were opened"),
+    ("property_compared", _PropertyEvent, PropertyComparedPayload, True, "browsing", "a listing was compared with others"),
+    ("map_area_viewed", _Event, MapAreaViewedPayload, True, "browsing", "a map area was looked at"),
+    ("property_swiped", _PropertyEvent, PropertySwipedPayload, True, "decisions", "right = interested, left = not"),
+    ("property_liked", _PropertyEvent, EmptyPayload, False, "decisions", "a listing was liked"),
+    ("property_unliked", _PropertyEvent, EmptyPayload, False, "decisions", "a like was taken back"),
+    ("property_saved", _PropertyEvent, EmptyPayload, False, "decisions", "a listing was saved"),
+    ("property_unsaved", _PropertyEvent, EmptyPayload, False, "decisions", "a save was taken back"),
+    ("property_shared", _PropertyEvent, PropertySharedPayload, True, "decisions", "a listing was shared"),
+    ("search_performed", _Event, SearchPerformedPayload, True, "search", "a text search ran"),
+    ("filter_applied", _Event, FilterAppliedPayload, True, "search", "search filters were set"),
+    ("filter_cleared", _Event, FilterClearedPayload, False, "search", "filters were removed"),
+    ("contact_agent_clicked", _Event, ContactAgentClickedPayload, False, "conversion", "the lead asked to contact an agent"),
+    ("booking_requested", _OffSessionPropertyEvent, BookingPayload, True, "conversion", "a viewing was requested"),
+    ("booking_confirmed", _OffSessionPropertyEvent, BookingPayload, True, "conversion", "a viewing was confirmed"),
+    ("booking_completed", _OffSessionPropertyEvent, BookingPayload, True, "conversion", "a viewing took place"),
+    ("booking_cancelled", _OffSessionPropertyEvent, BookingCancelledPayload, True, "conversion", "a viewing was cancelled"),
+    ("offer_made", _OffSessionPropertyEvent, OfferMadePayload, True, "conversion", "an offer was made"),
+    ("recommendation_shown", _PropertyEvent, RecommendationShownPayload, True, "feedback", "a recommended listing was shown"),
+    ("recommendation_clicked", _PropertyEvent, RecommendationClickedPayload, True, "feedback", "a recommended listing was clicked"),
+    ("agent_contacted_lead", _CrmEvent, AgentContactedLeadPayload, True, "crm", "an agent reached out"),
+    ("lead_responded", _OffSessionEvent, LeadRespondedPayload, False, "crm", "the lead answered an agent"),
+    ("outcome_recorded", _CrmEvent, OutcomeRecordedPayload, True, "crm", "the CRM recorded an outcome"),
+]
+EVENT_CLASSES: dict[str, type[_Event]] = {
+    name: _event(name, base, payload, required, doc)
+    for name, base, payload, required, _group, doc in EVENT_TYPES
+}
+EVENT_GROUPS: dict[str, str] = {name: group for name, *_x, group, _d in EVENT_TYPES}
+globals().update({cls.__name__: cls for cls in EVENT_CLASSES.values()})
+
+InteractionEvent = Annotated[Union[tuple(EVENT_CLASSES.values())], Field(discriminator="event_type")]  # noqa: UP007
+_EVENT_ADAPTER: TypeAdapter = TypeAdapter(InteractionEvent)
+
+
+class PropertyListing(_Strict):
+    """A listing upsert on the compacted ``properties`` topic (key = property_id).
+
+    A delisting is an upsert with ``status`` sold/withdrawn, or a tombstone (null value).
+    """
+
+    property_id: Id
+    status: Literal["active", "pending", "sold", "withdrawn"]
+    price: Annotated[float, Field(gt=0, le=1e10, allow_inf_nan=False)]
+    bedrooms: Annotated[int, Field(ge=0, le=50)]
+    bathrooms: Annotated[float, Field(ge=0, le=50)]
+    square_feet: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = None
+    property_type: PropertyType
+    city: Annotated[str, Field(min_length=1, max_length=100)]
+    zip: Annotated[str, Field(max_length=16)] | None = None
+    latitude: Annotated[float, Field(ge=-90, le=90)] | None = None
+    longitude: Annotated[float, Field(ge=-180, le=180)] | None = None
+    listing_date: date | None = None
+    description: Annotated[str, Field(max_length=20_000)] = ""
+    amenities: Annotated[list[ShortText], Field(max_length=100)] = []
+    address: Annotated[str, Field(max_length=300)] | None = None
+    updated_at: AwareDatetime | None = None
+
+
+_LISTING_ADAPTER: TypeAdapter = TypeAdapter(PropertyListing)
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+
+
+class LeadstreamError(Exception):
+    """Root of every error leadstream raises on purpose."""
+
+
+class InvalidRecord(LeadstreamError):
+    """A record that failed validation. ``reason`` is a short code; str() is readable.
+
+    Reasons: ``oversized``, ``not_utf8``, ``not_json``, ``not_an_object``,
+    ``unknown_event_type``, ``schema`` (missing or wrongly typed field, value out of
+    range), ``timestamp_in_future``, ``timestamp_too_old``.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def _describe(err: ValidationError, limit: int = 3) -> tuple[str, str]:
+    parts, reason = [], "schema"
+    for e in err.errors(include_url=False)[:limit]:
+        loc = ".".join(str(x) for x in e["loc"]) or "(record)"
+        if e["type"] == "union_tag_invalid":
+            reason = "unknown_event_type"
+            tag = str(e.get("ctx", {}).get("tag", "?"))[:64]
+            parts.append(f"unknown event_type {tag!r} (see schemas/interaction.json)")
+            continue
+        if e["type"] == "union_tag_not_found":
+            parts.append("missing field event_type")
+            continue
+        if e["type"] in ("json_invalid",):
+            reason = "not_json"
+        if e["type"] in ("dict_type", "model_type", "model_attributes_type") and not e["loc"]:
+            reason = "not_an_object"
+        # pydantic puts the union tag first in discriminated locations; drop it
+        loc = loc.split(".", 1)[1] if "." in loc and loc.split(".", 1)[0] in EVENT_CLASSES else loc
+        if loc in EVENT_CLASSES:
+            loc = "(record)"
+        parts.append(f"{loc}: {e['msg']}")
+    more = len(err.errors()) - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return reason, "; ".join(parts)
+
+
+def _check_bytes(raw: bytes, max_bytes: int) -> None:
+    if len(raw) > max_bytes:
+        raise InvalidRecord("oversized", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRecord("not_utf8", f"invalid UTF-8 at byte {exc.start}") from None
+
+
+def _validate_json(adapter: TypeAdapter, raw: bytes):
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as err:
+        if err.errors()[0]["type"] == "json_invalid":
+            # pydantic's message for broken JSON is terse; orjson says where
+            try:
+                orjson.loads(raw)
+            except orjson.JSONDecodeError as jerr:
+                raise InvalidRecord("not_json", str(jerr)) from None
+        reason, msg = _describe(err)
+        raise InvalidRecord(reason, msg) from None
+
+
+def parse_event(
+    raw: bytes,
+    *,
+    now: datetime | None = None,
+    max_bytes: int = 65_536,
+    max_future_skew: timedelta | None = None,
+    max_age: timedelta | None = None,
+):
+    """Validate one raw interaction and return its typed record, or raise InvalidRecord.
+
+    Freshness is checked only when ``now`` is given (live ingestion); replaying a
+    historical file passes ``now=None``. Timestamps before the year 2000 are always absurd.
+
+    >>> from datetime import datetime, timedelta, UTC
+    >>> raw = (b'{"event_id":"e2","lead_id":"L1","event_type":"session_started",'
+    ...        b'"timestamp":"2099-01-01T00:00:00+00:00","session_id":"s1"}')
+    >>> try:
+    ...     parse_event(raw, now=datetime(2026, 1, 1, tzinfo=UTC),
+    ...                 max_future_skew=timedelta(hours=1))
+    ... except InvalidRecord as err:
+    ...     print(err.reason)
+    timestamp_in_future
+    """
+    _check_bytes(raw, max_bytes)
+    ev = _validate_json(_EVENT_ADAPTER, raw)
+    ts = ev.timestamp
+    if ts.year < 2000:
+        raise InvalidRecord("timestamp_too_old", f"timestamp {ts.isoformat()} is before 2000")
+    if now is not None:
+        if max_future_skew is not None and ts - now > max_future_skew:
+            raise InvalidRecord(
+                "timestamp_in_future",
+                f"timestamp {ts.isoformat()} is {(ts - now).total_seconds():.0f}s ahead of the "
+                f"clock (limit {max_future_skew.total_seconds():.0f}s)",
+            )
+        if max_age is not None and now - ts > max_age:
+            raise InvalidRecord(
+                "timestamp_too_old",
+                f"timestamp {ts.isoformat()} is older than {max_age.days} days",
+            )
+    return ev
+
+
+def parse_listing(raw: bytes, *, max_bytes: int = 262_144) -> PropertyListing:
+    """Validate one raw property listing.
+
+    >>> parse_listing(b'{"property_id":"P1","status":"active","price":350000,'
+    ...               b'"bedrooms":2,"bathrooms":1.5,"property_type":"condo","city":"Austin"}').price
+    350000.0
+    """
+    _check_bytes(raw, max_bytes)
+    return _validate_json(_LISTING_ADAPTER, raw)
+
+
+def event_to_dict(ev) -> dict[str, Any]:
+    """A record as the JSON-ready dict a producer would send (None fields dropped)."""
+    return ev.model_dump(mode="json", exclude_none=True)
+
+
+def event_to_json(ev) -> bytes:
+    return orjson.dumps(event_to_dict(ev))
+
+
+def make_event(event_type: str, **fields: Any):
+    """Build and validate an event from Python values (used by the client and simulator).
+
+    >>> ev = make_event("property_swiped", event_id="e3", lead_id="L1", session_id="s",
+    ...                 timestamp=datetime(2026, 3, 1, tzinfo=UTC), property_id="P1",
+    ...                 payload={"direction": "left"})
+    >>> ev.payload.direction
+    'left'
+    """
+    cls = EVENT_CLASSES.get(event_type)
+    if cls is None:
+        raise InvalidRecord("unknown_event_type", f"unknown event_type {event_type!r}")
+    try:
+        return cls.model_validate({"event_type": event_type, **fields})
+    except ValidationError as err:
+        reason, msg = _describe(err)
+        raise InvalidRecord(reason, msg) from None
+
+
+def json_schemas() -> dict[str, dict]:
+    """JSON Schema documents, by relative file name under ``schemas/``."""
+    out: dict[str, dict] = {}
+    union = _EVENT_ADAPTER.json_schema(ref_template="#/$defs/{model}")
+    union["title"] = "InteractionEvent"
+    union["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    out["interaction.json"] = union
+    for name, cls in EVENT_CLASSES.items():
+        sch = cls.model_json_schema()
+        sch["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        out[f"events/{name}.json"] = sch
+    listing = PropertyListing.model_json_schema()
+    listing["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    out["property.json"] = listing
+    from leadstream.outputs import OUTPUT_RECORDS
+
+    for fname, cls in OUTPUT_RECORDS.items():
+        sch = cls.model_json_schema()
+        sch["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        out[fname] = sch
+    return out
+
+
+def is_finite(x: float) -> bool:
+    return not (math.isnan(x) or math.isinf(x))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,42 @@
+"""Records leadstream publishes. Their JSON Schemas live in ``schemas/`` too."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendedItem(_Out):
+    property_id: str
+    rank: Annotated[int, Field(ge=1)]
+    score: float = Field(description="model score; higher is better, comparable within one event")
+    reason: str = Field(description="plain-language reason built from the lead's own behaviour")
+    price: float | None = None
+    bedrooms: int | None = None
+    property_type: str | None = None
+    city: str | None = None
+
+
+class Recommendation(_Out):
+    """One ranked list for one lead on the ``recommendations`` topic (key = lead_id)."""
+
+    recommendation_id: str
+    lead_id: str
+    trigger: str = Field(description="what made it due: session_started, strong_signal, …")
+    source_event_id: str
+    event_time: AwareDatetime = Field(description="event time of the event that triggered it")
+    emitted_at: AwareDatetime = Field(description="wall-clock time the worker sent it")
+    model_version: str
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    explanation: str
+    items: list[RecommendedItem]
+    experiment: str | None = None
+    arm: str | None = None
+
+
+OUTPUT_RECORDS = {"recommendation.json": Recommendation}

@@ -1,0 +1,140 @@
+"""One typed settings object for every leadstream process.
+
+Values come, in order of precedence, from keyword arguments, environment variables
+prefixed ``LEADSTREAM_`` (``LEADSTREAM_KAFKA_BOOTSTRAP=127.0.0.1:9092``), an optional
+file named by ``LEADSTREAM_CONFIG`` (TOML, keys as below without the prefix), and the
+defaults written here. Nothing reads ``os.environ`` at import time: build a
+:class:`Settings` and pass it on.
+
+>>> s = Settings(kafka_bootstrap="127.0.0.1:9092", topic_prefix="t1-")
+>>> s.topic("interactions")
+'t1-interactions'
+>>> s.kafka_bootstrap
+'127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "leadstream"
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by ``LEADSTREAM_CONFIG`` (if set)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]):
+        super().__init__(settings_cls)
+        path = os.environ.get("LEADSTREAM_CONFIG")
+        self._data: dict[str, Any] = {}
+        if path:
+            with open(path, "rb") as fh:
+                self._data = tomllib.load(fh)
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by pydantic here
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Every knob of a leadstream process. Frozen: build a new one to change it."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADSTREAM_", frozen=True, extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port[,host:port]; unset = start the embedded broker"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    topic_prefix: str = Field("", description="prepended to every topic name in topics.yaml")
+    app_id: str = Field("leadstream", description="consumer group and state namespace")
+    topics_file: Path | None = Field(None, description="topics.yaml (default: the bundled one)")
+
+    # --- embedded broker ------------------------------------------------------------
+    broker_port: int = 9092
+    broker_kind: Literal["auto", "kafka", "tansu"] = "auto"
+    home: Path = Field(default_factory=_default_home, description="jar cache and broker data")
+
+    # --- worker -----------------------------------------------------------------------
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    worker_data_dir: Path | None = None
+
+    # --- ingest rules -------------------------------------------------------------------
+    max_event_bytes: int = Field(65_536, description="bigger payloads are dead-lettered")
+    max_future_skew_seconds: float = Field(
+        3600.0, description="events stamped further ahead of the wall clock are dead-lettered"
+    )
+    max_event_age_days: float = Field(
+        365.0, description="live ingestion dead-letters events older than this"
+    )
+    dedup_ttl_seconds: float = Field(
+        86_400.0, description="a repeated event_id within this event-time span is dropped"
+    )
+    dedup_max_ids: int = Field(64, description="event ids remembered per lead (bound)")
+
+    # --- recommendations --------------------------------------------------------------
+    top_k: int = 10
+    recommend_min_interval_seconds: float = Field(
+        5.0, description="at most one recommendation per lead per this much event time"
+    )
+    recommend_every_n_events: int = Field(
+        5, description="also recommend after this many events since the last one"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls,
+        init_settings,
+        env_settings,
+        dotenv_settings,
+        file_secret_settings,
+    ):
+        return (init_settings, env_settings, _TomlFileSource(settings_cls), file_secret_settings)
+
+    def topic(self, name: str) -> str:
+        """The full name of a topic declared in topics.yaml."""
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Connection keyword arguments for aiokafka clients (TLS/SASL included)."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kw["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        if self.security_protocol.startswith("SASL"):
+            kw["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return kw
+
+    def printable(self) -> dict[str, Any]:
+        """Settings as a JSON-friendly dict with secrets hidden."""
+        return self.model_dump(mode="json")  # SecretStr dumps as '**********'

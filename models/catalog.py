@@ -1,0 +1,138 @@
+"""The property catalog as contiguous numpy columns, kept in sync one upsert at a time.
+
+Scoring a lead against every listing is then one vectorised expression over these
+columns. A row is created the first time a property id is seen, in an event or a
+listing; rows are never moved, so an index stays valid; delisted or unknown properties
+have ``active == False``.
+
+>>> from leadstream.events import parse_listing
+>>> cat = Catalog(capacity=2)
+>>> cat.upsert(parse_listing(b'{"property_id":"P1","status":"active","price":300000,'
+...     b'"bedrooms":2,"bathrooms":1,"property_type":"condo","city":"Austin"}'))
+0
+>>> cat.n_active, cat.describe("P1")
+(1, '2-bed condo in Austin at $300k')
+>>> cat.index_of("P2")   # seen in an event before its listing: an inactive row
+1
+>>> bool(cat.active[1]), len(cat)
+(False, 2)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from leadstream.events import PROPERTY_TYPES
+
+TYPE_CODE = {t: i for i, t in enumerate(PROPERTY_TYPES)}
+
+
+def money(x: float) -> str:
+    """Short price text.
+
+    >>> money(449_000), money(1_250_000)
+    ('$449k', '$1.25M')
+    """
+    if x >= 1_000_000:
+        return f"${x / 1_000_000:.3g}M"
+    return f"${x / 1000:.0f}k"
+
+
+class Catalog:
+    """Listing attributes in numpy columns; ``index_of`` maps a property id to its row."""
+
+    def __init__(self, capacity: int = 1024):
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.cities: list[str] = []
+        self._city_code: dict[str, int] = {}
+        self._cap = 0
+        self.price = np.zeros(0)
+        self.log_price = np.zeros(0)
+        self.beds = np.zeros(0, dtype=np.int16)
+        self.baths = np.zeros(0)
+        self.type_code = np.zeros(0, dtype=np.int16)
+        self.city_code = np.zeros(0, dtype=np.int32)
+        self.active = np.zeros(0, dtype=bool)
+        self.known = np.zeros(0, dtype=bool)
+        self._grow(max(capacity, 1))
+
+    _COLUMNS = ("price", "log_price", "beds", "baths", "type_code", "city_code", "active", "known")
+
+    def _grow(self, cap: int) -> None:
+        for name in self._COLUMNS:
+            old = getattr(self, name)
+            new = np.zeros(cap, dtype=old.dtype)
+            new[: len(old)] = old
+            if name in ("type_code", "city_code"):
+                new[len(old) :] = -1
+            setattr(self, name, new)
+        self._cap = cap
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_active(self) -> int:
+        return int(self.active[: len(self.ids)].sum())
+
+    def index_of(self, property_id: str) -> int:
+        """Row of a property, creating an inactive placeholder row if it is new."""
+        i = self.index.get(property_id)
+        if i is None:
+            i = len(self.ids)
+            if i >= self._cap:
+                self._grow(self._cap * 2)
+            self.index[property_id] = i
+            self.ids.append(property_id)
+        return i
+
+    def upsert(self, listing) -> int:
+        """Apply one validated :class:`~leadstream.events.PropertyListing`."""
+        i = self.index_of(listing.property_id)
+        code = self._city_code.get(listing.city)
+        if code is None:
+            code = self._city_code[listing.city] = len(self.cities)
+            self.cities.append(listing.city)
+        self.price[i] = listing.price
+        self.log_price[i] = np.log(listing.price)
+        self.beds[i] = listing.bedrooms
+        self.baths[i] = listing.bathrooms
+        self.type_code[i] = TYPE_CODE[listing.property_type]
+        self.city_code[i] = code
+        self.active[i] = listing.status == "active"
+        self.known[i] = True
+        return i
+
+    def delete(self, property_id: str) -> None:
+        """A tombstone: the listing is gone."""
+        i = self.index.get(property_id)
+        if i is not None:
+            self.active[i] = False
+
+    def city_of(self, i: int) -> str | None:
+        c = int(self.city_code[i])
+        return self.cities[c] if c >= 0 else None
+
+    def type_of(self, i: int) -> str | None:
+        c = int(self.type_code[i])
+        return PROPERTY_TYPES[c] if c >= 0 else None
+
+    def attributes(self, property_id: str) -> dict | None:
+        """Known attributes of one listing, or None."""
+        i = self.index.get(property_id)
+        if i is None or not self.known[i]:
+            return None
+        return {
+            "price": float(self.price[i]),
+            "bedrooms": int(self.beds[i]),
+            "property_type": self.type_of(i),
+            "city": self.city_of(i),
+            "active": bool(self.active[i]),
+        }
+
+    def describe(self, property_id: str) -> str:
+        a = self.attributes(property_id)
+        if a is None:
+            return property_id
+        return f"{a['bedrooms']}-bed {a['property_type']} in {a['city']} at {money(a['price'])}"

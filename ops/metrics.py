@@ -1,0 +1,72 @@
+"""Prometheus metrics of one worker. Names follow ``leadstream_<thing>_<unit>``.
+
+Each :class:`Metrics` owns its registry, so several pipelines (tests) never collide.
+
+>>> m = Metrics()
+>>> m.events_in.labels(topic="interactions").inc()
+>>> b"leadstream_events_in_total" in m.exposition()
+True
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the web view)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry()
+        self.events_in = Counter(
+            "leadstream_events_in", "Input records read, by topic", ["topic"], registry=r
+        )
+        self.events_processed = Counter(
+            "leadstream_events_processed",
+            "Valid interaction events applied to lead state, by event type",
+            ["event_type"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "leadstream_events_dead_lettered",
+            "Records sent to the dead-letter topic, by source topic and reason",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "leadstream_events_duplicate", "Repeated event_ids dropped (applied once)", registry=r
+        )
+        self.rekeyed = Counter(
+            "leadstream_events_rekeyed",
+            "Events whose Kafka key or partition was not their lead's, re-published keyed by lead",
+            registry=r,
+        )
+        self.listings = Counter(
+            "leadstream_listings_processed", "Valid catalog records applied", registry=r
+        )
+        self.recommendations = Counter(
+            "leadstream_recommendations_emitted",
+            "Recommendation events published, by trigger",
+            ["trigger"],
+            registry=r,
+        )
+        self.event_to_rec = Histogram(
+            "leadstream_event_to_recommendation_seconds",
+            "Event time of the triggering event to the recommendation being sent",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.receipt_to_rec = Histogram(
+            "leadstream_receipt_to_recommendation_seconds",
+            "Worker receipt of the triggering event to the recommendation being sent",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.catalog_size = Gauge(
+            "leadstream_catalog_listings", "Listings known to this worker", ["status"], registry=r
+        )
+        self.leads = Gauge("leadstream_leads", "Lead profiles held by this worker", registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,200 @@
+"""What a worker does with one record, without the I/O: the agents in ``streams/app.py``
+call these methods and then send or store what they return.
+
+Every input offset ends in exactly one outcome, counted in ``leadstream_events_in_total``
+and one of: processed (applied), duplicate (its ``event_id`` was already applied),
+dead-lettered (invalid, with a reason) or rekeyed (its Kafka key/partition was not its
+lead's: it is re-published keyed by ``lead_id`` and the copy is then processed).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from features.profile import LeadProfile, update
+from leadstream.events import InvalidRecord, parse_event, parse_listing
+from leadstream.outputs import Recommendation
+from models.baseline import PopularityRecommender
+from models.catalog import Catalog
+from models.weights import STRONG_SIGNALS
+from ops.metrics import Metrics
+
+_REC_NS = uuid.UUID("6f1d3c1e-9a55-4a8e-9f0e-7b7f3c2d1a10")
+
+
+def partition_for(key: bytes, n_partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), as the Java client and aiokafka use it."""
+    return (murmur2(key) & 0x7FFFFFFF) % n_partitions
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    reason: str
+    message: str
+
+    def headers(self, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+        return [
+            ("leadstream.dlq.reason", self.reason.encode()),
+            ("leadstream.dlq.error", self.message.encode("utf-8", "replace")[:4000]),
+            ("leadstream.dlq.topic", topic.encode()),
+            ("leadstream.dlq.partition", str(partition).encode()),
+            ("leadstream.dlq.offset", str(offset).encode()),
+            ("leadstream.dlq.at", datetime.now(UTC).isoformat().encode()),
+        ]
+
+
+@dataclass(slots=True)
+class Rekey:
+    key: bytes
+    partition: int
+
+
+@dataclass(slots=True)
+class Applied:
+    lead_id: str
+    profile: dict | None  # new state to store, None for a duplicate
+    duplicate: bool = False
+    recommendation: bytes | None = None
+
+
+class Pipeline:
+    """Per-worker processing state: the catalog index, the models, the metrics."""
+
+    def __init__(self, settings, n_partitions: int, metrics: Metrics | None = None,
+                 interactions_topic: str = "interactions"):
+        self.settings = settings
+        self.n_partitions = n_partitions
+        self.metrics = metrics or Metrics()
+        self.catalog = Catalog()
+        self.model = PopularityRecommender()
+        self.topic = interactions_topic
+        self._future = timedelta(seconds=settings.max_future_skew_seconds)
+        self._age = timedelta(days=settings.max_event_age_days)
+
+    # ---- interactions -------------------------------------------------------------
+    def ingest(self, raw: bytes | None, key: bytes | None, partition: int):
+        """Validate one record: returns the event, a DeadLetter or a Rekey."""
+        self.metrics.events_in.labels(topic=self.topic).inc()
+        if raw is None:
+            return self._dead("schema", "null value (tombstone) on the interactions topic")
+        try:
+            ev = parse_event(
+                raw,
+                now=datetime.now(UTC),
+                max_bytes=self.settings.max_event_bytes,
+                max_future_skew=self._future,
+                max_age=self._age,
+            )
+        except InvalidRecord as err:
+            return self._dead(err.reason, err.message)
+        want = ev.lead_id.encode()
+        if key != want or partition != partition_for(want, self.n_partitions):
+            self.metrics.rekeyed.inc()
+            return Rekey(want, partition_for(want, self.n_partitions))
+        return ev
+
+    def _dead(self, reason: str, message: str, topic: str | None = None) -> DeadLetter:
+        self.metrics.dead_lettered.labels(topic=topic or self.topic, reason=reason).inc()
+        return DeadLetter(reason, message)
+
+    def apply(self, ev, stored: dict | None, received: float | None = None) -> Applied:
+        """Apply a validated event to the lead's stored state; maybe build a recommendation."""
+        s = self.settings
+        profile = LeadProfile.from_dict(stored) if stored else LeadProfile()
+        pid = ev.property_id
+        listing = self.catalog.attributes(pid) if pid is not None else None
+        if update(profile, ev, listing, dedup_ttl=s.dedup_ttl_seconds,
+                  dedup_max_ids=s.dedup_max_ids) == "duplicate":
+            self.metrics.duplicates.inc()
+            return Applied(ev.lead_id, None, duplicate=True)
+        self.metrics.events_processed.labels(event_type=ev.event_type).inc()
+        self.model.learn_one(self.catalog, ev)
+        rec = None
+        trigger = self._trigger(ev, profile)
+        if trigger is not None:
+            rec = self._recommend(ev, profile, trigger, received)
+        return Applied(ev.lead_id, profile.to_dict(), recommendation=rec)
+
+    def _trigger(self, ev, profile: LeadProfile) -> str | None:
+        s = self.settings
+        ts = ev.timestamp.timestamp()
+        if ts - profile.last_rec_ts < s.recommend_min_interval_seconds:
+            return None
+        et = ev.event_type
+        if et == "session_started":
+            return "session_started"
+        if et in STRONG_SIGNALS:
+            return "strong_signal"
+        if profile.last_rec_ts == float("-inf"):
+            return "first_event"
+        if profile.events_since_rec >= s.recommend_every_n_events:
+            return "activity"
+        return None
+
+    def _recommend(self, ev, profile: LeadProfile, trigger: str, received: float | None) -> bytes:
+        ranked = self.model.recommend(profile, self.catalog, k=self.settings.top_k)
+        profile.last_rec_ts = ev.timestamp.timestamp()
+        profile.events_since_rec = 0
+        profile.last_rec_items = [it["property_id"] for it in ranked.items]
+        now = datetime.now(UTC)
+        rec = Recommendation(
+            recommendation_id=str(uuid.uuid5(_REC_NS, f"{ev.lead_id}/{ev.event_id}")),
+            lead_id=ev.lead_id,
+            trigger=trigger,
+            source_event_id=ev.event_id,
+            event_time=ev.timestamp,
+            emitted_at=now,
+            model_version=ranked.model_version,
+            confidence=ranked.confidence,
+            explanation=ranked.explanation,
+            items=ranked.items,
+        )
+        m = self.metrics
+        m.recommendations.labels(trigger=trigger).inc()
+        m.event_to_rec.observe(max((now - ev.timestamp).total_seconds(), 0.0))
+        if received is not None:
+            m.receipt_to_rec.observe(max(time.time() - received, 0.0))
+        return orjson.dumps(rec.model_dump(mode="json"))
+
+    # ---- catalog ------------------------------------------------------------------
+    def check_listing(self, raw: bytes | None, key: bytes | None, topic: str):
+        """Validate one catalog record for accounting: None if fine, else a DeadLetter."""
+        self.metrics.events_in.labels(topic=topic).inc()
+        if raw is None:
+            if not key:
+                return self._dead("schema", "tombstone without a key", topic)
+            self.metrics.listings.inc()
+            return None
+        try:
+            listing = parse_listing(raw)
+        except InvalidRecord as err:
+            return self._dead(err.reason, err.message, topic)
+        if key is not None and key != listing.property_id.encode():
+            return self._dead(
+                "key_mismatch",
+                f"record key {key[:64]!r} is not property_id {listing.property_id!r}",
+                topic,
+            )
+        self.metrics.listings.inc()
+        return None
+
+    def load_listing(self, raw: bytes | None, key: bytes | None) -> bool:
+        """Apply one catalog record to the local index (invalid ones are skipped)."""
+        if raw is None:
+            if key:
+                self.catalog.delete(key.decode("utf-8", "replace"))
+            return True
+        try:
+            listing = parse_listing(raw)
+        except InvalidRecord:
+            return False
+        if key is not None and key != listing.property_id.encode():
+            return False
+        self.catalog.upsert(listing)
+        return True
