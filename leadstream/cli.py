@@ -258,7 +258,8 @@ def _sim_config(args):
     from leadstream.simulate import SimConfig
 
     start = (datetime.fromisoformat(args.start) if args.start
-             else datetime.now(UTC).replace(microsecond=0) - timedelta(days=args.days))
+             # booking follow-ups run up to 3 days past the last session: keep all in the past
+             else datetime.now(UTC).replace(microsecond=0) - timedelta(days=args.days + 3))
     return SimConfig(leads=args.leads, properties=args.properties, seed=args.seed,
                      days=args.days, start=start, bad_ratio=args.bad_ratio,
                      duplicate_ratio=args.duplicate_ratio)
@@ -525,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("simulate", help="synthetic leads and catalog: publish or write a file")
     sim_args(sm)
     sm.add_argument("--days", type=float, default=14.0)
-    sm.add_argument("--start", help="ISO time of the first event (default: now - days)")
+    sm.add_argument("--start", help="ISO time of the first event (default: now - days - 3d)")
     sm.add_argument("--duplicate-ratio", type=float, default=0.0)
     sm.add_argument("--limit", type=int, default=None, help="at most N interaction events")
     sm.add_argument("--out", help="write interactions as JSON lines here instead of publishing")

@@ -328,7 +328,8 @@ class Simulator:
         sessions: list[tuple[float, int]] = []
         for i, lead in enumerate(self.leads):
             first = self._next_session(lead, cfg.start)
-            heapq.heappush(sessions, (first.timestamp(), i))
+            if first < end:
+                heapq.heappush(sessions, (first.timestamp(), i))
         catalog_events = []
         for rate, kind in ((cfg.new_listings_per_day, "new"), (cfg.sold_per_day, "sold")):
             t = cfg.start
