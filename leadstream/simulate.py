@@ -243,6 +243,10 @@ class Simulator:
                     continue
             if r.random() < like * 0.5:
                 out.append(self._ev(lead, "property_liked", step(1, 8), sid, property_id=pid))
+                if r.random() < 0.06:
+                    out.append(self._ev(lead, "property_unliked", step(5, 60), sid,
+                                        property_id=pid))
+                    continue
             if r.random() < like * 0.45:
                 out.append(self._ev(lead, "property_saved", step(1, 8), sid, property_id=pid))
                 lead.saved.append(pid)

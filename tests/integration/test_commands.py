@@ -1,0 +1,69 @@
+"""The commands a user types: broker, topics apply, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from leadstream.settings import Settings
+from ops.broker import free_port
+from streams.topics import apply_topics
+
+from .conftest import HOME
+
+pytestmark = pytest.mark.integration
+
+
+def test_broker_reports_a_taken_port_clearly():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "leadstream", "broker", "--port", str(port)],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "LEADSTREAM_HOME": str(HOME)})
+    assert out.returncode == 2
+    assert f"port {port}" in out.stderr and "already in use" in out.stderr
+
+
+def test_topics_apply_is_idempotent_and_reports_differences(kafka):
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    s = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=f"a{uuid.uuid4().hex[:6]}-")
+
+    async def go():
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        await admin.start()
+        try:  # someone created the recommendations topic by hand, with 2 partitions
+            await admin.create_topics([NewTopic(s.topic("recommendations"), 2, 1)])
+        finally:
+            await admin.close()
+        return await apply_topics(s), await apply_topics(s)
+
+    first, second = asyncio.run(go())
+    assert len(first.created) == 5 and s.topic("recommendations") not in first.created
+    assert second.created == [] and len(second.unchanged) == 5
+    assert len(second.differences) == 1
+    assert "partitions 2 (declared 4)" in second.differences[0]
+
+
+def test_demo_command_shows_recommendations_and_stops_by_itself(tmp_path):
+    """The README's first command, on its own embedded broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")}
+    env.update(LEADSTREAM_HOME=str(HOME), LEADSTREAM_BROKER_PORT=str(free_port()),
+               LEADSTREAM_WEB_PORT=str(free_port()), COLUMNS="160")
+    out = subprocess.run([sys.executable, "-m", "leadstream", "demo", "--duration", "30",
+                          "--rate", "30"], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "embedded kafka broker" in out.stdout
+    assert "conf " in out.stdout and " 1. P" in out.stdout  # a ranked list on screen
+    done = [line for line in out.stdout.splitlines() if line.startswith("done:")]
+    assert done, out.stdout[-2000:]
+    n_recs = int(done[0].split(",")[2].split()[0])
+    assert n_recs > 0

@@ -1,0 +1,64 @@
+"""Boundaries and declarations the rest of the project relies on."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+
+from leadstream.settings import Settings
+from streams.topics import load_topics
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN = {"faust", "aiokafka", "prometheus_client", "kafka", "streams", "ops"}
+
+
+def test_features_and_models_import_no_kafka_or_metrics():
+    for pkg in ("features", "models"):
+        for path in (REPO / pkg).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                for n in names:
+                    assert n.split(".")[0] not in FORBIDDEN, f"{path} imports {n}"
+
+
+def test_topics_yaml_declares_every_topic_with_its_contract():
+    doc = yaml.safe_load((REPO / "topics.yaml").read_text())
+    want = {"interactions", "properties", "recommendations", "lead-scores", "agent-insights",
+            "interactions-dlq"}
+    assert want <= set(doc["topics"])
+    specs = load_topics(Settings(topic_prefix="p-"))
+    assert specs["properties"].config["cleanup.policy"] == "compact"
+    assert specs["interactions"].full_name == "p-interactions"
+    for name in ("interactions", "recommendations", "lead-scores"):
+        assert specs[name].key == "lead_id"
+        assert specs[name].partitions == specs["interactions"].partitions  # co-partitioned
+    assert specs["agent-insights"].key == "agent_id"
+    for s in specs.values():
+        assert "retention.ms" in s.config or s.config["cleanup.policy"] == "compact"
+        if s.schema:
+            assert (REPO / s.schema).exists(), s.schema
+
+
+def test_settings_hide_secrets_and_read_the_environment(monkeypatch):
+    monkeypatch.setenv("LEADSTREAM_KAFKA_BOOTSTRAP", "10.0.0.1:9093")
+    monkeypatch.setenv("LEADSTREAM_SASL_PASSWORD", "hunter2")
+    s = Settings()
+    assert s.kafka_bootstrap == "10.0.0.1:9093"
+    assert "hunter2" not in str(s.printable()) and "hunter2" not in repr(s)
+    assert s.sasl_password.get_secret_value() == "hunter2"
+
+
+def test_settings_file(tmp_path, monkeypatch):
+    f = tmp_path / "leadstream.toml"
+    f.write_text('topic_prefix = "prod-"\ntop_k = 5\n')
+    monkeypatch.setenv("LEADSTREAM_CONFIG", str(f))
+    monkeypatch.setenv("LEADSTREAM_TOP_K", "7")  # the environment wins over the file
+    s = Settings()
+    assert (s.topic_prefix, s.top_k) == ("prod-", 7)

@@ -1,0 +1,113 @@
+"""The worker's per-record logic, without a broker (streams/pipeline.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from leadstream.settings import Settings
+from streams.pipeline import Applied, DeadLetter, Pipeline, Rekey, partition_for
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+
+
+def listing(pid, price, city="Austin", ptype="condo", beds=2, status="active"):
+    return orjson.dumps({"property_id": pid, "status": status, "price": price, "bedrooms": beds,
+                         "bathrooms": 1, "property_type": ptype, "city": city})
+
+
+def event(et, eid, lead="L1", dt=0.0, **kw):
+    ev = {"event_id": eid, "lead_id": lead, "event_type": et, "session_id": "s1",
+          "timestamp": (T0 + timedelta(seconds=dt)).isoformat()}
+    ev.update(kw)
+    return orjson.dumps(ev)
+
+
+@pytest.fixture
+def pipe():
+    p = Pipeline(Settings(recommend_min_interval_seconds=5, recommend_every_n_events=3), 4)
+    for i, (price, city, ptype) in enumerate([(300e3, "Austin", "condo"), (320e3, "Austin", "condo"),
+                                             (900e3, "Denver", "house"), (310e3, "Austin", "house"),
+                                             (305e3, "Austin", "condo")]):
+        assert p.load_listing(listing(f"P{i}", price, city, ptype), f"P{i}".encode())
+    return p
+
+
+def run(pipe, raw, state=None, lead="L1"):
+    key = lead.encode()
+    res = pipe.ingest(raw, key, partition_for(key, pipe.n_partitions))
+    assert not isinstance(res, DeadLetter | Rekey), res
+    return pipe.apply(res, state)
+
+
+def test_wrong_key_or_partition_is_rekeyed_by_lead():
+    p = Pipeline(Settings(), 4)
+    raw = event("session_started", "e1", lead="L9")
+    right = partition_for(b"L9", 4)
+    assert p.ingest(raw, b"L9", right).lead_id == "L9"
+    for key, part in ((None, right), (b"other", right), (b"L9", (right + 1) % 4)):
+        res = p.ingest(raw, key, part)
+        assert isinstance(res, Rekey) and res == Rekey(b"L9", right)
+
+
+def test_invalid_records_become_dead_letters_with_source_headers():
+    p = Pipeline(Settings(), 4)
+    res = p.ingest(b"{oops", b"k", 0)
+    assert isinstance(res, DeadLetter) and res.reason == "not_json"
+    h = dict(res.headers("interactions", 2, 41))
+    assert (h["leadstream.dlq.partition"], h["leadstream.dlq.offset"]) == (b"2", b"41")
+    assert p.ingest(None, b"k", 0).reason == "schema"
+    future = event("session_started", "e1", dt=3 * 86400)
+    assert p.ingest(future, b"L1", partition_for(b"L1", 4)).reason == "timestamp_in_future"
+
+
+def test_duplicate_event_changes_nothing(pipe):
+    out = run(pipe, event("property_saved", "e1", property_id="P0"))
+    again = run(pipe, event("property_saved", "e1", property_id="P0"), out.profile)
+    assert again == Applied("L1", None, duplicate=True)
+    assert out.profile["event_count"] == 1
+
+
+def test_recommendation_triggers_and_minimum_interval(pipe):
+    out = run(pipe, event("session_started", "e1"))
+    assert out.recommendation is not None  # a new session
+    state = out.profile
+    out = run(pipe, event("property_saved", "e2", dt=2, property_id="P0"), state)
+    assert out.recommendation is None  # strong signal, but within the 5 s interval
+    out = run(pipe, event("property_saved", "e3", dt=6, property_id="P1"), out.profile)
+    rec = orjson.loads(out.recommendation)
+    assert rec["trigger"] == "strong_signal" and rec["source_event_id"] == "e3"
+    ids = [it["property_id"] for it in rec["items"]]
+    assert "P0" not in ids and "P1" not in ids  # saved already
+    assert ids[0] == "P4"  # Austin condo at the saved price: the closest match
+    assert "2-bed condos in Austin" in rec["explanation"]
+    state = out.profile
+    for i, dt in enumerate((20, 21, 22)):  # ordinary views: every third event
+        out = run(pipe, event("property_viewed", f"v{i}", dt=dt, property_id="P2",
+                              payload={"duration_seconds": 3}), state)
+        state = out.profile
+    assert out.recommendation is not None and orjson.loads(out.recommendation)["trigger"] == "activity"
+
+
+def test_filters_rejections_and_delistings_shape_the_list(pipe):
+    out = run(pipe, event("filter_applied", "f1", payload={"property_types": ["condo"]}))
+    ids = [it["property_id"] for it in orjson.loads(out.recommendation)["items"]]
+    assert set(ids) == {"P0", "P1", "P4"}
+    out = run(pipe, event("property_swiped", "s1", dt=10, property_id="P4",
+                          payload={"direction": "left"}), out.profile)
+    pipe.load_listing(listing("P1", 320e3, status="sold"), b"P1")
+    pipe.load_listing(None, b"P0")  # tombstone
+    out = run(pipe, event("filter_cleared", "f2", dt=20), out.profile)
+    ids = [it["property_id"] for it in orjson.loads(out.recommendation)["items"]]
+    assert set(ids) == {"P2", "P3"}
+
+
+def test_catalog_records_are_checked_per_record(pipe):
+    assert pipe.check_listing(listing("P7", 100e3), b"P7", "properties") is None
+    bad = pipe.check_listing(listing("P8", -1), b"P8", "properties")
+    assert bad.reason == "schema"
+    assert pipe.check_listing(listing("P9", 100e3), b"other", "properties").reason == "key_mismatch"
+    assert not pipe.load_listing(listing("P8", -1), b"P8")
+    assert "P8" not in pipe.catalog.index
