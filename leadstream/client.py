@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from datetime import datetime
 from typing import Any
 
 from leadstream.events import (
@@ -74,8 +73,7 @@ class EventCollector:
         """Validate and send one event of any type."""
         env = {k: fields.pop(k) for k in ENVELOPE if k in fields}
         env.setdefault("event_id", str(uuid.uuid4()))
-        ts = env.get("timestamp") or utcnow()
-        env["timestamp"] = ts if isinstance(ts, datetime) else ts
+        env.setdefault("timestamp", utcnow())
         ev = make_event(event_type, payload=fields, **env)
         await self._producer.send_and_wait(self.topic, event_to_json(ev),
                                            key=ev.lead_id.encode())

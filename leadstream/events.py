@@ -20,7 +20,6 @@ not_json
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, Union
 
@@ -465,10 +464,6 @@ def json_schemas() -> dict[str, dict]:
         sch["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         out[fname] = sch
     return out
-
-
-def is_finite(x: float) -> bool:
-    return not (math.isnan(x) or math.isinf(x))
 
 
 def utcnow() -> datetime:

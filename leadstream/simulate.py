@@ -297,9 +297,9 @@ class Simulator:
                                         agent_id=lead.agent, property_id=pid,
                                         payload={"outcome": "converted"}))
             else:
-                out.append(self._ev(lead, "booking_cancelled", t3 if False else t2 + timedelta(
-                    hours=2), None, property_id=pid, payload={"booking_id": bid,
-                                                             "reason": "schedule"}))
+                out.append(self._ev(lead, "booking_cancelled", t2 + timedelta(hours=2), None,
+                                    property_id=pid,
+                                    payload={"booking_id": bid, "reason": "schedule"}))
         return out
 
     # ---- malformed input --------------------------------------------------------------

@@ -9,6 +9,7 @@ lead's: it is re-published keyed by ``lead_id`` and the copy is then processed).
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ops.metrics import Metrics
 _REC_NS = uuid.UUID("6f1d3c1e-9a55-4a8e-9f0e-7b7f3c2d1a10")
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_for(key: bytes, n_partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as the Java client and aiokafka use it."""
     return (murmur2(key) & 0x7FFFFFFF) % n_partitions
