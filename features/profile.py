@@ -104,10 +104,6 @@ class LeadProfile:
         return self.price_w
 
 
-def seen(profile: LeadProfile, event_id: str) -> bool:
-    return event_id in profile.recent_ids
-
-
 def update(
     profile: LeadProfile,
     event,

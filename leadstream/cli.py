@@ -374,14 +374,14 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -
 
 def cmd_demo(args, settings: Settings) -> int:
     """Broker + topics + worker + simulator, recommendations on screen."""
-    from ops.broker import free_port
+    from ops.broker import free_port, port_is_free
 
     console = _console()
     # a fresh namespace per run, so earlier runs' state never mixes in
     run_id = datetime.now(UTC).strftime("%H%M%S")
     if not os.environ.get("LEADSTREAM_TOPIC_PREFIX"):
         settings = settings.model_copy(update={"topic_prefix": f"demo{run_id}-"})
-    web_port = settings.web_port if _port_free(settings.web_port) else free_port()
+    web_port = settings.web_port if port_is_free(settings.web_port) else free_port()
     with bootstrap_or_embedded(settings) as (s, broker):
         s = s.model_copy(update={"web_port": web_port})
         if broker is not None:
@@ -408,12 +408,6 @@ def cmd_demo(args, settings: Settings) -> int:
                     worker.kill()
                     worker.wait(5)
             console.print("[bold]stopped[/]")
-
-
-def _port_free(port: int) -> bool:
-    from ops.broker import port_is_free
-
-    return port_is_free(port)
 
 
 def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:

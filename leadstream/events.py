@@ -255,7 +255,6 @@ EVENT_CLASSES: dict[str, type[_Event]] = {
     name: _event(name, base, payload, required, doc)
     for name, base, payload, required, _group, doc in EVENT_TYPES
 }
-EVENT_GROUPS: dict[str, str] = {name: group for name, *_x, group, _d in EVENT_TYPES}
 globals().update({cls.__name__: cls for cls in EVENT_CLASSES.values()})
 
 InteractionEvent = Annotated[Union[tuple(EVENT_CLASSES.values())], Field(discriminator="event_type")]  # noqa: UP007
