@@ -1,9 +1,8 @@
 """Per-lead profile: the small state the recommender needs, updated in O(1) per event.
 
 ``update(profile, event, listing)`` applies one validated event (``listing`` is the
-catalog attributes of the event's property, or None) and returns what happened. Repeated
-``event_id`` values are recognised and not applied twice: the profile remembers the last
-``dedup_max_ids`` ids within ``dedup_ttl`` seconds of event time (bounded memory).
+catalog attributes of the event's property, or None). De-duplication and lateness are
+decided before, by :func:`features.lead.update`: only events it applied reach here.
 
 >>> from datetime import datetime, UTC
 >>> from leadstream.events import make_event
@@ -12,9 +11,6 @@ catalog attributes of the event's property, or None) and returns what happened. 
 ...                 timestamp=datetime(2026, 3, 1, tzinfo=UTC), property_id="P1")
 >>> update(p, ev, {"price": 400000.0, "bedrooms": 2, "property_type": "condo",
 ...               "city": "Austin", "active": True})
-'applied'
->>> update(p, ev, None)   # the same event_id again
-'duplicate'
 >>> p.event_count, p.counts["property_saved"], round(p.price_center())
 (1, 1, 400000)
 """
@@ -54,7 +50,6 @@ class LeadProfile:
     last_ts: float = 0.0
     session_id: str | None = None
     session_count: int = 0
-    recent_ids: dict[str, float] = field(default_factory=dict)  # event_id -> event ts
     counts: dict[str, int] = field(default_factory=dict)  # events by type
     # weighted statistics of log(price) over positively weighted interactions
     price_w: float = 0.0
@@ -104,27 +99,9 @@ class LeadProfile:
         return self.price_w
 
 
-def update(
-    profile: LeadProfile,
-    event,
-    listing: dict | None,
-    *,
-    dedup_ttl: float = 86_400.0,
-    dedup_max_ids: int = 64,
-) -> str:
-    """Apply one event. Returns ``'applied'`` or ``'duplicate'``. Mutates ``profile``."""
-    if event.event_id in profile.recent_ids:
-        return "duplicate"
+def update(profile: LeadProfile, event, listing: dict | None) -> None:
+    """Apply one (new, not late) event. Mutates ``profile``."""
     ts = event.timestamp.timestamp()
-    ids = profile.recent_ids
-    _bounded_put(ids, event.event_id, ts, dedup_max_ids)
-    horizon = max(ts, profile.last_ts) - dedup_ttl
-    while ids:
-        oldest = next(iter(ids))
-        if ids[oldest] >= horizon:
-            break
-        del ids[oldest]
-
     et = event.event_type
     if profile.event_count == 0:
         profile.first_ts = ts
@@ -168,4 +145,3 @@ def update(
         else:
             for f in payload.fields:
                 profile.filters.pop(f, None)
-    return "applied"

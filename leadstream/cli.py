@@ -475,6 +475,91 @@ def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
     return asyncio.run(run())
 
 
+def cmd_features(args, settings: Settings) -> int:
+    """The feature catalog, or one lead's current features from the worker holding it."""
+    if args.catalog:
+        from features.catalog import FEATURES, catalog_json, catalog_markdown
+
+        if args.write:
+            path = REPO_ROOT / "docs" / "features.md"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(catalog_markdown() + "\n")
+            print(f"wrote {path}")
+        elif args.json:
+            print(json.dumps(catalog_json(), indent=2))
+        else:
+            from rich.table import Table
+
+            t = Table("name", "family", "kind", "window", "definition", show_lines=False)
+            for f in FEATURES:
+                t.add_row(f.name, f.family, f.kind, f.window, f.definition)
+            _console().print(t)
+        return 0
+    if not args.lead_id:
+        print("error: give a LEAD_ID, or --catalog", file=sys.stderr)
+        return 2
+    import urllib.error
+    import urllib.parse
+
+    base = (args.url or f"http://{settings.web_host}:{settings.web_port}").rstrip("/")
+    url = f"{base}/leads/{urllib.parse.quote(args.lead_id, safe='')}/features"
+    if args.at_last_event:
+        url += "?at=last_event"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = orjson.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode("utf-8", "replace")
+        print(f"error: {err.code} from {url}: {detail}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: no worker answers at {base} ({err}); start one with `leadstream worker`"
+              " or pass --url", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    _print_features(body)
+    return 0
+
+
+def _print_features(body: dict) -> None:
+    from rich.table import Table
+
+    from features.catalog import BY_NAME
+
+    console = _console()
+    meta = body["metadata"]
+    console.print(f"[bold]{body['lead_id']}[/]: {meta['event_count']} events, feature version "
+                  f"{meta['feature_version']}, as of "
+                  f"{datetime.fromtimestamp(meta['as_of'], UTC).isoformat(timespec='seconds')}")
+    console.print("  ".join(f"{k} = [bold]{v}[/]" for k, v in body["categorical"].items()))
+    z = body.get("normalized", {}).get("zscore", {})
+    for family in ("property", "engagement", "session", "time"):
+        t = Table(family, "value", "z-score", "window")
+        for name, value in body["numerical"].items():
+            f = BY_NAME.get(name)
+            if f is not None and f.family == family:
+                zs = f"{z[name]:+.2f}" if name in z else ""
+                t.add_row(name, f"{value:,.4g}", zs, f.window)
+        console.print(t)
+
+
+def cmd_bench(args, settings: Settings) -> int:
+    from leadstream import bench
+
+    if args.what == "features":
+        r = bench.bench_features(leads=args.leads, days=args.days, seed=args.seed,
+                                 memory_leads=args.memory_leads)
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            bench.print_features(r)
+        return 0
+    print(f"error: unknown benchmark {args.what!r}", file=sys.stderr)
+    return 2
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -541,6 +626,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("settings", help="print the effective settings (secrets hidden)")
     st.set_defaults(func=cmd_settings)
+
+    fe = sub.add_parser("features", help="one lead's current features, or the feature catalog")
+    fe.add_argument("lead_id", nargs="?")
+    fe.add_argument("--catalog", action="store_true", help="print the feature catalog")
+    fe.add_argument("--write", action="store_true", help="with --catalog: write docs/features.md")
+    fe.add_argument("--json", action="store_true")
+    fe.add_argument("--at-last-event", action="store_true",
+                    help="windows as of the lead's latest event time (default: now)")
+    fe.add_argument("--url", help="a worker's web address (default: LEADSTREAM_WEB_HOST/PORT)")
+    fe.set_defaults(func=cmd_features)
+
+    be = sub.add_parser("bench", help="benchmarks that print their figures")
+    be.add_argument("what", choices=["features"])
+    be.add_argument("--leads", type=int, default=1000, help="simulated leads")
+    be.add_argument("--days", type=float, default=14.0, help="simulated days")
+    be.add_argument("--seed", type=int, default=7)
+    be.add_argument("--memory-leads", type=int, default=100_000,
+                    help="leads in the memory measurement")
+    be.add_argument("--json", action="store_true")
+    be.set_defaults(func=cmd_bench)
     return p
 
 

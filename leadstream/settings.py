@@ -88,6 +88,25 @@ class Settings(BaseSettings):
         86_400.0, description="a repeated event_id within this event-time span is dropped"
     )
     dedup_max_ids: int = Field(64, description="event ids remembered per lead (bound)")
+    allowed_lateness_seconds: float = Field(
+        6 * 3600.0,
+        description="events further behind their lead's latest event time are dead-lettered "
+        "(reason late_event); within it they are applied exactly as if in order",
+    )
+    session_gap_seconds: float = Field(
+        1800.0, description="a session id silent for longer than this starts a new session"
+    )
+
+    # --- lead state -------------------------------------------------------------------
+    lead_ttl_seconds: float = Field(
+        30 * 86_400.0, description="a lead with no event for this long (wall clock) is forgotten"
+    )
+    normalizer_sample_every: int = Field(
+        10, description="feed every n-th lead feature vector to the online scalers"
+    )
+    lead_sweep_interval_seconds: float = Field(
+        60.0, description="how often a worker looks for idle leads to forget"
+    )
 
     # --- recommendations --------------------------------------------------------------
     top_k: int = 10

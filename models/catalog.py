@@ -51,13 +51,17 @@ class Catalog:
         self.log_price = np.zeros(0)
         self.beds = np.zeros(0, dtype=np.int16)
         self.baths = np.zeros(0)
+        self.sqft = np.zeros(0)  # NaN when unknown, as latitude / longitude
+        self.lat = np.zeros(0)
+        self.lon = np.zeros(0)
         self.type_code = np.zeros(0, dtype=np.int16)
         self.city_code = np.zeros(0, dtype=np.int32)
         self.active = np.zeros(0, dtype=bool)
         self.known = np.zeros(0, dtype=bool)
         self._grow(max(capacity, 1))
 
-    _COLUMNS = ("price", "log_price", "beds", "baths", "type_code", "city_code", "active", "known")
+    _COLUMNS = ("price", "log_price", "beds", "baths", "sqft", "lat", "lon", "type_code",
+                "city_code", "active", "known")
 
     def _grow(self, cap: int) -> None:
         for name in self._COLUMNS:
@@ -98,6 +102,10 @@ class Catalog:
         self.log_price[i] = np.log(listing.price)
         self.beds[i] = listing.bedrooms
         self.baths[i] = listing.bathrooms
+        nan = float("nan")
+        self.sqft[i] = listing.square_feet if listing.square_feet is not None else nan
+        self.lat[i] = listing.latitude if listing.latitude is not None else nan
+        self.lon[i] = listing.longitude if listing.longitude is not None else nan
         self.type_code[i] = TYPE_CODE[listing.property_type]
         self.city_code[i] = code
         self.active[i] = listing.status == "active"
@@ -123,9 +131,14 @@ class Catalog:
         i = self.index.get(property_id)
         if i is None or not self.known[i]:
             return None
+        sqft, lat, lon = float(self.sqft[i]), float(self.lat[i]), float(self.lon[i])
         return {
             "price": float(self.price[i]),
             "bedrooms": int(self.beds[i]),
+            "bathrooms": float(self.baths[i]),
+            "square_feet": None if sqft != sqft else sqft,
+            "latitude": None if lat != lat or lon != lon else lat,
+            "longitude": None if lat != lat or lon != lon else lon,
             "property_type": self.type_of(i),
             "city": self.city_of(i),
             "active": bool(self.active[i]),

@@ -66,7 +66,17 @@ class Metrics:
         self.catalog_size = Gauge(
             "leadstream_catalog_listings", "Listings known to this worker", ["status"], registry=r
         )
-        self.leads = Gauge("leadstream_leads", "Lead profiles held by this worker", registry=r)
+        self.leads = Gauge("leadstream_leads", "Leads whose state this worker holds", registry=r)
+        self.leads_expired = Counter(
+            "leadstream_leads_expired",
+            "Idle leads forgotten (no event for lead_ttl_seconds)",
+            registry=r,
+        )
+        self.feature_state_bytes = Gauge(
+            "leadstream_feature_state_bytes",
+            "Bytes of feature state held for all leads (measured at each idle-lead sweep)",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,10 +1,12 @@
 """The Faust application: topics from topics.yaml, the lead table, agents, web views.
 
 Agents only wire: take a record, call :class:`streams.pipeline.Pipeline`, write the
-table or send, and the pipeline counts. State lives in the changelog-backed table
-``lead_profiles_v1`` (co-partitioned with ``interactions``, keyed by lead id) and, for
-what every worker needs whole (the catalog index, the popularity model), in the
-pipeline object held by the app, never in module globals.
+tables or send, and the pipeline counts. Per-lead state lives in two changelog-backed
+tables co-partitioned with ``interactions`` and keyed by the raw lead id:
+``lead_profiles_v2`` (what the recommender needs, JSON) and ``features_by_lead`` (the
+rolling features, ``features/lead.py`` bytes). A timer forgets leads idle for longer
+than ``lead_ttl_seconds``. What every worker needs whole (the catalog index, the
+popularity model) lives in the pipeline object held by the app, never in module globals.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import logging
 import time
 
 import faust
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
+from features import lead as features
 from ops.metrics import CONTENT_TYPE_LATEST
-from streams.pipeline import DeadLetter, Pipeline, Rekey
+from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
 from streams.topics import load_topics
 
 log = logging.getLogger("leadstream.worker")
@@ -79,13 +83,13 @@ def create_app(settings) -> faust.App:
     recommendations = topic("recommendations")
     dlq = topic("interactions-dlq")
 
-    profiles = app.Table(
-        "lead_profiles_v1",
-        default=None,
-        partitions=n,
-        key_type=str,  # json-serialised keys and values (Faust's table default)
-        help="LeadProfile per lead id (features/profile.py)",
-    )
+    # raw keys: the changelog partition of a lead is its interactions partition, and
+    # Faust's router finds the worker holding a lead from the same bytes
+    profiles = app.Table("lead_profiles_v2", default=None, partitions=n, key_type=bytes,
+                         value_type=bytes, help="LeadProfile JSON per lead (features/profile.py)")
+    feature_table = app.Table("features_by_lead", default=None, partitions=n, key_type=bytes,
+                              value_type=bytes,
+                              help="LeadFeatures bytes per lead (features/lead.py)")
 
     @app.agent(interactions, name="process_interactions")
     async def process_interactions(stream):
@@ -101,9 +105,15 @@ def create_app(settings) -> faust.App:
             if isinstance(res, Rekey):
                 await interactions.send(key=res.key, value=event.value, partition=res.partition)
                 continue
-            out = pipeline.apply(res, profiles.get(res.lead_id), received)
+            key = res.lead_id.encode()
+            out = pipeline.apply(res, profiles.get(key), feature_table.get(key), received)
+            if isinstance(out, DeadLetter):
+                await dlq.send(key=event.key, value=event.value,
+                               headers=out.headers(msg.topic, msg.partition, msg.offset))
+                continue
             if out.profile is not None:
-                profiles[res.lead_id] = out.profile
+                profiles[key] = out.profile
+                feature_table[key] = out.features
             if out.recommendation is not None:
                 await recommendations.send(key=event.key, value=out.recommendation)
 
@@ -146,10 +156,33 @@ def create_app(settings) -> faust.App:
         finally:
             await consumer.stop()
 
+    @app.timer(interval=settings.lead_sweep_interval_seconds)
+    async def forget_idle_leads():
+        """Delete leads idle for longer than the TTL from both tables (and changelogs)."""
+        keys = list(feature_table.data.keys())
+        total = 0
+        for start in range(0, len(keys), 5000):
+            chunk = []
+            for k in keys[start:start + 5000]:
+                blob = feature_table.data.get(k)
+                if blob is not None:
+                    total += len(blob)
+                    chunk.append((k, blob))
+            for k in pipeline.expired(chunk, time.time()):
+                part = partition_for(k, n)
+                for table in (feature_table, profiles):
+                    if k in table.data:
+                        del table.data[k]
+                        table.send_changelog(part, k, None, value_serializer="raw")
+                pipeline.metrics.leads_expired.inc()
+            await asyncio.sleep(0)
+        pipeline.metrics.feature_state_bytes.set(total)
+        pipeline.metrics.leads.set(len(feature_table.data))
+
     @app.page("/metrics")
     class MetricsView(View):
         async def get(self, request):
-            pipeline.metrics.leads.set(len(profiles))
+            pipeline.metrics.leads.set(len(feature_table.data))
             return self.bytes(pipeline.metrics.exposition(),
                               content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
@@ -166,13 +199,31 @@ def create_app(settings) -> faust.App:
                              status=200 if ready else 503)
 
     @app.page("/leads/{lead_id}")
+    @app.table_route(table=profiles, match_info="lead_id")
     class LeadView(View):
         async def get(self, request, lead_id):
-            state = profiles.get(lead_id)
+            state = profiles.get(lead_id.encode())
             if state is None:
-                return self.json({"error": f"lead {lead_id!r} not held by this worker"},
-                                 status=404)
-            return self.json({"lead_id": lead_id, "profile": state})
+                return self.json({"error": f"unknown lead {lead_id!r}"}, status=404)
+            return self.json({"lead_id": lead_id, "profile": orjson.loads(state)})
+
+    @app.page("/leads/{lead_id}/features")
+    @app.table_route(table=feature_table, match_info="lead_id")
+    class FeaturesView(View):
+        """The lead's features now (``?at=last_event``: at its latest event time)."""
+
+        async def get(self, request, lead_id):
+            blob = feature_table.get(lead_id.encode())
+            if blob is None:
+                return self.json({"error": f"unknown lead {lead_id!r}"}, status=404)
+            as_of = None if request.query.get("at") == "last_event" else time.time()
+            s = settings
+            values = features.compute(features.decode(blob), as_of,
+                                      lateness=s.allowed_lateness_seconds,
+                                      session_gap=s.session_gap_seconds)
+            out = values.as_dict(lead_id)
+            out["normalized"] = pipeline.normalizer.transform(values.numerical)
+            return self.json(out)
 
     app.leadstream_agents = (process_interactions, validate_listings)  # type: ignore[attr-defined]
     return app

@@ -3,8 +3,9 @@ call these methods and then send or store what they return.
 
 Every input offset ends in exactly one outcome, counted in ``leadstream_events_in_total``
 and one of: processed (applied), duplicate (its ``event_id`` was already applied),
-dead-lettered (invalid, with a reason) or rekeyed (its Kafka key/partition was not its
-lead's: it is re-published keyed by ``lead_id`` and the copy is then processed).
+dead-lettered (invalid, or later than the allowed lateness: with a reason) or rekeyed (its
+Kafka key/partition was not its lead's: it is re-published keyed by ``lead_id`` and the
+copy is then processed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from aiokafka.partitioner import murmur2
 
+from features import lead as features
+from features.normalize import FeatureNormalizer
 from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.outputs import Recommendation
@@ -60,7 +63,8 @@ class Rekey:
 @dataclass(slots=True)
 class Applied:
     lead_id: str
-    profile: dict | None  # new state to store, None for a duplicate
+    profile: bytes | None  # new states to store, None for a duplicate
+    features: bytes | None
     duplicate: bool = False
     recommendation: bytes | None = None
 
@@ -75,6 +79,7 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.catalog = Catalog()
         self.model = PopularityRecommender()
+        self.normalizer = FeatureNormalizer(settings.normalizer_sample_every)
         self.topic = interactions_topic
         self._future = timedelta(seconds=settings.max_future_skew_seconds)
         self._age = timedelta(days=settings.max_event_age_days)
@@ -105,23 +110,51 @@ class Pipeline:
         self.metrics.dead_lettered.labels(topic=topic or self.topic, reason=reason).inc()
         return DeadLetter(reason, message)
 
-    def apply(self, ev, stored: dict | None, received: float | None = None) -> Applied:
-        """Apply a validated event to the lead's stored state; maybe build a recommendation."""
+    def apply(self, ev, stored_profile: bytes | None, stored_features: bytes | None = None,
+              received: float | None = None) -> Applied | DeadLetter:
+        """Apply a validated event to the lead's stored state; maybe build a recommendation.
+
+        Returns the new states (a duplicate changes nothing), or a DeadLetter with reason
+        ``late_event`` for an event beyond the allowed lateness.
+        """
         s = self.settings
-        profile = LeadProfile.from_dict(stored) if stored else LeadProfile()
+        feats = features.decode(stored_features) if stored_features else features.LeadFeatures()
         pid = ev.property_id
         listing = self.catalog.attributes(pid) if pid is not None else None
-        if update(profile, ev, listing, dedup_ttl=s.dedup_ttl_seconds,
-                  dedup_max_ids=s.dedup_max_ids) == "duplicate":
+        outcome = features.update(
+            feats, ev, listing, lateness=s.allowed_lateness_seconds,
+            session_gap=s.session_gap_seconds, dedup_ttl=s.dedup_ttl_seconds,
+            dedup_max_ids=s.dedup_max_ids, now=time.time())
+        if outcome == "duplicate":
             self.metrics.duplicates.inc()
-            return Applied(ev.lead_id, None, duplicate=True)
+            return Applied(ev.lead_id, None, None, duplicate=True)
+        if outcome == "late":
+            wm = feats.v[features.L.watermark]
+            behind = wm - ev.timestamp.timestamp()
+            return self._dead("late_event", (
+                f"event time {ev.timestamp.isoformat()} is {behind:.0f} s behind lead "
+                f"{ev.lead_id!r}'s latest event ({datetime.fromtimestamp(wm, UTC).isoformat()}),"
+                f" more than the allowed lateness of {s.allowed_lateness_seconds:.0f} s"))
+        if self.normalizer.due():
+            self.normalizer.observe(features.compute(
+                feats, lateness=s.allowed_lateness_seconds, session_gap=s.session_gap_seconds
+            ).numerical)
+        profile = LeadProfile.from_dict(orjson.loads(stored_profile)) if stored_profile else (
+            LeadProfile())
+        update(profile, ev, listing)
         self.metrics.events_processed.labels(event_type=ev.event_type).inc()
         self.model.learn_one(self.catalog, ev)
         rec = None
         trigger = self._trigger(ev, profile)
         if trigger is not None:
             rec = self._recommend(ev, profile, trigger, received)
-        return Applied(ev.lead_id, profile.to_dict(), recommendation=rec)
+        return Applied(ev.lead_id, orjson.dumps(profile.to_dict()), features.encode(feats),
+                       recommendation=rec)
+
+    def expired(self, items, now: float) -> list:
+        """Keys of the (key, feature state) pairs idle for longer than the lead TTL."""
+        cutoff = now - self.settings.lead_ttl_seconds
+        return [k for k, blob in items if features.last_update_of(blob) < cutoff]
 
     def _trigger(self, ev, profile: LeadProfile) -> str | None:
         s = self.settings

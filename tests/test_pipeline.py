@@ -27,19 +27,23 @@ def event(et, eid, lead="L1", dt=0.0, **kw):
 
 @pytest.fixture
 def pipe():
-    p = Pipeline(Settings(recommend_min_interval_seconds=5, recommend_every_n_events=3), 4)
-    for i, (price, city, ptype) in enumerate([(300e3, "Austin", "condo"), (320e3, "Austin", "condo"),
-                                             (900e3, "Denver", "house"), (310e3, "Austin", "house"),
-                                             (305e3, "Austin", "condo")]):
+    p = Pipeline(Settings(recommend_min_interval_seconds=5, recommend_every_n_events=3,
+                          allowed_lateness_seconds=3600), 4)
+    rows = [(300e3, "Austin", "condo"), (320e3, "Austin", "condo"), (900e3, "Denver", "house"),
+            (310e3, "Austin", "house"), (305e3, "Austin", "condo")]
+    for i, (price, city, ptype) in enumerate(rows):
         assert p.load_listing(listing(f"P{i}", price, city, ptype), f"P{i}".encode())
     return p
 
 
-def run(pipe, raw, state=None, lead="L1"):
+def run(pipe, raw, prev=None, lead="L1"):
+    """Ingest and apply one record on top of the previous result's stored states."""
     key = lead.encode()
     res = pipe.ingest(raw, key, partition_for(key, pipe.n_partitions))
     assert not isinstance(res, DeadLetter | Rekey), res
-    return pipe.apply(res, state)
+    if prev is not None and prev.profile is None:
+        raise AssertionError("chain from an applied result")
+    return pipe.apply(res, prev and prev.profile, prev and prev.features)
 
 
 def test_wrong_key_or_partition_is_rekeyed_by_lead():
@@ -65,30 +69,45 @@ def test_invalid_records_become_dead_letters_with_source_headers():
 
 def test_duplicate_event_changes_nothing(pipe):
     out = run(pipe, event("property_saved", "e1", property_id="P0"))
-    again = run(pipe, event("property_saved", "e1", property_id="P0"), out.profile)
-    assert again == Applied("L1", None, duplicate=True)
-    assert out.profile["event_count"] == 1
+    again = run(pipe, event("property_saved", "e1", property_id="P0"), out)
+    assert again == Applied("L1", None, None, duplicate=True)
+    assert orjson.loads(out.profile)["event_count"] == 1
+    assert pipe.metrics.duplicates._value.get() == 1
+
+
+def test_late_event_is_dead_lettered_and_in_lateness_is_applied(pipe):
+    out = run(pipe, event("property_viewed", "e1", dt=7200, property_id="P0",
+                          payload={"duration_seconds": 5}))
+    in_time = run(pipe, event("property_saved", "e2", dt=7200 - 3600, property_id="P0"), out)
+    assert isinstance(in_time, Applied) and in_time.features is not None
+    key = b"L1"
+    late = pipe.ingest(event("property_saved", "e3", dt=0, property_id="P1"), key,
+                       partition_for(key, 4))
+    res = pipe.apply(late, in_time.profile, in_time.features)
+    assert isinstance(res, DeadLetter) and res.reason == "late_event"
+    assert "allowed lateness of 3600 s" in res.message
+    from features.lead import compute, decode
+    f = compute(decode(in_time.features))
+    assert f.metadata["event_count"] == 2 and f.numerical["saves_30d"] > 0
 
 
 def test_recommendation_triggers_and_minimum_interval(pipe):
     out = run(pipe, event("session_started", "e1"))
     assert out.recommendation is not None  # a new session
-    state = out.profile
-    out = run(pipe, event("property_saved", "e2", dt=2, property_id="P0"), state)
+    out = run(pipe, event("property_saved", "e2", dt=2, property_id="P0"), out)
     assert out.recommendation is None  # strong signal, but within the 5 s interval
-    out = run(pipe, event("property_saved", "e3", dt=6, property_id="P1"), out.profile)
+    out = run(pipe, event("property_saved", "e3", dt=6, property_id="P1"), out)
     rec = orjson.loads(out.recommendation)
     assert rec["trigger"] == "strong_signal" and rec["source_event_id"] == "e3"
     ids = [it["property_id"] for it in rec["items"]]
     assert "P0" not in ids and "P1" not in ids  # saved already
     assert ids[0] == "P4"  # Austin condo at the saved price: the closest match
     assert "2-bed condos in Austin" in rec["explanation"]
-    state = out.profile
     for i, dt in enumerate((20, 21, 22)):  # ordinary views: every third event
         out = run(pipe, event("property_viewed", f"v{i}", dt=dt, property_id="P2",
-                              payload={"duration_seconds": 3}), state)
-        state = out.profile
-    assert out.recommendation is not None and orjson.loads(out.recommendation)["trigger"] == "activity"
+                              payload={"duration_seconds": 3}), out)
+    assert out.recommendation is not None
+    assert orjson.loads(out.recommendation)["trigger"] == "activity"
 
 
 def test_filters_rejections_and_delistings_shape_the_list(pipe):
@@ -96,10 +115,10 @@ def test_filters_rejections_and_delistings_shape_the_list(pipe):
     ids = [it["property_id"] for it in orjson.loads(out.recommendation)["items"]]
     assert set(ids) == {"P0", "P1", "P4"}
     out = run(pipe, event("property_swiped", "s1", dt=10, property_id="P4",
-                          payload={"direction": "left"}), out.profile)
+                          payload={"direction": "left"}), out)
     pipe.load_listing(listing("P1", 320e3, status="sold"), b"P1")
     pipe.load_listing(None, b"P0")  # tombstone
-    out = run(pipe, event("filter_cleared", "f2", dt=20), out.profile)
+    out = run(pipe, event("filter_cleared", "f2", dt=20), out)
     ids = [it["property_id"] for it in orjson.loads(out.recommendation)["items"]]
     assert set(ids) == {"P2", "P3"}
 

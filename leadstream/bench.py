@@ -1,0 +1,175 @@
+"""Benchmarks: commands that print figures (``leadstream bench ...``), never timed tests.
+
+``bench features``: per-event cost of the incremental feature update on a simulated
+stream (pure code, no broker), the cost with the table round trip (decode, update,
+encode) and of reading all features, and the memory the ``features_by_lead`` table
+needs per lead at a given number of leads. The reference is the batch engine's 1.5 ms
+per feature extraction (its hand-off note); the ratio is printed beside it.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import statistics
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+BATCH_ENGINE_MS = 1.5  # the batch engine's feature extraction, from its hand-off note
+
+
+def machine() -> dict:
+    import os
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(),
+            "machine": platform.machine(), "date": datetime.now(UTC).date().isoformat()}
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(int(q * len(xs)), len(xs) - 1)]
+
+
+def simulated_events(leads: int, days: float, seed: int):
+    """(parsed events in time order, catalog attributes by property id)."""
+    from leadstream.events import parse_event, parse_listing
+    from leadstream.simulate import SimConfig, Simulator
+    from models.catalog import Catalog
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    sim = Simulator(SimConfig(leads=leads, properties=max(200, leads // 2), days=days,
+                              seed=seed, start=start))
+    cat = Catalog()
+    events = []
+    far = timedelta(days=3650)
+    for rec in sim.records():
+        if rec.topic == "properties":
+            if rec.value is not None:
+                cat.upsert(parse_listing(rec.value))
+        else:
+            events.append(parse_event(rec.value, now=start + far, max_age=far))
+    attrs = {pid: cat.attributes(pid) for pid in cat.index}
+    return events, attrs
+
+
+def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
+                   memory_leads: int = 100_000) -> dict:
+    from features import lead as F
+    from features.profile import LeadProfile
+    from features.profile import update as profile_update
+
+    t0 = time.perf_counter()
+    events, attrs = simulated_events(leads, days, seed)
+    sim_s = time.perf_counter() - t0
+
+    # 1. the pure update, state kept as objects
+    states: dict[str, F.LeadFeatures] = {}
+    upd = []
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for ev in events:
+            s = states.get(ev.lead_id)
+            if s is None:
+                s = states[ev.lead_id] = F.LeadFeatures()
+            listing = attrs.get(ev.property_id) if ev.property_id else None
+            a = clock()
+            F.update(s, ev, listing)
+            upd.append(clock() - a)
+        # 2. as the worker does it: decode the stored bytes, update, encode
+        blobs: dict[str, bytes] = {}
+        rt = []
+        for ev in events:
+            listing = attrs.get(ev.property_id) if ev.property_id else None
+            a = clock()
+            blob = blobs.get(ev.lead_id)
+            s = F.decode(blob) if blob is not None else F.LeadFeatures()
+            F.update(s, ev, listing)
+            blobs[ev.lead_id] = F.encode(s)
+            rt.append(clock() - a)
+        # 3. reading every feature of a lead
+        reads = []
+        for s in states.values():
+            a = clock()
+            F.compute(s)
+            reads.append(clock() - a)
+    finally:
+        gc.enable()
+
+    # 4. memory of the table at memory_leads leads: distinct copies of the simulated
+    #    states under distinct keys, measured with tracemalloc (keys, values, dict)
+    sample = list(blobs.values())
+    profiles = {}
+    for ev in events:
+        p = profiles.setdefault(ev.lead_id, LeadProfile())
+        profile_update(p, ev, attrs.get(ev.property_id) if ev.property_id else None)
+    psample = [orjson.dumps(p.to_dict()) for p in profiles.values()]
+
+    def table_bytes(values: list[bytes]) -> float:
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        table = {f"lead-{i:08d}".encode(): bytes(bytearray(values[i % len(values)]))
+                 for i in range(memory_leads)}
+        used = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        del table
+        return used / memory_leads
+
+    feat_bpl = table_bytes(sample)
+    prof_bpl = table_bytes(psample)
+    us = [x / 1000 for x in upd]
+    rts = [x / 1000 for x in rt]
+    rd = [x / 1000 for x in reads]
+    return {
+        "benchmark": "features",
+        "machine": machine(),
+        "stream": {"leads": len(states), "events": len(events), "days": days, "seed": seed,
+                   "simulation_seconds": round(sim_s, 1)},
+        "features": {"numerical": len(F.compute(F.LeadFeatures()).numerical),
+                     "categorical": len(F.compute(F.LeadFeatures()).categorical)},
+        "update_us_p50": round(statistics.median(us), 2),
+        "update_us_p99": round(_pct(us, 0.99), 2),
+        "update_us_mean": round(statistics.fmean(us), 2),
+        "roundtrip_us_p50": round(statistics.median(rts), 2),
+        "roundtrip_us_p99": round(_pct(rts, 0.99), 2),
+        "read_us_p50": round(statistics.median(rd), 2),
+        "read_us_p99": round(_pct(rd, 0.99), 2),
+        "reference_ms": BATCH_ENGINE_MS,
+        "speedup_vs_reference_p50": round(BATCH_ENGINE_MS * 1000 / statistics.median(us), 1),
+        "memory_leads": memory_leads,
+        "bytes_per_lead": round(feat_bpl),
+        "stored_bytes_per_lead_mean": round(statistics.fmean(len(b) for b in sample)),
+        "stored_bytes_per_lead_max": max(len(b) for b in sample),
+        "profile_bytes_per_lead": round(prof_bpl),
+        "total_state_bytes_per_lead": round(feat_bpl + prof_bpl),
+    }
+
+
+def print_features(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console(highlight=False)
+    st = r["stream"]
+    c.print(f"[bold]leadstream bench features[/]  {st['events']} events, {st['leads']} leads, "
+            f"{st['days']:g} simulated days (seed {st['seed']}); "
+            f"{r['features']['numerical']} numerical + {r['features']['categorical']} "
+            f"categorical features; Python {r['machine']['python']}, {r['machine']['cpus']} CPUs")
+    t = Table("figure", "p50", "p99", "note")
+    t.add_row("update (µs/event)", f"{r['update_us_p50']}", f"{r['update_us_p99']}",
+              f"{r['speedup_vs_reference_p50']}x faster than the batch engine's "
+              f"{r['reference_ms']} ms")
+    t.add_row("decode+update+encode (µs/event)", f"{r['roundtrip_us_p50']}",
+              f"{r['roundtrip_us_p99']}", "what the worker pays per event")
+    t.add_row("read all features (µs)", f"{r['read_us_p50']}", f"{r['read_us_p99']}",
+              "compute() from the state")
+    c.print(t)
+    c.print(f"memory at {r['memory_leads']:,} leads: features_by_lead "
+            f"[bold]{r['bytes_per_lead']} B/lead[/] (stored state mean "
+            f"{r['stored_bytes_per_lead_mean']} B, max {r['stored_bytes_per_lead_max']} B); "
+            f"lead_profiles {r['profile_bytes_per_lead']} B/lead; total "
+            f"{r['total_state_bytes_per_lead']} B/lead")

@@ -1,0 +1,276 @@
+"""Incremental lead features against a batch recomputation (tests/features_reference.py).
+
+Random streams have many sessions (some reusing a session id after a long gap), gaps
+from seconds to weeks, sparse leads, off-session CRM events, events arriving out of
+order within and beyond the allowed lateness, duplicates, properties without a listing
+and listings without size or coordinates, and several UTC offsets. The state goes
+through encode/decode between every event, as it does in the worker's table.
+
+Tolerance: relative 1e-6 (absolute 1e-6 near zero) for every numerical feature; 2e-4
+absolute for the standard deviations (they are square roots of variances computed from
+running sums); 3 % for the distinct-property sketch. Categorical features are equal.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features import lead as F
+from features.catalog import BY_NAME, FEATURES, catalog_json, catalog_markdown
+from leadstream.events import make_event
+from tests.features_reference import accepted_events, reference_features
+
+LATENESS = 2 * 3600.0
+GAP = 1800.0
+BASE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp()
+ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-6))]
+CITIES = ["Austin", "Dallas", "Houston", "Denver", "Boise"]
+PIDS = [f"P{i}" for i in range(40)]
+# the distinct-property sketch is exact up to its estimator only when ids do not collide
+assert len({zlib.crc32(p.encode()) % F.SEEN_BITS for p in PIDS}) == len(PIDS)
+
+
+def _listing(i: int) -> dict | None:
+    if i % 9 == 8:
+        return None  # a property the catalog does not know
+    return {
+        "price": 150_000.0 + 37_500.0 * (i % 13) + 1000.0 * i,
+        "bedrooms": 1 + i % 5,
+        "bathrooms": 1.0 + 0.5 * (i % 4),
+        "square_feet": None if i % 4 == 0 else 600.0 + 75.0 * i,
+        "latitude": None if i % 5 == 0 else 30.0 + 0.05 * (i % 7),
+        "longitude": None if i % 5 == 0 else -97.0 - 0.04 * (i % 6),
+        "property_type": ["condo", "house", "townhouse", "apartment"][i % 4],
+        "city": CITIES[i % len(CITIES)],
+        "active": True,
+    }
+
+
+LISTINGS = {p: _listing(i) for i, p in enumerate(PIDS) if _listing(i) is not None}
+
+PROPERTY_TYPES = ["property_viewed", "property_detail_opened", "property_swiped",
+                  "property_liked", "property_unliked", "property_saved", "property_unsaved",
+                  "property_shared", "recommendation_shown", "recommendation_clicked",
+                  "property_compared"]
+OFF_SESSION = ["booking_requested", "booking_confirmed", "booking_completed",
+               "booking_cancelled", "offer_made", "agent_contacted_lead", "lead_responded",
+               "outcome_recorded"]
+OTHER = ["session_started", "session_ended", "search_performed", "filter_applied",
+         "filter_cleared", "contact_agent_clicked", "map_area_viewed"]
+GAPS = [0, 3, 40, 300, 1500, 1900, 3600, 3 * 3600, 9 * 3600, 86_400, 3 * 86_400, 9 * 86_400,
+        20 * 86_400]
+
+
+@st.composite
+def payloads(draw, et: str) -> dict:
+    if et == "property_viewed":
+        return {"duration_seconds": draw(st.integers(0, 600)),
+                "photos_viewed": draw(st.integers(0, 30))}
+    if et == "property_swiped":
+        return {"direction": draw(st.sampled_from(["left", "right"]))}
+    if et == "property_shared":
+        return {"channel": "sms"}
+    if et == "property_compared":
+        return {"compared_with": ["P1"]}
+    if et in ("recommendation_shown", "recommendation_clicked"):
+        return {"recommendation_id": "r1", "rank": draw(st.integers(1, 10))}
+    if et.startswith("booking"):
+        return {"booking_id": "b1"}
+    if et == "offer_made":
+        return {"amount": 300_000}
+    if et == "agent_contacted_lead":
+        return {"channel": "call"}
+    if et == "outcome_recorded":
+        return {"outcome": draw(st.sampled_from(["converted", "lost", "nurturing"]))}
+    if et == "search_performed":
+        return {"query": "2 bed", "result_count": draw(st.sampled_from([0, 0, 3, 50, 900]))}
+    if et == "map_area_viewed":
+        return {"bbox": {"min_lat": 30.0, "min_lon": -98.0, "max_lat": 30.5, "max_lon": -97.5}}
+    if et == "filter_applied":
+        d = {}
+        if draw(st.booleans()):
+            d["price_min"] = draw(st.sampled_from([100_000, 200_000]))
+        if draw(st.booleans()):
+            d["price_max"] = draw(st.sampled_from([400_000, 900_000]))
+        if draw(st.booleans()):
+            d["beds_min"] = draw(st.integers(0, 3))
+        if draw(st.booleans()):
+            d["cities"] = ["Austin"]
+        return d
+    if et == "filter_cleared":
+        return draw(st.sampled_from([{}, {"fields": ["price_min"]},
+                                     {"fields": ["beds_min", "cities"]}]))
+    return {}
+
+
+@st.composite
+def streams(draw):
+    """(arrival-ordered events, the lateness used)."""
+    n = draw(st.integers(1, 70))
+    t = BASE + draw(st.integers(0, 86_400))
+    sessions = ["s0"]
+    zone = draw(st.sampled_from(ZONES))
+    pids = draw(st.lists(st.sampled_from(PIDS), min_size=1, max_size=12, unique=True))
+    events = []
+    for i in range(n):
+        t += draw(st.sampled_from(GAPS)) + draw(st.integers(0, 59))
+        group = draw(st.sampled_from(["prop"] * 5 + ["off"] + ["other"] * 2))
+        et = draw(st.sampled_from({"prop": PROPERTY_TYPES, "off": OFF_SESSION,
+                                   "other": OTHER}[group]))
+        choice = draw(st.integers(0, 9))
+        if choice == 0:
+            sessions.append(f"s{len(sessions)}")
+        sid = sessions[-1] if choice > 1 else draw(st.sampled_from(sessions))  # reuse an old id
+        if et in OFF_SESSION and draw(st.booleans()):
+            sid = None
+        if draw(st.integers(0, 6)) == 0:
+            zone = draw(st.sampled_from(ZONES))
+        fields = {"event_id": f"e{i}", "lead_id": "L1", "session_id": sid,
+                  "timestamp": datetime.fromtimestamp(t, UTC).astimezone(zone),
+                  "payload": draw(payloads(et))}
+        if et in PROPERTY_TYPES or et.startswith(("booking", "offer")):
+            fields["property_id"] = draw(st.sampled_from(pids))
+        if et in ("agent_contacted_lead", "outcome_recorded"):
+            fields["agent_id"] = "A1"
+        events.append(make_event(et, **fields))
+    # arrival order: each event is delayed by up to 1.5 x the lateness (some arrive late)
+    delays = [draw(st.sampled_from([0, 0, 0, 60, 900, 4000, 7500, 10_000])) for _ in events]
+    arrivals = [e for _, _, e in sorted(
+        ((e.timestamp.timestamp() + d, i, e) for i, (e, d) in enumerate(zip(events, delays,
+                                                                             strict=True))),
+        key=lambda x: (x[0], x[1]))]
+    # duplicates: re-deliver some events right after they arrive
+    out = []
+    for e in arrivals:
+        out.append(e)
+        if draw(st.integers(0, 9)) == 0:
+            out.append(e)
+    return out
+
+
+def _run(arrivals):
+    s = F.LeadFeatures()
+    outcomes = []
+    for ev in arrivals:
+        listing = LISTINGS.get(ev.property_id) if ev.property_id else None
+        outcomes.append(F.update(s, ev, listing, lateness=LATENESS, session_gap=GAP))
+        s = F.decode(F.encode(s))
+    return s, outcomes
+
+
+def _close(name: str, got: float, want: float) -> bool:
+    if name.endswith(("_spread_30d", "spread_km_30d")):
+        return abs(got - want) <= 2e-4
+    if name in ("distinct_properties_lifetime", "exploration_ratio_lifetime"):
+        return abs(got - want) <= 0.03 * abs(want) + 1e-9
+    return math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def _compare(state, accepted, as_of=None):
+    got = F.compute(state, as_of, lateness=LATENESS, session_gap=GAP)
+    num, cat, meta = reference_features(accepted, LISTINGS, lateness=LATENESS,
+                                        session_gap=GAP, as_of=as_of)
+    assert set(got.numerical) == set(num)
+    bad = {k: (got.numerical[k], num[k]) for k in num if not _close(k, got.numerical[k], num[k])}
+    assert not bad, bad
+    assert got.categorical == cat
+    assert got.metadata["event_count"] == meta["event_count"]
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_incremental_features_equal_batch_recomputation(arrivals):
+    state, outcomes = _run(arrivals)
+    accepted, want = accepted_events(arrivals, LATENESS)
+    assert outcomes == want  # the same events are applied, duplicate or late
+    _compare(state, accepted)
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams(), st.sampled_from([600.0, 5 * 3600.0, 2 * 86_400.0, 20 * 86_400.0]))
+def test_features_read_later_decay_like_the_batch(arrivals, later):
+    state, _ = _run(arrivals)
+    accepted, _ = accepted_events(arrivals, LATENESS)
+    wm = max(e.timestamp.timestamp() for e in accepted)
+    _compare(state, accepted, as_of=wm + later)
+
+
+def test_late_event_changes_nothing_and_is_reported():
+    t = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    s = F.LeadFeatures()
+    ev = lambda i, dt: make_event("property_viewed", event_id=f"e{i}", lead_id="L",  # noqa: E731
+                                  session_id="s", timestamp=t + dt, property_id="P1",
+                                  payload={"duration_seconds": 5})
+    assert F.update(s, ev(1, timedelta(hours=10)), None, lateness=3600) == "applied"
+    before = F.encode(s)
+    assert F.update(s, ev(2, timedelta(hours=8, minutes=59)), None, lateness=3600) == "late"
+    assert F.encode(s) == before
+    assert F.update(s, ev(3, timedelta(hours=9, minutes=1)), None, lateness=3600) == "applied"
+
+
+def test_state_is_bounded_whatever_the_lead_does():
+    """A hostile lead (new session and property every event, for months) keeps a small state."""
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    s = F.LeadFeatures()
+    for i in range(5000):
+        ev = make_event("property_saved", event_id=f"e{i}", lead_id="L", session_id=f"s{i}",
+                        timestamp=t + timedelta(minutes=7 * i), property_id=f"P{i}")
+        F.update(s, ev, {**LISTINGS["P1"], "city": f"city{i}"})
+    assert len(s.sessions) <= F.MAX_OPEN_SESSIONS
+    assert len(s.ids) <= 64 and len(s.cities) <= F.MAX_CITIES
+    assert len(s.starts) <= F.RECENT_STARTS
+    assert len(F.encode(s)) < 4096
+    f = F.compute(s)
+    assert f.numerical["sessions_lifetime"] == 5000
+    assert 4000 < f.numerical["distinct_properties_lifetime"] <= 1024 * math.log(1024) + 1
+
+
+def test_sparse_lead_has_defined_values():
+    ev = make_event("lead_responded", event_id="e1", lead_id="L", session_id=None,
+                    timestamp=datetime(2026, 3, 1, tzinfo=UTC))
+    s = F.LeadFeatures()
+    F.update(s, ev, None)
+    f = F.compute(s)
+    assert all(math.isfinite(x) for x in f.numerical.values())
+    assert f.numerical["swipe_right_ratio_30d"] == 0.5
+    assert f.numerical["hours_since_save"] == F.CAP_HOURS
+    assert f.categorical["preferred_property_type"] == "unknown"
+    assert f.categorical["lifecycle_stage"] == "browsing"
+    empty = F.compute(F.LeadFeatures())
+    assert empty.categorical["lifecycle_stage"] == "new"
+    assert all(math.isfinite(x) for x in empty.numerical.values())
+
+
+def test_decode_refuses_other_versions():
+    with pytest.raises(ValueError, match="unknown version"):
+        F.decode(b"XX1" + bytes(20))
+    blob = F.encode(F.LeadFeatures())
+    with pytest.raises(ValueError, match="slots"):
+        F.decode(blob[:-8])
+
+
+def test_catalog_documents_exactly_the_computed_features():
+    f = F.compute(F.LeadFeatures())
+    documented_num = {x.name for x in FEATURES if x.kind == "numerical"}
+    documented_cat = {x.name for x in FEATURES if x.kind == "categorical"}
+    assert documented_num == set(f.numerical)
+    assert documented_cat == set(f.categorical)
+    assert len(documented_num) >= 54 and len(documented_cat) >= 3
+    for row in catalog_json():
+        assert {"name", "family", "kind", "window", "definition"} <= set(row)
+        assert row["family"] in ("property", "engagement", "session", "time")
+        assert row["definition"] and BY_NAME[row["name"]].window
+
+
+def test_catalog_document_is_current():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "features.md"
+    assert doc.read_text() == catalog_markdown() + "\n", (
+        "docs/features.md is stale: run `leadstream features --catalog --write`")
