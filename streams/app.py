@@ -199,8 +199,8 @@ def create_app(settings) -> faust.App:
                              status=200 if ready else 503)
 
     @app.page("/leads/{lead_id}")
-    @app.table_route(table=profiles, match_info="lead_id")
     class LeadView(View):
+        @app.table_route(table=profiles, match_info="lead_id")
         async def get(self, request, lead_id):
             state = profiles.get(lead_id.encode())
             if state is None:
@@ -208,10 +208,10 @@ def create_app(settings) -> faust.App:
             return self.json({"lead_id": lead_id, "profile": orjson.loads(state)})
 
     @app.page("/leads/{lead_id}/features")
-    @app.table_route(table=feature_table, match_info="lead_id")
     class FeaturesView(View):
         """The lead's features now (``?at=last_event``: at its latest event time)."""
 
+        @app.table_route(table=feature_table, match_info="lead_id")
         async def get(self, request, lead_id):
             blob = feature_table.get(lead_id.encode())
             if blob is None:

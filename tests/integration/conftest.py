@@ -55,6 +55,8 @@ def settings_env(s: Settings) -> dict[str, str]:
         LEADSTREAM_HOME=str(s.home),
         LEADSTREAM_WORKER_DATA_DIR=str(s.worker_data_dir),
     )
+    for name in s.model_fields_set:  # whatever else the test set explicitly
+        env.setdefault(f"LEADSTREAM_{name.upper()}", str(getattr(s, name)))
     return env
 
 
