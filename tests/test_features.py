@@ -17,6 +17,7 @@ import math
 import zlib
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -274,3 +275,17 @@ def test_catalog_document_is_current():
     doc = Path(__file__).resolve().parents[1] / "docs" / "features.md"
     assert doc.read_text() == catalog_markdown() + "\n", (
         "docs/features.md is stale: run `leadstream features --catalog --write`")
+
+
+def test_bench_features_command_reports_its_figures(capsys):
+    from leadstream.cli import main
+
+    assert main(["bench", "features", "--leads", "15", "--days", "2", "--memory-leads", "500",
+                 "--json"]) == 0
+    r = orjson.loads(capsys.readouterr().out)
+    for key in ("update_us_p50", "update_us_p99", "bytes_per_lead", "roundtrip_us_p50"):
+        assert r[key] > 0
+    assert r["update_us_p99"] >= r["update_us_p50"]
+    assert r["stream"]["events"] > 0 and r["features"]["numerical"] >= 54
+    # the table holds the stored bytes plus the key and object overheads
+    assert r["bytes_per_lead"] > r["stored_bytes_per_lead_mean"]
