@@ -26,6 +26,7 @@ from models.weights import feedback_weight
 # bounds on per-lead collections (memory per lead stays small whatever the lead does)
 MAX_PROPERTY_SETS = 100  # rejected / saved / booked ids remembered
 MAX_AFFINITY_KEYS = 16  # cities, types, bed counts tracked
+MAX_RECENT = 10  # recent positive listings, for the item-to-item model
 
 
 def _bounded_put(d: dict, key: Any, value: Any, bound: int) -> None:
@@ -62,6 +63,8 @@ class LeadProfile:
     saved: dict[str, float] = field(default_factory=dict)
     booked: dict[str, float] = field(default_factory=dict)
     filters: dict[str, Any] = field(default_factory=dict)
+    recent_pos: list[list] = field(default_factory=list)  # [[property_id, weight]], newest last
+    n_positive: int = 0
     events_since_rec: int = 0
     last_rec_ts: float = -math.inf
     last_rec_items: list[str] = field(default_factory=list)
@@ -127,6 +130,12 @@ def update(profile: LeadProfile, event, listing: dict | None) -> None:
             _bounded_put(profile.booked, pid, ts, MAX_PROPERTY_SETS)
         elif et == "booking_cancelled":
             profile.booked.pop(pid, None)
+        if w > 0:
+            profile.n_positive += 1
+            prev = [r for r in profile.recent_pos if r[0] == pid]
+            wmax = max([w, *(r[1] for r in prev)])
+            profile.recent_pos = [r for r in profile.recent_pos if r[0] != pid][-(MAX_RECENT - 1):]
+            profile.recent_pos.append([pid, wmax])
         if w > 0 and listing is not None:
             # weighted Welford update of log price
             x = math.log(listing["price"])

@@ -545,6 +545,84 @@ def _print_features(body: dict) -> None:
         console.print(t)
 
 
+def cmd_evaluate(args, settings: Settings) -> int:
+    """Replay an event file through every model; print prequential / leave-last-out figures."""
+    from models.evaluate import evaluate, load_events
+
+    with open(args.events, "rb") as fh:
+        events, bad = load_events(fh)
+    if args.limit:
+        events = events[: args.limit]
+    protocols = {"prequential": ("prequential",), "leave-last-out": ("leave-last-out",),
+                 "both": ("prequential", "leave-last-out")}[args.protocol]
+    cat = open(args.catalog, "rb").read().splitlines() if args.catalog else None  # noqa: SIM115
+    t = time.perf_counter()
+    r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed)
+    r["invalid_lines"] = bad
+    r["seconds"] = round(time.perf_counter() - t, 1)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    from rich.table import Table
+
+    cols = ["model"]
+    for p in protocols:
+        cols += [f"{p} HR@10", f"{p} NDCG@10"]
+    cols += ["coverage", "events/s"] if "prequential" in protocols else []
+    t = Table(*cols, title=f"{r['events']} events ({bad} invalid lines skipped), "
+                            f"{r['seconds']} s")
+    for name, m in r["models"].items():
+        row = [name]
+        for p in protocols:
+            f = m[p.replace("-", "_")]
+            row += [f"{f['hr@10']:.4f}", f"{f['ndcg@10']:.4f}"]
+        if "prequential" in protocols:
+            row += [f"{m['coverage']:.3f}", f"{m['events_per_second']:,.0f}"]
+        t.add_row(*row)
+    _console().print(t)
+    return 0
+
+
+def cmd_models(args, settings: Settings) -> int:
+    """List model snapshots, or make an older one current (a running worker follows)."""
+    from models.snapshot import SnapshotError, SnapshotStore
+
+    store = SnapshotStore(Path(args.dir) if args.dir else settings.snapshot_dir())
+    if args.action == "rollback":
+        if args.version is None:
+            print("error: models rollback VERSION", file=sys.stderr)
+            return 2
+        try:
+            m = store.rollback(args.version)
+        except SnapshotError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"current model version is now v{m['current']} (was v{m['rolled_back_from']}); "
+              "running workers load it within 10 s")
+        return 0
+    m = store.manifest()
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    if not m["versions"]:
+        print(f"no snapshots in {store.dir}")
+        return 0
+    from rich.table import Table
+
+    t = Table("version", "created", "events learned", "hybrid HR@10", "drifts", "reason",
+              "parent", title=str(store.dir))
+    for v in m["versions"]:
+        q = v.get("quality", {}).get("hybrid", {})
+        drifts = sum(x.get("drifts", 0) for x in v.get("quality", {}).values())
+        mark = " (current)" if v["version"] == m["current"] else ""
+        t.add_row(f"v{v['version']}{mark}",
+                  datetime.fromtimestamp(v["created"], UTC).isoformat(timespec="seconds"),
+                  f"{v.get('events_learned', 0):,}", f"{q.get('hr@10', 0):.3f}", str(drifts),
+                  v.get("reason", ""), f"v{v['parent']}" if v.get("parent") else "")
+    _console().print(t)
+    return 0
+
+
 def cmd_bench(args, settings: Settings) -> int:
     from leadstream import bench
 
@@ -555,6 +633,14 @@ def cmd_bench(args, settings: Settings) -> int:
             print(json.dumps(r, indent=2))
         else:
             bench.print_features(r)
+        return 0
+    if args.what == "scoring":
+        sizes = tuple(int(x) for x in args.sizes.split(","))
+        r = bench.bench_scoring(sizes=sizes, seed=args.seed)
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            bench.print_scoring(r)
         return 0
     print(f"error: unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
@@ -637,8 +723,27 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--url", help="a worker's web address (default: LEADSTREAM_WEB_HOST/PORT)")
     fe.set_defaults(func=cmd_features)
 
+    ev = sub.add_parser("evaluate", help="replay an event file through every model, no broker")
+    ev.add_argument("--events", required=True, help="JSON lines in the event schema")
+    ev.add_argument("--catalog", help="JSON lines of listings (optional)")
+    ev.add_argument("--protocol", default="prequential",
+                    choices=["prequential", "leave-last-out", "both"])
+    ev.add_argument("--limit", type=int, default=None, help="the first N events (by time)")
+    ev.add_argument("--seed", type=int, default=42)
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
+
+    mo = sub.add_parser("models", help="model snapshots: list, rollback VERSION")
+    mo.add_argument("action", choices=["list", "rollback"])
+    mo.add_argument("version", nargs="?", type=int)
+    mo.add_argument("--dir", help="snapshot directory (default: the worker's, from settings)")
+    mo.add_argument("--json", action="store_true")
+    mo.set_defaults(func=cmd_models)
+
     be = sub.add_parser("bench", help="benchmarks that print their figures")
-    be.add_argument("what", choices=["features"])
+    be.add_argument("what", choices=["features", "scoring"])
+    be.add_argument("--sizes", default="1000,10000,100000",
+                    help="scoring: catalog sizes, comma-separated")
     be.add_argument("--leads", type=int, default=1000, help="simulated leads")
     be.add_argument("--days", type=float, default=14.0, help="simulated days")
     be.add_argument("--seed", type=int, default=7)

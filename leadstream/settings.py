@@ -97,6 +97,15 @@ class Settings(BaseSettings):
         1800.0, description="a session id silent for longer than this starts a new session"
     )
 
+    # --- models ---------------------------------------------------------------------------
+    model_seed: int = Field(42, description="seed of every model (same seed, same output)")
+    model_dir: Path | None = Field(
+        None, description="model snapshots (default: HOME/models/APP_ID-WEB_PORT)")
+    snapshot_interval_seconds: float = Field(
+        300.0, description="snapshot the models this often (and on shutdown)")
+    quality_sample_every: int = Field(
+        5, description="measure every model's online HR@10 on every n-th positive event")
+
     # --- lead state -------------------------------------------------------------------
     lead_ttl_seconds: float = Field(
         30 * 86_400.0, description="a lead with no event for this long (wall clock) is forgotten"
@@ -127,6 +136,11 @@ class Settings(BaseSettings):
         file_secret_settings,
     ):
         return (init_settings, env_settings, _TomlFileSource(settings_cls), file_secret_settings)
+
+    def snapshot_dir(self) -> Path:
+        """Where this worker keeps its model snapshots."""
+        name = f"{self.topic_prefix}{self.app_id}-{self.web_port}"
+        return self.model_dir or self.home / "models" / name
 
     def topic(self, name: str) -> str:
         """The full name of a topic declared in topics.yaml."""

@@ -45,6 +45,9 @@ class Catalog:
         self.index: dict[str, int] = {}
         self.ids: list[str] = []
         self.cities: list[str] = []
+        self.addresses: dict[int, str] = {}
+        self.version = 0  # bumped on every change of the active set
+        self._active_rows: tuple[int, np.ndarray] | None = None
         self._city_code: dict[str, int] = {}
         self._cap = 0
         self.price = np.zeros(0)
@@ -110,6 +113,11 @@ class Catalog:
         self.city_code[i] = code
         self.active[i] = listing.status == "active"
         self.known[i] = True
+        if listing.address:
+            self.addresses[i] = listing.address
+        else:
+            self.addresses.pop(i, None)
+        self.version += 1
         return i
 
     def delete(self, property_id: str) -> None:
@@ -117,6 +125,13 @@ class Catalog:
         i = self.index.get(property_id)
         if i is not None:
             self.active[i] = False
+            self.version += 1
+
+    def active_rows(self) -> np.ndarray:
+        """Row numbers of the active listings (cached until the catalog changes)."""
+        if self._active_rows is None or self._active_rows[0] != self.version:
+            self._active_rows = (self.version, np.flatnonzero(self.active[: len(self.ids)]))
+        return self._active_rows[1]
 
     def city_of(self, i: int) -> str | None:
         c = int(self.city_code[i])
@@ -145,6 +160,10 @@ class Catalog:
         }
 
     def describe(self, property_id: str) -> str:
+        """The listing's address if known, else a short description, else its id."""
+        i = self.index.get(property_id)
+        if i is not None and i in self.addresses:
+            return self.addresses[i]
         a = self.attributes(property_id)
         if a is None:
             return property_id

@@ -72,6 +72,32 @@ class Metrics:
             "Idle leads forgotten (no event for lead_ttl_seconds)",
             registry=r,
         )
+        self.model_learn = Histogram(
+            "leadstream_model_learn_seconds",
+            "Time to update every model with one event",
+            buckets=(1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 0.02, 0.1),
+            registry=r,
+        )
+        self.model_hr = Gauge("leadstream_model_hr_at_10",
+                              "Online prequential HR@10 per model (ADWIN window mean)",
+                              ["model"], registry=r)
+        self.model_ndcg = Gauge("leadstream_model_ndcg_at_10",
+                                "Online prequential NDCG@10 per model (exponential mean)",
+                                ["model"], registry=r)
+        self.model_drift = Counter("leadstream_model_drift_detections",
+                                   "Drifts in a model's online quality (River ADWIN)",
+                                   ["model"], registry=r)
+        self.model_version = Gauge("leadstream_model_snapshot_version",
+                                   "Snapshot version the models were last saved as or restored from",
+                                   registry=r)
+        self.snapshot_time = Gauge("leadstream_model_snapshot_timestamp_seconds",
+                                   "When the models were last snapshotted (unix time)",
+                                   registry=r)
+        self.rec_hits = Counter(
+            "leadstream_recommendation_hits",
+            "Positive events on a listing that was in the lead's latest recommendation",
+            registry=r,
+        )
         self.feature_state_bytes = Gauge(
             "leadstream_feature_state_bytes",
             "Bytes of feature state held for all leads (measured at each idle-lead sweep)",

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
 from features import lead as features
+from models.snapshot import SnapshotStore
 from ops.metrics import CONTENT_TYPE_LATEST
 from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
 from streams.topics import load_topics
@@ -71,6 +72,13 @@ def create_app(settings) -> faust.App:
     )
     pipeline = Pipeline(settings, n, interactions_topic=specs["interactions"].full_name)
     app.pipeline = pipeline  # type: ignore[attr-defined]
+    snapshots = SnapshotStore(settings.snapshot_dir())
+    if snapshots.manifest()["current"] is not None:
+        suite, rows, entry = snapshots.load()
+        pipeline.restore(suite, rows, entry["version"])
+        pipeline.metrics.model_version.set(entry["version"])
+        log.info("models restored from snapshot v%d (%d events learned)", entry["version"],
+                 suite.events_learned)
     catalog_ready = asyncio.Event()
 
     def topic(name: str, **kw):
@@ -169,6 +177,7 @@ def create_app(settings) -> faust.App:
                     total += len(blob)
                     chunk.append((k, blob))
             for k in pipeline.expired(chunk, time.time()):
+                pipeline.forget(k.decode("utf-8", "replace"))
                 part = partition_for(k, n)
                 for table in (feature_table, profiles):
                     if k in table.data:
@@ -178,6 +187,48 @@ def create_app(settings) -> faust.App:
             await asyncio.sleep(0)
         pipeline.metrics.feature_state_bytes.set(total)
         pipeline.metrics.leads.set(len(feature_table.data))
+
+    def save_snapshot(reason: str) -> None:
+        if pipeline.models.events_learned == getattr(app, "_snapshot_events", -1):
+            return
+        version = snapshots.save(pipeline.models, pipeline.catalog.ids[:],
+                                 {**pipeline.snapshot_meta(), "reason": reason})
+        app._snapshot_events = pipeline.models.events_learned  # type: ignore[attr-defined]
+        pipeline.model_version = version
+        pipeline.metrics.model_version.set(version)
+        pipeline.metrics.snapshot_time.set(time.time())
+        log.info("models snapshotted as v%d (%s)", version, reason)
+
+    @app.timer(interval=min(settings.snapshot_interval_seconds, 10.0))
+    async def snapshot_models():
+        """Follow a rollback made with `leadstream models rollback`; snapshot periodically."""
+        current = snapshots.manifest()["current"]
+        if current is not None and current != pipeline.model_version:
+            suite, rows, entry = snapshots.load(current)
+            pipeline.restore(suite, rows, current)
+            app._snapshot_events = suite.events_learned  # type: ignore[attr-defined]
+            pipeline.metrics.model_version.set(current)
+            log.warning("models rolled back to snapshot v%d", current)
+            return
+        last = getattr(app, "_snapshot_at", None)
+        if last is None:
+            app._snapshot_at = time.monotonic()  # type: ignore[attr-defined]
+        elif time.monotonic() - last >= settings.snapshot_interval_seconds:
+            app._snapshot_at = time.monotonic()  # type: ignore[attr-defined]
+            save_snapshot("periodic")
+
+    @app.on_before_shutdown.connect
+    async def snapshot_on_shutdown(app, **kwargs):
+        save_snapshot("shutdown")
+
+    @app.page("/models")
+    class ModelsView(View):
+        async def get(self, request):
+            m = snapshots.manifest()
+            return self.json({"version": pipeline.model_version,
+                              "events_learned": pipeline.models.events_learned,
+                              "quality": pipeline.quality.state,
+                              "snapshots": m["versions"][-5:], "current": m["current"]})
 
     @app.page("/metrics")
     class MetricsView(View):

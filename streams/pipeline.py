@@ -11,11 +11,13 @@ copy is then processed).
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import orjson
 from aiokafka.partitioner import murmur2
 
@@ -24,11 +26,13 @@ from features.normalize import FeatureNormalizer
 from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.outputs import Recommendation
-from models.baseline import PopularityRecommender
 from models.catalog import Catalog
-from models.weights import STRONG_SIGNALS
+from models.quality import OnlineQuality
+from models.suite import MODELS, ModelSuite
+from models.weights import STRONG_SIGNALS, feedback_weight
 from ops.metrics import Metrics
 
+log = logging.getLogger("leadstream.worker")
 _REC_NS = uuid.UUID("6f1d3c1e-9a55-4a8e-9f0e-7b7f3c2d1a10")
 
 
@@ -78,7 +82,10 @@ class Pipeline:
         self.n_partitions = n_partitions
         self.metrics = metrics or Metrics()
         self.catalog = Catalog()
-        self.model = PopularityRecommender()
+        self.models = ModelSuite(seed=settings.model_seed)
+        self.model_version = 0  # the snapshot the models were restored from / saved as
+        self.quality = OnlineQuality(MODELS)
+        self._quality_tick = 0
         self.normalizer = FeatureNormalizer(settings.normalizer_sample_every)
         self.topic = interactions_topic
         self._future = timedelta(seconds=settings.max_future_skew_seconds)
@@ -141,15 +148,66 @@ class Pipeline:
             ).numerical)
         profile = LeadProfile.from_dict(orjson.loads(stored_profile)) if stored_profile else (
             LeadProfile())
-        update(profile, ev, listing)
         self.metrics.events_processed.labels(event_type=ev.event_type).inc()
-        self.model.learn_one(self.catalog, ev)
+        if pid is not None and feedback_weight(
+                ev.event_type, getattr(ev.payload, "direction", None)) > 0:
+            self._measure(ev.lead_id, profile, pid)
+        t = time.perf_counter()
+        self.models.learn_one(self.catalog, ev.lead_id, profile, ev)
+        self.metrics.model_learn.observe(time.perf_counter() - t)
+        update(profile, ev, listing)
         rec = None
         trigger = self._trigger(ev, profile)
         if trigger is not None:
             rec = self._recommend(ev, profile, trigger, received)
         return Applied(ev.lead_id, orjson.dumps(profile.to_dict()), features.encode(feats),
                        recommendation=rec)
+
+    def _measure(self, lead_id: str, profile: LeadProfile, pid: str) -> None:
+        """Online quality before learning: was the listing in what the lead was shown, and
+        (for a sample of events) where does each model rank it now?"""
+        m = self.metrics
+        if pid in profile.last_rec_items:
+            m.rec_hits.inc()
+        self._quality_tick += 1
+        if self._quality_tick < self.settings.quality_sample_every:
+            return
+        self._quality_tick = 0
+        row = self.catalog.index.get(pid)
+        if pid in profile.rejected or pid in profile.saved or pid in profile.booked:
+            return
+        mask = self.models.candidate_mask(self.catalog, profile)
+        if row is None or row >= len(mask) or not mask[row]:
+            return
+        scores = self.models.all_scores(self.catalog, lead_id, profile, mask)
+        for name, s in scores.items():
+            s = np.where(mask, s, -np.inf)
+            better = int(np.count_nonzero(s > s[row]))
+            if self.quality.observe(name, better if better < 10 else None):
+                m.model_drift.labels(model=name).inc()
+                log.warning("model %s: drift in online quality (HR@10 now %.3f)", name,
+                            self.quality.state[name]["hr@10"])
+            st = self.quality.state[name]
+            m.model_hr.labels(model=name).set(st["hr@10"])
+            m.model_ndcg.labels(model=name).set(st["ndcg@10"])
+
+    def forget(self, lead_id: str) -> None:
+        """An idle lead expired: drop its per-lead model state too."""
+        self.models.forget(lead_id)
+
+    # ---- snapshots ----------------------------------------------------------------
+    def snapshot_meta(self) -> dict:
+        return {"events_learned": self.models.events_learned,
+                "quality": {k: dict(v) for k, v in self.quality.state.items()}}
+
+    def restore(self, suite: ModelSuite, catalog_ids: list[str], version: int) -> None:
+        """Use restored models; catalog rows are created in the order they were trained on."""
+        for pid in catalog_ids:
+            self.catalog.index_of(pid)
+        if self.catalog.ids[: len(catalog_ids)] != list(catalog_ids):
+            raise ValueError("catalog rows differ from the snapshot's; restore before loading")
+        self.models = suite
+        self.model_version = version
 
     def expired(self, items, now: float) -> list:
         """Keys of the (key, feature state) pairs idle for longer than the lead TTL."""
@@ -173,7 +231,7 @@ class Pipeline:
         return None
 
     def _recommend(self, ev, profile: LeadProfile, trigger: str, received: float | None) -> bytes:
-        ranked = self.model.recommend(profile, self.catalog, k=self.settings.top_k)
+        ranked = self.models.recommend(self.catalog, ev.lead_id, profile, k=self.settings.top_k)
         profile.last_rec_ts = ev.timestamp.timestamp()
         profile.events_since_rec = 0
         profile.last_rec_items = [it["property_id"] for it in ranked.items]
@@ -185,7 +243,7 @@ class Pipeline:
             source_event_id=ev.event_id,
             event_time=ev.timestamp,
             emitted_at=now,
-            model_version=ranked.model_version,
+            model_version=f"{ranked.model_version}@v{self.model_version}",
             confidence=ranked.confidence,
             explanation=ranked.explanation,
             items=ranked.items,
@@ -231,5 +289,7 @@ class Pipeline:
             return False
         if key is not None and key != listing.property_id.encode():
             return False
-        self.catalog.upsert(listing)
+        row = self.catalog.upsert(listing)
+        self.models.on_listing(self.catalog, row, {"description": listing.description,
+                                                   "amenities": listing.amenities})
         return True

@@ -102,7 +102,9 @@ def test_recommendation_triggers_and_minimum_interval(pipe):
     ids = [it["property_id"] for it in rec["items"]]
     assert "P0" not in ids and "P1" not in ids  # saved already
     assert ids[0] == "P4"  # Austin condo at the saved price: the closest match
-    assert "2-bed condos in Austin" in rec["explanation"]
+    assert rec["explanation"] == "you saved 2 two-bed condos around $310k in Austin"
+    assert rec["model_version"].startswith("hybrid-1:hybrid@v")
+    assert all(it["reason"] for it in rec["items"])
     for i, dt in enumerate((20, 21, 22)):  # ordinary views: every third event
         out = run(pipe, event("property_viewed", f"v{i}", dt=dt, property_id="P2",
                               payload={"duration_seconds": 3}), out)

@@ -1,0 +1,407 @@
+"""All recommendation models together, the hybrid that blends them, ranking and explanations.
+
+Models (each learns on every event that names a listing):
+
+- ``popularity``: all-time positive weight per listing (a baseline);
+- ``recent_popularity``: the same with a 7-day half-life (a baseline);
+- ``itemitem``: co-occurrence among leads' recent positive listings (``itemitem.py``);
+- ``mf``: River's online matrix factorisation over implicit feedback (``collaborative.py``);
+- ``content``: attribute and description vectors against the lead's decayed profile
+  (``content.py``);
+- ``hybrid``: a weighted sum of the models' scores, each standardised over the candidate
+  listings, with weights that follow how much is known: popularity dominates for a new
+  lead, content and item-to-item as soon as it engaged with a few listings, matrix
+  factorisation once it has enough observations; a listing nobody engaged with yet gets
+  its score from content alone (cold start).
+
+Ranking covers active listings that pass the lead's filters, minus what it rejected,
+saved or booked: one vectorised pass over contiguous arrays per model.
+
+>>> from datetime import datetime, UTC
+>>> from leadstream.events import make_event, parse_listing
+>>> from features.profile import LeadProfile, update
+>>> from models.catalog import Catalog
+>>> cat, suite = Catalog(), ModelSuite(seed=1)
+>>> for pid, price, city in [("A", 300e3, "Austin"), ("B", 900e3, "Denver"),
+...                          ("C", 310e3, "Austin")]:
+...     row = cat.upsert(parse_listing(('{"property_id":"%s","status":"active","price":%d,'
+...         '"bedrooms":2,"bathrooms":1,"property_type":"condo","city":"%s"}'
+...         % (pid, price, city)).encode()))
+...     suite.on_listing(cat, row, {"description": ""})
+>>> lead = LeadProfile()
+>>> ev = make_event("property_saved", event_id="e1", lead_id="L", session_id="s",
+...                 timestamp=datetime(2026, 3, 1, tzinfo=UTC), property_id="A")
+>>> suite.learn_one(cat, "L", lead, ev); update(lead, ev, cat.attributes("A"))
+>>> rec = suite.recommend(cat, "L", lead, k=2)
+>>> [it["property_id"] for it in rec.items]   # A is saved; C is the Austin condo at A's price
+['C', 'B']
+>>> rec.explanation
+'you saved 1 two-bed condo around $300k in Austin'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from river import base
+
+from features.profile import LeadProfile
+from models.catalog import TYPE_CODE, Catalog, money
+from models.collaborative import CollaborativeModel
+from models.content import ContentModel
+from models.itemitem import ItemItemModel
+from models.weights import feedback_weight
+
+SUITE_VERSION = "hybrid-1"
+MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")
+_NUMBERS = {0: "studio", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+@dataclass
+class Ranked:
+    items: list[dict]
+    confidence: float
+    explanation: str
+    model_version: str = SUITE_VERSION
+
+
+def _standardise(s: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    vals = s[mask]
+    if vals.size < 2:
+        return np.zeros_like(s, dtype=np.float64)
+    sd = float(vals.std())
+    if sd < 1e-12:
+        return np.zeros_like(s, dtype=np.float64)
+    return (s - float(vals.mean())) / sd
+
+
+class ModelSuite(base.Base):
+    """Every model, learning from the same events; ``recommend`` with any of them."""
+
+    def __init__(self, seed: int = 42, n_factors: int = 16, negatives: int = 2,
+                 half_life: float = 7 * 86_400.0, w_popularity: float = 0.5,
+                 w_content: float = 2.0, w_itemitem: float = 1.0, w_mf: float = 1.0):
+        self.seed = seed
+        self.n_factors = n_factors
+        self.negatives = negatives
+        self.half_life = half_life
+        self.w_popularity = w_popularity
+        self.w_content = w_content
+        self.w_itemitem = w_itemitem
+        self.w_mf = w_mf
+        self.mf = CollaborativeModel(n_factors=n_factors, negatives=negatives, seed=seed)
+        self.content = ContentModel()
+        self.itemitem = ItemItemModel()
+        self.pop = np.zeros(0)  # all-time positive weight
+        self.recent = np.zeros(0)  # forward-decayed positive weight (origin t0)
+        self.t0: float | None = None
+        self.t_max = 0.0
+        self.events_learned = 0
+
+    # ---- learning -------------------------------------------------------------------
+    def _ensure(self, n: int) -> None:
+        if n > len(self.pop):
+            cap = max(n, 2 * len(self.pop), 1024)
+            for name in ("pop", "recent"):
+                old = getattr(self, name)
+                new = np.zeros(cap)
+                new[: len(old)] = old
+                setattr(self, name, new)
+
+    def on_listing(self, catalog: Catalog, row: int, extra: dict | None = None) -> None:
+        """A listing was upserted at ``row`` (``extra``: description, amenities)."""
+        a = catalog.attributes(catalog.ids[row])
+        if a is not None:
+            self.content.upsert(row, {**a, **(extra or {})})
+
+    def learn_one(self, catalog: Catalog, lead_id: str, profile: LeadProfile, event) -> None:
+        """Learn from one applied event; ``profile`` is the lead's state *before* it."""
+        self.events_learned += 1
+        pid = event.property_id
+        if pid is None:
+            return
+        w = feedback_weight(event.event_type, getattr(event.payload, "direction", None))
+        if w == 0:
+            return
+        row = catalog.index_of(pid)
+        ts = event.timestamp.timestamp()
+        self._ensure(row + 1)
+        if w > 0:
+            self.pop[row] += w
+            if self.t0 is None:
+                self.t0 = ts
+            if (ts - self.t0) / self.half_life > 200:
+                self.recent *= 2.0 ** (-(ts - self.t0) / self.half_life)
+                self.t0 = ts
+            self.recent[row] += w * 2.0 ** ((ts - self.t0) / self.half_life)
+            self.t_max = max(self.t_max, ts)
+        recent = self._recent_rows(catalog, profile)
+        self.itemitem.learn_one(recent, row, w)
+        pool = catalog.active_rows()
+        if len(pool) == 0:  # no catalog (offline replay): sample among every listing seen
+            pool = np.arange(len(catalog))
+        self.mf.learn_one(lead_id, row, pid, w, pool, catalog.ids)
+        self.content.learn_one(lead_id, row, w, ts)
+
+    def forget(self, lead_id: str) -> None:
+        """Drop a lead's per-lead model state (idle-lead expiry)."""
+        self.mf.forget(lead_id)
+        self.content.forget(lead_id)
+
+    @staticmethod
+    def _recent_rows(catalog: Catalog, profile: LeadProfile) -> list[tuple[int, float]]:
+        out = []
+        for pid, w in profile.recent_pos:
+            i = catalog.index.get(pid)
+            if i is not None:
+                out.append((i, w))
+        return out
+
+    # ---- scoring --------------------------------------------------------------------
+    def candidate_mask(self, catalog: Catalog, lead: LeadProfile,
+                       include_unlisted: bool = False) -> np.ndarray:
+        """Active listings passing the lead's filters, minus rejected, saved, booked.
+
+        ``include_unlisted``: also rows only seen in events (offline evaluation without a
+        catalog file)."""
+        n = len(catalog)
+        mask = catalog.active[:n].copy()
+        if include_unlisted:
+            mask |= ~catalog.known[:n]
+        f = lead.filters
+        if f:
+            if "price_min" in f:
+                mask &= catalog.price[:n] >= f["price_min"]
+            if "price_max" in f:
+                mask &= catalog.price[:n] <= f["price_max"]
+            if "beds_min" in f:
+                mask &= catalog.beds[:n] >= f["beds_min"]
+            if "beds_max" in f:
+                mask &= catalog.beds[:n] <= f["beds_max"]
+            if "baths_min" in f:
+                mask &= catalog.baths[:n] >= f["baths_min"]
+            if f.get("property_types"):
+                codes = [TYPE_CODE[t] for t in f["property_types"]]
+                mask &= np.isin(catalog.type_code[:n], codes)
+            if f.get("cities"):
+                codes = [catalog._city_code[c] for c in f["cities"] if c in catalog._city_code]
+                mask &= np.isin(catalog.city_code[:n], codes)
+        for excluded in (lead.rejected, lead.saved, lead.booked):
+            for pid in excluded:
+                i = catalog.index.get(pid)
+                if i is not None and i < n:
+                    mask[i] = False
+        return mask
+
+    def _recent_pop(self, n: int) -> np.ndarray:
+        self._ensure(n)
+        if self.t0 is None:
+            return self.recent[:n]
+        return self.recent[:n] * 2.0 ** (-(self.t_max - self.t0) / self.half_life)
+
+    def component_scores(self, name: str, catalog: Catalog, lead_id: str,
+                         lead: LeadProfile) -> np.ndarray | None:
+        n = len(catalog)
+        if name == "popularity":
+            self._ensure(n)
+            return np.log1p(self.pop[:n])
+        if name == "recent_popularity":
+            return np.log1p(self._recent_pop(n))
+        if name == "itemitem":
+            return self.itemitem.scores(self._recent_rows(catalog, lead), n)
+        if name == "mf":
+            return self.mf.scores(lead_id, n)
+        if name == "content":
+            return self.content.scores(lead_id, n)
+        raise ValueError(f"unknown model {name!r}")
+
+    def hybrid_parts(self, catalog: Catalog, lead_id: str, lead: LeadProfile,
+                     mask: np.ndarray, comps: dict | None = None
+                     ) -> dict[str, tuple[float, np.ndarray]]:
+        """The weighted, standardised component scores the hybrid adds up."""
+        n = len(catalog)
+        evidence = lead.n_positive
+        recent = len(lead.recent_pos)
+        weights = {
+            "recent_popularity": self.w_popularity * 1.5 / (1.0 + evidence / 2.0),
+            "content": self.w_content * min(1.0, 0.4 + evidence / 5.0),
+            "itemitem": self.w_itemitem * 0.8 * min(1.0, recent / 3.0),
+            "mf": self.w_mf * min(1.0, self.mf.lead_support.get(lead_id, 0) / 20.0),
+        }
+        parts = {}
+        for name, w in weights.items():
+            if w <= 0:
+                continue
+            s = (comps[name] if comps is not None
+                 else self.component_scores(name, catalog, lead_id, lead))
+            if s is None:
+                continue
+            z = _standardise(np.asarray(s[:n], dtype=np.float64), mask)
+            if name == "mf":  # listings nobody engaged with have untrained factors
+                self.mf._ensure(n)
+                z = np.where(self.mf.support[:n] > 0, z, 0.0)
+            parts[name] = (w, z)
+        return parts
+
+    def scores(self, name: str, catalog: Catalog, lead_id: str, lead: LeadProfile,
+               mask: np.ndarray) -> np.ndarray:
+        n = len(catalog)
+        if name == "hybrid":
+            total = np.zeros(n)
+            for w, z in self.hybrid_parts(catalog, lead_id, lead, mask).values():
+                total += w * z
+            # a small popularity prior breaks ties among listings no model knows about
+            return total + 1e-3 * np.log1p(self._recent_pop(n))
+        s = self.component_scores(name, catalog, lead_id, lead)
+        if s is None:  # the model knows nothing about this lead: fall back to popularity
+            s = 1e-3 * np.log1p(self._recent_pop(n))
+        return np.asarray(s[:n], dtype=np.float64)
+
+    def all_scores(self, catalog: Catalog, lead_id: str, lead: LeadProfile,
+                   mask: np.ndarray, names=MODELS) -> dict[str, np.ndarray]:
+        """Scores of several models at once, each component computed once."""
+        n = len(catalog)
+        prior = 1e-3 * np.log1p(self._recent_pop(n))
+        comps = {name: self.component_scores(name, catalog, lead_id, lead)
+                 for name in MODELS if name != "hybrid"}
+        out = {name: np.asarray(comps[name][:n], dtype=np.float64)
+               if comps[name] is not None else prior
+               for name in names if name != "hybrid"}
+        if "hybrid" in names:
+            total = prior.copy()
+            for w, z in self.hybrid_parts(catalog, lead_id, lead, mask, comps).values():
+                total += w * z
+            out["hybrid"] = total
+        return out
+
+    # ---- ranking --------------------------------------------------------------------
+    def top_k(self, name: str, catalog: Catalog, lead_id: str, lead: LeadProfile, k: int = 10,
+              include_unlisted: bool = False, parts: dict | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(top rows best first, their scores, the candidate mask).
+
+        With ``parts`` (a dict) and the hybrid, the weighted components are left in it."""
+        mask = self.candidate_mask(catalog, lead, include_unlisted)
+        m = int(mask.sum())
+        k = min(k, m)
+        if k == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), mask
+        if name == "hybrid" and parts is not None:
+            n = len(catalog)
+            parts.update(self.hybrid_parts(catalog, lead_id, lead, mask))
+            s = 1e-3 * np.log1p(self._recent_pop(n))
+            for w, z in parts.values():
+                s = s + w * z
+        else:
+            s = self.scores(name, catalog, lead_id, lead, mask)
+        s = np.where(mask, s, -np.inf)
+        top = np.argpartition(-s, k - 1)[:k]
+        top = top[np.argsort(-s[top], kind="stable")]
+        return top, s[top], mask
+
+    def recommend(self, catalog: Catalog, lead_id: str, lead: LeadProfile, k: int = 10,
+                  model: str = "hybrid") -> Ranked:
+        if len(catalog) == 0:
+            return Ranked([], 0.0, "no active listings yet")
+        parts: dict = {}
+        top, scores, mask = self.top_k(model, catalog, lead_id, lead, k, parts=parts)
+        if len(top) == 0:
+            return Ranked([], 0.0, "no active listing matches the lead's filters")
+        items = []
+        for rank, (i, sc) in enumerate(zip(top, scores, strict=True), start=1):
+            i = int(i)
+            items.append({
+                "property_id": catalog.ids[i],
+                "rank": rank,
+                "score": round(float(sc), 6),
+                "reason": self.reason(catalog, lead_id, lead, i, parts),
+                "price": float(catalog.price[i]),
+                "bedrooms": int(catalog.beds[i]),
+                "property_type": catalog.type_of(i),
+                "city": catalog.city_of(i),
+            })
+        return Ranked(items, self.confidence(lead, scores, parts), explain(lead),
+                      f"{SUITE_VERSION}:{model}")
+
+    @staticmethod
+    def confidence(lead: LeadProfile, top_scores: np.ndarray, parts: dict) -> float:
+        """How sure the ranking is, 0..1: evidence about the lead, models agreeing, margin.
+
+        ``0.1 + 0.85 * (1 - exp(-positives / 8)) * (0.5 + 0.5 * share of models with signal)``
+        """
+        evidence = 1.0 - math.exp(-lead.n_positive / 8.0)
+        coverage = len(parts) / 4.0 if parts else 0.25
+        return round(0.1 + 0.85 * evidence * (0.5 + 0.5 * min(coverage, 1.0)), 3)
+
+    # ---- explanations -----------------------------------------------------------------
+    def reason(self, catalog: Catalog, lead_id: str, lead: LeadProfile, i: int,
+               parts: dict) -> str:
+        contrib = {name: w * float(z[i]) for name, (w, z) in parts.items()}
+        order = sorted((c, name) for name, c in contrib.items() if c > 0)[::-1]
+        texts = []
+        for _, name in order[:2]:
+            t = self._reason_text(name, catalog, lead_id, lead, i)
+            if t:
+                texts.append(t)
+        if not texts:
+            hits = self.pop[i] if i < len(self.pop) else 0.0
+            return (f"popular with other leads ({hits:.0f} interactions)" if hits >= 1
+                    else "a new active listing")
+        return "; ".join(texts)
+
+    def _reason_text(self, name: str, catalog: Catalog, lead_id: str, lead: LeadProfile,
+                     i: int) -> str | None:
+        if name == "itemitem":
+            best = self.itemitem.best_reason(self._recent_rows(catalog, lead), i)
+            if best is None:
+                return None
+            return (f"leads who liked {catalog.describe(catalog.ids[best[0]])} also engaged "
+                    "with this")
+        if name == "mf":
+            return "leads with a taste like yours engaged with it"
+        if name == "recent_popularity":
+            return f"popular this week ({self._recent_pop(i + 1)[i]:.0f} weighted interactions)"
+        if name == "content":
+            imp = self.content.importance(lead_id, i)
+            if not imp:
+                return None
+            top = [b for b, v in sorted(imp.items(), key=lambda kv: -kv[1]) if v >= 0.15][:3]
+            words = []
+            for b in top:
+                if b == "price":
+                    words.append(f"{money(catalog.price[i])} is in your price range")
+                elif b == "type":
+                    words.append(f"a {catalog.type_of(i)} like those you engage with")
+                elif b == "city":
+                    words.append(f"in {catalog.city_of(i)}, where you look")
+                elif b == "bedrooms":
+                    words.append(f"{int(catalog.beds[i])} bedrooms, as you prefer")
+                elif b == "text":
+                    words.append("described like listings you liked")
+                elif b in ("size", "bathrooms"):
+                    words.append(f"the {b} you go for")
+            return ", ".join(words) if words else None
+        return None
+
+
+def explain(lead: LeadProfile) -> str:
+    """The lead-level explanation, from the lead's own behaviour."""
+    saves = lead.counts.get("property_saved", 0)
+    t, c, beds = lead.top("type_w"), lead.top("city_w"), lead.top("beds_w")
+    center = lead.price_center()
+    if center is None:
+        return "new lead: popular active listings" + (" within your filters" if lead.filters
+                                                       else "")
+    plural = "" if saves == 1 else "s"
+    beds_word = _NUMBERS.get(int(beds), beds) if beds is not None else None
+    if t:
+        what = f"{beds_word}-bed {t}{plural}" if beds_word and beds_word != "studio" else (
+            f"{t}{plural}")
+    else:
+        what = "listings"
+    where = f" in {c}" if c else ""
+    if saves:
+        return f"you saved {saves} {what} around {money(center)}{where}"
+    return f"you engaged with {what.rstrip('s') + 's' if t else what} around {money(center)}{where}"
