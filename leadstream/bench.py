@@ -215,7 +215,8 @@ def bench_scoring(sizes=(1_000, 10_000, 100_000), leads: int = 2000, events: int
     out = {"benchmark": "scoring", "machine": machine(), "leads": leads,
            "events_learned": events, "queries": queries, "catalogs": {}}
     kinds = [("property_viewed", {"duration_seconds": 30}),
-             ("property_viewed", {"duration_seconds": 60}), ("property_saved", {}), ("property_swiped", {"direction": "right"}),
+             ("property_viewed", {"duration_seconds": 60}), ("property_saved", {}),
+             ("property_swiped", {"direction": "right"}),
              ("property_swiped", {"direction": "left"}), ("property_liked", {})]
     learn_all = []
     for n in sizes:

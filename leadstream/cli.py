@@ -607,10 +607,10 @@ def cmd_models(args, settings: Settings) -> int:
     if not m["versions"]:
         print(f"no snapshots in {store.dir}")
         return 0
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    t = Table("version", "created", "events learned", "hybrid HR@10", "drifts", "reason",
-              "parent", title=str(store.dir))
+    t = Table(Column("version", no_wrap=True), "created", "events learned", "hybrid HR@10",
+              "drifts", "reason", "parent", title=str(store.dir))
     for v in m["versions"]:
         q = v.get("quality", {}).get("hybrid", {})
         drifts = sum(x.get("drifts", 0) for x in v.get("quality", {}).values())

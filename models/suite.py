@@ -56,7 +56,7 @@ from models.weights import feedback_weight
 
 SUITE_VERSION = "hybrid-1"
 MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")
-_NUMBERS = {0: "studio", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+NUMBER_WORDS = {0: "studio", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
 @dataclass
@@ -395,7 +395,7 @@ def explain(lead: LeadProfile) -> str:
         return "new lead: popular active listings" + (" within your filters" if lead.filters
                                                        else "")
     plural = "" if saves == 1 else "s"
-    beds_word = _NUMBERS.get(int(beds), beds) if beds is not None else None
+    beds_word = NUMBER_WORDS.get(int(beds), beds) if beds is not None else None
     if t:
         what = f"{beds_word}-bed {t}{plural}" if beds_word and beds_word != "studio" else (
             f"{t}{plural}")

@@ -18,6 +18,7 @@ import pytest
 from leadstream.client import EventCollector
 from leadstream.events import InvalidRecord, parse_event
 from leadstream.simulate import SimConfig, Simulator
+from models.suite import NUMBER_WORDS
 from ops.broker import java_command
 
 from .conftest import HOME, decode, publish, read_topic, recent_start, settings_env
@@ -141,7 +142,8 @@ def test_new_lead_gets_a_recommendation_quickly(settings, worker_factory):
     ids = [it["property_id"] for it in rec["items"]]
     assert "P000007" not in ids  # already saved
     saved = sim.props["P000007"]
-    assert f"{saved['bedrooms']}-bed {saved['property_type']}" in rec["explanation"]
+    beds = NUMBER_WORDS[saved["bedrooms"]]
+    assert rec["explanation"].startswith(f"you saved 1 {beds}-bed {saved['property_type']}")
     assert rec["items"][0]["city"] == saved["city"]
     assert w.total("leadstream_recommendations_emitted_total") >= 2
 
