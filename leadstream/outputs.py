@@ -27,7 +27,8 @@ class Recommendation(_Out):
 
     recommendation_id: str
     lead_id: str
-    trigger: str = Field(description="what made it due: session_started, strong_signal, …")
+    trigger: str = Field(description="what made it due: first_event, session_started, "
+                         "strong_signal, top_k_changed")
     source_event_id: str
     event_time: AwareDatetime = Field(description="event time of the event that triggered it")
     emitted_at: AwareDatetime = Field(description="wall-clock time the worker sent it")

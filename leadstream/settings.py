@@ -123,7 +123,11 @@ class Settings(BaseSettings):
         5.0, description="at most one recommendation per lead per this much event time"
     )
     recommend_every_n_events: int = Field(
-        5, description="also recommend after this many events since the last one"
+        5, description="after this many events since the last list, recompute it and publish "
+        "if it changed materially"
+    )
+    recommend_min_change: float = Field(
+        0.3, description="material change: a new top item, or this share of the list new"
     )
 
     @classmethod

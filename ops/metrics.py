@@ -51,6 +51,11 @@ class Metrics:
             ["trigger"],
             registry=r,
         )
+        self.recommendations_skipped = Counter(
+            "leadstream_recommendations_unchanged",
+            "Lists recomputed after activity but not published: no material change",
+            registry=r,
+        )
         self.event_to_rec = Histogram(
             "leadstream_event_to_recommendation_seconds",
             "Event time of the triggering event to the recommendation being sent",

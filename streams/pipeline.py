@@ -227,11 +227,20 @@ class Pipeline:
         if profile.last_rec_ts == float("-inf"):
             return "first_event"
         if profile.events_since_rec >= s.recommend_every_n_events:
-            return "activity"
+            return "top_k_changed"  # if the new list differs materially (checked below)
         return None
 
-    def _recommend(self, ev, profile: LeadProfile, trigger: str, received: float | None) -> bytes:
+    def _recommend(self, ev, profile: LeadProfile, trigger: str,
+                   received: float | None) -> bytes | None:
         ranked = self.models.recommend(self.catalog, ev.lead_id, profile, k=self.settings.top_k)
+        if trigger == "top_k_changed":
+            new = [it["property_id"] for it in ranked.items]
+            old = profile.last_rec_items
+            changed = len(set(new) - set(old)) / max(len(new), 1)
+            if old and new[:1] == old[:1] and changed < self.settings.recommend_min_change:
+                profile.events_since_rec = 0  # checked: nothing material to tell
+                self.metrics.recommendations_skipped.inc()
+                return None
         profile.last_rec_ts = ev.timestamp.timestamp()
         profile.events_since_rec = 0
         profile.last_rec_items = [it["property_id"] for it in ranked.items]

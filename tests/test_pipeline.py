@@ -105,11 +105,22 @@ def test_recommendation_triggers_and_minimum_interval(pipe):
     assert rec["explanation"] == "you saved 2 two-bed condos around $310k in Austin"
     assert rec["model_version"].startswith("hybrid-1:hybrid@v")
     assert all(it["reason"] for it in rec["items"])
-    for i, dt in enumerate((20, 21, 22)):  # ordinary views: every third event
-        out = run(pipe, event("property_viewed", f"v{i}", dt=dt, property_id="P2",
+    # every third ordinary event the list is recomputed; views of the top listing change
+    # nothing material, so nothing is published
+    for i, dt in enumerate((20, 21, 22)):
+        out = run(pipe, event("property_viewed", f"v{i}", dt=dt, property_id="P4",
                               payload={"duration_seconds": 3}), out)
-    assert out.recommendation is not None
-    assert orjson.loads(out.recommendation)["trigger"] == "activity"
+        assert out.recommendation is None
+    assert pipe.metrics.recommendations_skipped._value.get() == 1
+    # a left swipe on the top listing: the next check finds a new list and publishes it
+    out = run(pipe, event("property_swiped", "w1", dt=30, property_id="P4",
+                          payload={"direction": "left"}), out)
+    for i, dt in enumerate((31, 32)):
+        out = run(pipe, event("property_viewed", f"x{i}", dt=dt, property_id="P3",
+                              payload={"duration_seconds": 3}), out)
+    rec = orjson.loads(out.recommendation)
+    assert rec["trigger"] == "top_k_changed"
+    assert "P4" not in [it["property_id"] for it in rec["items"]]
 
 
 def test_filters_rejections_and_delistings_shape_the_list(pipe):
