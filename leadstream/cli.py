@@ -556,8 +556,22 @@ def cmd_evaluate(args, settings: Settings) -> int:
     protocols = {"prequential": ("prequential",), "leave-last-out": ("leave-last-out",),
                  "both": ("prequential", "leave-last-out")}[args.protocol]
     cat = open(args.catalog, "rb").read().splitlines() if args.catalog else None  # noqa: SIM115
+    if args.tune:
+        from models.evaluate import tune
+
+        r = tune(events, cat, seed=args.seed)
+        if args.json:
+            print(json.dumps(r, indent=2))
+            return 0
+        for trial in r["trials"]:
+            print("  ".join(f"{k}={v}" for k, v in trial.items()))
+        print(f"best prequential HR@10 {r['hr@10']:.4f} with:")
+        for name, v in r["best"].items():
+            print(f"  LEADSTREAM_HYBRID_{name.upper()}={v}")
+        return 0
     t = time.perf_counter()
-    r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed)
+    r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed,
+                 suite_params=settings.hybrid_weights())
     r["invalid_lines"] = bad
     r["seconds"] = round(time.perf_counter() - t, 1)
     if args.json:
@@ -730,6 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["prequential", "leave-last-out", "both"])
     ev.add_argument("--limit", type=int, default=None, help="the first N events (by time)")
     ev.add_argument("--seed", type=int, default=42)
+    ev.add_argument("--tune", action="store_true",
+                    help="search the hybrid's weights instead; prints the settings to use")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
 

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
 
     # --- models ---------------------------------------------------------------------------
     model_seed: int = Field(42, description="seed of every model (same seed, same output)")
+    hybrid_w_popularity: float = Field(0.5, description="hybrid weight scale: popularity")
+    hybrid_w_content: float = Field(2.0, description="hybrid weight scale: content")
+    hybrid_w_itemitem: float = Field(1.0, description="hybrid weight scale: item-to-item")
+    hybrid_w_mf: float = Field(1.0, description="hybrid weight scale: matrix factorisation")
     model_dir: Path | None = Field(
         None, description="model snapshots (default: HOME/models/APP_ID-WEB_PORT)")
     snapshot_interval_seconds: float = Field(
@@ -140,6 +144,11 @@ class Settings(BaseSettings):
         file_secret_settings,
     ):
         return (init_settings, env_settings, _TomlFileSource(settings_cls), file_secret_settings)
+
+    def hybrid_weights(self) -> dict[str, float]:
+        """The ModelSuite weight parameters (``leadstream evaluate --tune`` suggests them)."""
+        return {"w_popularity": self.hybrid_w_popularity, "w_content": self.hybrid_w_content,
+                "w_itemitem": self.hybrid_w_itemitem, "w_mf": self.hybrid_w_mf}
 
     def snapshot_dir(self) -> Path:
         """Where this worker keeps its model snapshots."""

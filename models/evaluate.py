@@ -185,3 +185,39 @@ def _score_one(suite, cat, lead_id, lead, pid, accs, names, k, unlisted) -> None
         top = np.argpartition(-s, kk - 1)[:kk] if kk else []
         acc.shown.update(int(x) for x in top)
         acc.seconds += per_model + time.perf_counter() - t
+
+
+TUNE_GRID = {"w_popularity": (0.25, 0.5, 1.0), "w_content": (1.0, 2.0, 3.0),
+             "w_itemitem": (0.5, 1.0, 2.0), "w_mf": (0.5, 1.0, 2.0)}
+
+
+def tune(events: list, catalog_lines: list[bytes] | None, *, k: int = 10, seed: int = 42,
+         rounds: int = 2) -> dict:
+    """Coordinate search over the hybrid's weight scales, by prequential HR@k.
+
+    Starts from the defaults and, ``rounds`` times, tries every value of one weight with
+    the others fixed, keeping the best. Returns the best weights and every trial."""
+    best = {name: ModelSuite()._get_params()[name] for name in TUNE_GRID}
+    trials = []
+    seen: dict[tuple, float] = {}
+
+    def score(params):
+        key = tuple(sorted(params.items()))
+        if key in seen:
+            return seen[key]
+        r = evaluate(events, catalog_lines, k=k, seed=seed, models=("hybrid",),
+                     suite_params=params)
+        hr = r["models"]["hybrid"]["prequential"]["hr@10"]
+        trials.append({**params, "hr@10": hr})
+        seen[key] = hr
+        return hr
+
+    best_hr = score(best)
+    for _ in range(rounds):
+        for name, values in TUNE_GRID.items():
+            for v in values:
+                cand = {**best, name: v}
+                hr = score(cand)
+                if hr > best_hr:
+                    best, best_hr = cand, hr
+    return {"best": best, "hr@10": best_hr, "trials": trials}

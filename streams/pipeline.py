@@ -82,7 +82,7 @@ class Pipeline:
         self.n_partitions = n_partitions
         self.metrics = metrics or Metrics()
         self.catalog = Catalog()
-        self.models = ModelSuite(seed=settings.model_seed)
+        self.models = ModelSuite(seed=settings.model_seed, **settings.hybrid_weights())
         self.model_version = 0  # the snapshot the models were restored from / saved as
         self.quality = OnlineQuality(MODELS)
         self._quality_tick = 0

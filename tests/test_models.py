@@ -177,3 +177,17 @@ def test_snapshot_store_versions_and_refuses_unknown_rollback(tmp_path):
     suite, rows, entry = store.load()
     assert suite.seed == 2 and rows == ["P2"] and entry["version"] == 3
     assert store.save(suite, rows) == 6 and store.manifest()["versions"][-1]["parent"] == 3
+
+
+def test_tune_finds_weights_at_least_as_good_as_the_defaults(stream):
+    from leadstream.settings import Settings
+    from models.evaluate import tune
+
+    listings, events = stream
+    defaults = {k: v for k, v in ModelSuite()._get_params().items() if k.startswith("w_")}
+    assert Settings().hybrid_weights() == defaults  # the worker runs what evaluate measures
+    r = tune(events[:2500], listings, rounds=1)
+    assert r["trials"][0] == {**defaults, "hr@10": r["trials"][0]["hr@10"]}
+    assert len(r["trials"]) == 1 + sum(len(v) - 1 for v in
+                                       __import__("models.evaluate").evaluate.TUNE_GRID.values())
+    assert r["hr@10"] == max(t["hr@10"] for t in r["trials"])
