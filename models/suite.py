@@ -56,6 +56,7 @@ from models.weights import feedback_weight
 
 SUITE_VERSION = "hybrid-1"
 MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")
+_COMPONENTS = ("recent_popularity", "content", "itemitem", "mf")
 NUMBER_WORDS = {0: "studio", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 
@@ -82,7 +83,8 @@ class ModelSuite(base.Base):
 
     def __init__(self, seed: int = 42, n_factors: int = 16, negatives: int = 2,
                  half_life: float = 7 * 86_400.0, w_popularity: float = 0.5,
-                 w_content: float = 2.0, w_itemitem: float = 1.0, w_mf: float = 1.0):
+                 w_content: float = 2.0, w_itemitem: float = 1.0, w_mf: float = 1.0,
+                 feedback_every: int = 10, adapt: float = 1.0):
         self.seed = seed
         self.n_factors = n_factors
         self.negatives = negatives
@@ -91,6 +93,11 @@ class ModelSuite(base.Base):
         self.w_content = w_content
         self.w_itemitem = w_itemitem
         self.w_mf = w_mf
+        self.feedback_every = feedback_every
+        self.adapt = adapt
+        self._fb_tick = 0
+        # online reliability of each component: exponentially weighted hits@10 / trials
+        self.reliability = {name: [0.0, 0.0] for name in _COMPONENTS}
         self.mf = CollaborativeModel(n_factors=n_factors, negatives=negatives, seed=seed)
         self.content = ContentModel()
         self.itemitem = ItemItemModel()
@@ -128,6 +135,11 @@ class ModelSuite(base.Base):
         row = catalog.index_of(pid)
         ts = event.timestamp.timestamp()
         self._ensure(row + 1)
+        if w > 0 and self.feedback_every:
+            self._fb_tick += 1
+            if self._fb_tick >= self.feedback_every:
+                self._fb_tick = 0
+                self._feedback(catalog, lead_id, profile, row)
         if w > 0:
             self.pop[row] += w
             if self.t0 is None:
@@ -144,6 +156,32 @@ class ModelSuite(base.Base):
             pool = np.arange(len(catalog))
         self.mf.learn_one(lead_id, row, pid, w, pool, catalog.ids)
         self.content.learn_one(lead_id, row, w, ts)
+
+    def _feedback(self, catalog: Catalog, lead_id: str, profile: LeadProfile, row: int) -> None:
+        """Test-then-train for the blend: would each component have ranked this listing in
+        the lead's top 10? The hybrid leans on the components that keep being right."""
+        if row >= len(catalog):
+            return
+        mask = self.candidate_mask(catalog, profile, include_unlisted=True)
+        if not mask[row]:
+            return
+        for name in _COMPONENTS:
+            s = self.component_scores(name, catalog, lead_id, profile)
+            if s is None:
+                continue
+            s = np.asarray(s[: len(mask)], dtype=np.float64)
+            hit = float(np.count_nonzero(s[mask] > s[row]) < 10)
+            r = self.reliability[name]
+            r[0] = 0.99 * r[0] + hit
+            r[1] = 0.99 * r[1] + 1.0
+
+    def blend_factors(self) -> dict[str, float]:
+        """Each component's weight factor from its online reliability (1.0 until known)."""
+        rates = {n: (h + 1.0) / (t + 2.0) for n, (h, t) in self.reliability.items() if t >= 20}
+        if len(rates) < 2 or not self.adapt:
+            return {n: 1.0 for n in _COMPONENTS}
+        mean = sum(rates.values()) / len(rates)
+        return {n: (rates[n] / mean) ** self.adapt if n in rates else 1.0 for n in _COMPONENTS}
 
     def forget(self, lead_id: str) -> None:
         """Drop a lead's per-lead model state (idle-lead expiry)."""
@@ -224,11 +262,13 @@ class ModelSuite(base.Base):
         n = len(catalog)
         evidence = lead.n_positive
         recent = len(lead.recent_pos)
+        f = self.blend_factors()
         weights = {
-            "recent_popularity": self.w_popularity * 1.5 / (1.0 + evidence / 2.0),
-            "content": self.w_content * min(1.0, 0.4 + evidence / 5.0),
-            "itemitem": self.w_itemitem * 0.8 * min(1.0, recent / 3.0),
-            "mf": self.w_mf * min(1.0, self.mf.lead_support.get(lead_id, 0) / 20.0),
+            "recent_popularity": f["recent_popularity"] * self.w_popularity * 1.5
+            / (1.0 + evidence / 2.0),
+            "content": f["content"] * self.w_content * min(1.0, 0.4 + evidence / 5.0),
+            "itemitem": f["itemitem"] * self.w_itemitem * 0.8 * min(1.0, recent / 3.0),
+            "mf": f["mf"] * self.w_mf * min(1.0, self.mf.lead_support.get(lead_id, 0) / 20.0),
         }
         parts = {}
         for name, w in weights.items():
