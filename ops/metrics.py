@@ -103,6 +103,12 @@ class Metrics:
             "Positive events on a listing that was in the lead's latest recommendation",
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "leadstream_consumer_lag",
+            "Records on the partition not yet read by this worker (log end - position)",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.feature_state_bytes = Gauge(
             "leadstream_feature_state_bytes",
             "Bytes of feature state held for all leads (measured at each idle-lead sweep)",

@@ -22,6 +22,7 @@ from faust.web import View
 
 from features import lead as features
 from models.snapshot import SnapshotStore
+from models.suite import MODELS
 from ops.metrics import CONTENT_TYPE_LATEST
 from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
 from streams.topics import load_topics
@@ -230,9 +231,30 @@ def create_app(settings) -> faust.App:
                               "quality": pipeline.quality.state,
                               "snapshots": m["versions"][-5:], "current": m["current"]})
 
+    metrics = pipeline.metrics
+    for name in MODELS:  # series exist (at 0) before the first drift / measurement
+        metrics.model_drift.labels(model=name)
+    metrics.snapshot_time.set(time.time())  # models as of start (restored or new)
+
+    def update_lag() -> None:
+        consumer = app.consumer
+        metrics.consumer_lag.clear()
+        for tp in consumer.assignment():
+            if tp.topic != interactions.get_topic_name():
+                continue
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 (no metadata yet)
+                continue
+            read = consumer._read_offset.get(tp)
+            pos = read + 1 if read is not None else consumer._committed_offset.get(tp) or 0
+            metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max((end or 0) - pos, 0))
+
     @app.page("/metrics")
     class MetricsView(View):
         async def get(self, request):
+            update_lag()
             pipeline.metrics.leads.set(len(feature_table.data))
             return self.bytes(pipeline.metrics.exposition(),
                               content_type=CONTENT_TYPE_LATEST.split(";")[0])

@@ -33,11 +33,16 @@ def test_snapshots_restore_and_rollback(settings, worker_factory, tmp_path):
     w = worker_factory(s)
     asyncio.run(publish(s, [(r.topic, r.key, r.value) for r in first]))
     w.wait_for(lambda: w.total("leadstream_events_processed_total") == n_first, what="first half")
-    w.wait_for(lambda: orjson.loads(w.get("/models")[1])["version"] >= 1, timeout=30,
-               what="a periodic snapshot")
+
+    def snapshot_of_first_half():
+        snaps = orjson.loads(w.get("/models")[1])["snapshots"]
+        return snaps and snaps[-1]["events_learned"] == n_first and snaps[-1]
+
+    w.wait_for(snapshot_of_first_half, timeout=30, what="a periodic snapshot of the first half")
     status = orjson.loads(w.get("/models")[1])
     assert status["events_learned"] == n_first
-    v_first = status["version"]
+    v_first = snapshot_of_first_half()["version"]
+    assert snapshot_of_first_half()["reason"] == "periodic"
     q = status["quality"]["hybrid"]
     assert q["observed"] > 20 and 0 < q["hr@10"] <= 1
     assert w.total("leadstream_model_hr_at_10", model="content") > 0
