@@ -9,6 +9,7 @@ COPY features features
 COPY ops ops
 COPY schemas schemas
 RUN pip install --no-cache-dir -e .
-ENV LEADSTREAM_WEB_HOST=0.0.0.0
+ENV LEADSTREAM_WEB_BIND=0.0.0.0 LEADSTREAM_HOME=/data
+VOLUME /data
 ENTRYPOINT ["leadstream"]
 CMD ["worker"]

@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home, description="jar cache and broker data")
 
     # --- worker -----------------------------------------------------------------------
-    web_host: str = "127.0.0.1"
+    web_host: str = Field("127.0.0.1", description="the worker's address as other workers and "
+                          "clients reach it (requests for a lead are routed there)")
+    web_bind: str | None = Field(None, description="interface the HTTP server binds "
+                                 "(default: web_host; 0.0.0.0 in containers)")
     web_port: int = 6066
     worker_data_dir: Path | None = None
 

@@ -60,7 +60,7 @@ def create_app(settings) -> faust.App:
         topic_allow_declare=True,
         value_serializer="raw",
         key_serializer="raw",
-        web_bind=settings.web_host,
+        web_bind=settings.web_bind or settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
