@@ -637,6 +637,21 @@ def cmd_models(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_top(args, settings: Settings) -> int:
+    """A live terminal view of one worker (and, with a bootstrap, its recommendations)."""
+    from leadstream import top
+
+    url = args.url or f"http://{settings.web_host}:{settings.web_port}"
+    try:
+        top.scrape(url)
+    except OSError as err:
+        print(f"error: no worker answers at {url} ({err}); start one with `leadstream worker`"
+              " or pass --url", file=sys.stderr)
+        return 1
+    return top.run(url, interval=args.interval, duration=args.duration,
+                   bootstrap_settings=settings if settings.kafka_bootstrap else None)
+
+
 def cmd_bench(args, settings: Settings) -> int:
     from leadstream import bench
 
@@ -748,6 +763,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="search the hybrid's weights instead; prints the settings to use")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+
+    tp = sub.add_parser("top", help="live terminal view of a worker: rates, lag, latency, models")
+    tp.add_argument("--url", help="the worker's web address (default: LEADSTREAM_WEB_HOST/PORT)")
+    tp.add_argument("--interval", type=float, default=1.0)
+    tp.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    tp.set_defaults(func=cmd_top)
 
     mo = sub.add_parser("models", help="model snapshots: list, rollback VERSION")
     mo.add_argument("action", choices=["list", "rollback"])

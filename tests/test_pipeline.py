@@ -158,3 +158,24 @@ def test_idle_leads_are_chosen_by_the_wall_clock_of_their_last_update():
     assert pipe.expired(items, 1099.0) == []
     assert pipe.expired(items, 1101.0) == [b"OLD"]
     assert pipe.expired(items, 1191.0) == [b"OLD", b"NEW"]
+
+
+def test_top_summarises_two_scrapes_like_promql():
+    from leadstream.top import parse, quantile, summary
+
+    def text(n_in, le_counts, hr):
+        lines = [f'leadstream_events_in_total{{topic="t-interactions"}} {n_in}',
+                 f'leadstream_model_hr_at_10{{model="hybrid"}} {hr}',
+                 'leadstream_consumer_lag{topic="t-interactions",partition="0"} 7']
+        for le, c in le_counts.items():
+            lines.append(f'leadstream_receipt_to_recommendation_seconds_bucket{{le="{le}"}} {c}')
+        return "\n".join(lines) + "\n"
+
+    prev = parse(text(100, {"0.001": 0, "0.01": 0, "0.1": 0, "+Inf": 0}, 0.1))
+    # 100 new observations: 50 under 1 ms, 40 more under 10 ms, 10 more under 100 ms
+    cur = parse(text(300, {"0.001": 50, "0.01": 90, "0.1": 100, "+Inf": 100}, 0.4))
+    s = summary(prev, cur, 2.0)
+    assert s["events_in_per_s"] == 100.0 and s["lag"] == 7
+    assert s["latency_ms"] == {"p50": 1.0, "p95": 55.0, "p99": 91.0}
+    assert s["models"] == {"hybrid": {"hr@10": 0.4, "drifts": 0.0}}
+    assert quantile(0.5, {}) is None

@@ -7,15 +7,17 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 
 from leadstream.settings import Settings
+from leadstream.simulate import SimConfig, Simulator
 from ops.broker import free_port
 from streams.topics import apply_topics
 
-from .conftest import HOME
+from .conftest import HOME, publish, recent_start, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +69,19 @@ def test_demo_command_shows_recommendations_and_stops_by_itself(tmp_path):
     assert done, out.stdout[-2000:]
     n_recs = int(done[0].split(",")[2].split()[0])
     assert n_recs > 0
+
+
+def test_top_shows_rates_models_and_recommendations_of_a_live_worker(settings, worker_factory):
+    w = worker_factory(settings.model_copy(update={"quality_sample_every": 1}))
+    env = {**settings_env(settings), "COLUMNS": "160"}
+    top = subprocess.Popen([sys.executable, "-m", "leadstream", "top", "--duration", "8"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # let it subscribe to the latest recommendations
+    sim = Simulator(SimConfig(leads=10, properties=60, days=1, seed=4, start=recent_start(1)))
+    asyncio.run(publish(settings, [(r.topic, r.key, r.value) for r in sim.records()]))
+    out, err = top.communicate(timeout=60)
+    assert top.returncode == 0, err
+    assert "leadstream top" in out and "events in/s" in out and "latency p50" in out
+    assert "latest recommendations" in out and "conf " in out
+    assert "hybrid" in out  # online quality per model
+    assert w.total("leadstream_events_processed_total") > 0
