@@ -695,9 +695,10 @@ def _distinct(seen: int) -> float:
 
 
 # ---- storage --------------------------------------------------------------------------
-_MAGIC = b"LF1"
-_HEADER = struct.Struct(">dIHH")  # last_update, head length, id count, sketch length
-_LAST_UPDATE = struct.Struct(">d")
+_MAGIC = b"LF2"
+# last_update, open sessions, head length, id count, sketch length
+_HEADER = struct.Struct(">dBIHH")
+_PEEK = struct.Struct(">dB")
 
 
 def encode(s: LeadFeatures) -> bytes:
@@ -706,7 +707,8 @@ def encode(s: LeadFeatures) -> bytes:
     ref = math.floor(s.v[L.watermark])
     seen = s.seen.to_bytes(SEEN_BITS // 8, "big") if s.seen else b""
     return b"".join((
-        _MAGIC, _HEADER.pack(s.last_update, len(head), len(s.ids), len(seen)), head,
+        _MAGIC, _HEADER.pack(s.last_update, len(s.sessions), len(head), len(s.ids), len(seen)),
+        head,
         array("Q", s.ids).tobytes(), array("I", [ref - t for t in s.id_ts]).tobytes(), seen,
         s.v.tobytes(),
     ))
@@ -716,7 +718,7 @@ def decode(blob: bytes) -> LeadFeatures:
     """Inverse of :func:`encode`."""
     if blob[:3] != _MAGIC:
         raise ValueError("not a leadstream feature state (unknown version)")
-    last_update, n_head, n_ids, n_seen = _HEADER.unpack_from(blob, 3)
+    last_update, _, n_head, n_ids, n_seen = _HEADER.unpack_from(blob, 3)
     i = 3 + _HEADER.size
     count, sessions, starts, cities, filters, days = orjson.loads(blob[i:i + n_head])
     i += n_head
@@ -736,6 +738,6 @@ def decode(blob: bytes) -> LeadFeatures:
                         starts, cities, filters, seen, days)
 
 
-def last_update_of(blob: bytes) -> float:
-    """The wall-clock ``last_update`` of a stored state, without decoding all of it."""
-    return _LAST_UPDATE.unpack_from(blob, 3)[0]
+def peek(blob: bytes) -> tuple[float, int]:
+    """(wall-clock ``last_update``, open sessions) of a stored state, without decoding it."""
+    return _PEEK.unpack_from(blob, 3)

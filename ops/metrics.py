@@ -109,6 +109,11 @@ class Metrics:
             "Positive events on a listing that was in the lead's latest recommendation",
             registry=r,
         )
+        self.open_sessions = Gauge(
+            "leadstream_open_sessions",
+            "Sessions still open across this worker's leads (measured at each idle-lead sweep)",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "leadstream_consumer_lag",
             "Records on the partition not yet read by this worker (log end - position)",

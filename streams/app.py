@@ -169,13 +169,14 @@ def create_app(settings) -> faust.App:
     async def forget_idle_leads():
         """Delete leads idle for longer than the TTL from both tables (and changelogs)."""
         keys = list(feature_table.data.keys())
-        total = 0
+        total = sessions = 0
         for start in range(0, len(keys), 5000):
             chunk = []
             for k in keys[start:start + 5000]:
                 blob = feature_table.data.get(k)
                 if blob is not None:
                     total += len(blob)
+                    sessions += features.peek(blob)[1]
                     chunk.append((k, blob))
             for k in pipeline.expired(chunk, time.time()):
                 pipeline.forget(k.decode("utf-8", "replace"))
@@ -187,6 +188,7 @@ def create_app(settings) -> faust.App:
                 pipeline.metrics.leads_expired.inc()
             await asyncio.sleep(0)
         pipeline.metrics.feature_state_bytes.set(total)
+        pipeline.metrics.open_sessions.set(sessions)
         pipeline.metrics.leads.set(len(feature_table.data))
 
     def save_snapshot(reason: str) -> None:

@@ -212,7 +212,7 @@ class Pipeline:
     def expired(self, items, now: float) -> list:
         """Keys of the (key, feature state) pairs idle for longer than the lead TTL."""
         cutoff = now - self.settings.lead_ttl_seconds
-        return [k for k, blob in items if features.last_update_of(blob) < cutoff]
+        return [k for k, blob in items if features.peek(blob)[0] < cutoff]
 
     def _trigger(self, ev, profile: LeadProfile) -> str | None:
         s = self.settings
