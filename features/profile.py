@@ -65,6 +65,7 @@ class LeadProfile:
     filters: dict[str, Any] = field(default_factory=dict)
     recent_pos: list[list] = field(default_factory=list)  # [[property_id, weight]], newest last
     n_positive: int = 0
+    rec_log: list[list] = field(default_factory=list)  # recent lists, for A/B attribution
     events_since_rec: int = 0
     last_rec_ts: float = -math.inf
     last_rec_items: list[str] = field(default_factory=list)

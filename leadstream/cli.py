@@ -637,6 +637,83 @@ def cmd_models(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_experiments(args, settings: Settings) -> int:
+    """Per-arm figures of the active experiment, recomputed from the topics."""
+    from models.experiments import load_experiments, replay_counts, report
+
+    path = args.file or settings.experiments_file
+    exp = load_experiments(path)
+    if exp is None:
+        print("error: no active experiment (set LEADSTREAM_EXPERIMENTS_FILE or --file)",
+              file=sys.stderr)
+        return 2
+    if not settings.kafka_bootstrap:
+        print("error: set LEADSTREAM_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    items = asyncio.run(_experiment_items(settings, args.timeout))
+    r = report(replay_counts(items, exp.attribution_window_seconds), exp)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    from rich.table import Table
+
+    t = Table("arm", "lists", "impressions", "clicks", "click-through (95% CI)", "save rate",
+              "booking rate", title=f"experiment {r['experiment']} (control: {r['control']})")
+
+    def cell(e):
+        sig = ""
+        if "p_value" in e:
+            sig = f"  p={e['p_value']:.3g}" + (" [bold green]significant[/]" if e["significant"]
+                                               else "")
+        return f"{e['value']:.3%} [{e['ci95'][0]:.2%}, {e['ci95'][1]:.2%}]{sig}"
+
+    for arm, row in r["arms"].items():
+        t.add_row(arm, str(row["recommendations"]), str(row["impressions"]), str(row["clicks"]),
+                  cell(row["click_through"]), cell(row["save_rate"]), cell(row["booking_rate"]))
+    _console().print(t)
+    return 0
+
+
+async def _experiment_items(settings: Settings, idle: float) -> list:
+    """Recommendations and valid interactions of the topics, in event-time order."""
+    from aiokafka import AIOKafkaConsumer
+
+    from leadstream.events import InvalidRecord, parse_event
+
+    far = timedelta(days=365 * 200)
+    consumer = AIOKafkaConsumer(settings.topic("recommendations"), settings.topic("interactions"),
+                                group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False, **settings.kafka_client_kwargs())
+    await consumer.start()
+    items, seen = [], set()
+    try:
+        last = time.monotonic()
+        while time.monotonic() - last < idle:
+            batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    last = time.monotonic()
+                    if tp.topic.endswith("recommendations"):
+                        rec = orjson.loads(m.value)
+                        if rec["recommendation_id"] in seen:  # a list re-sent after a crash
+                            continue
+                        seen.add(rec["recommendation_id"])
+                        t = datetime.fromisoformat(rec["event_time"]).timestamp()
+                        items.append((t, 1, ("rec", rec)))
+                        continue
+                    try:
+                        ev = parse_event(m.value, max_future_skew=far, max_age=far)
+                    except InvalidRecord:
+                        continue
+                    if ev.event_id not in seen:
+                        seen.add(ev.event_id)
+                        items.append((ev.timestamp.timestamp(), 0, ("event", ev)))
+    finally:
+        await consumer.stop()
+    items.sort(key=lambda x: (x[0], x[1]))
+    return [x[2] for x in items]
+
+
 def cmd_top(args, settings: Settings) -> int:
     """A live terminal view of one worker (and, with a bootstrap, its recommendations)."""
     from leadstream import top
@@ -763,6 +840,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="search the hybrid's weights instead; prints the settings to use")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser("experiments", help="A/B experiments: report per arm")
+    ex.add_argument("action", choices=["report"])
+    ex.add_argument("--file", help="experiments YAML (default: LEADSTREAM_EXPERIMENTS_FILE)")
+    ex.add_argument("--timeout", type=float, default=3.0, help="stop reading after S idle s")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_experiments)
 
     tp = sub.add_parser("top", help="live terminal view of a worker: rates, lag, latency, models")
     tp.add_argument("--url", help="the worker's web address (default: LEADSTREAM_WEB_HOST/PORT)")

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     hybrid_w_content: float = Field(2.0, description="hybrid weight scale: content")
     hybrid_w_itemitem: float = Field(1.0, description="hybrid weight scale: item-to-item")
     hybrid_w_mf: float = Field(1.0, description="hybrid weight scale: matrix factorisation")
+    experiments_file: Path | None = Field(
+        None, description="YAML declaring A/B experiments (models/experiments.py); the first "
+        "active one applies")
     model_dir: Path | None = Field(
         None, description="model snapshots (default: HOME/models/APP_ID-WEB_PORT)")
     snapshot_interval_seconds: float = Field(

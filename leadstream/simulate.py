@@ -392,3 +392,51 @@ class Simulator:
         hour = (lead.hour + r.gauss(0, 1.5)) % 24
         cand = day + timedelta(hours=hour)
         return cand if cand > after else cand + timedelta(days=1)
+
+
+def experiment_records(experiment, *, leads: int = 2000, lists_per_lead: int = 3,
+                       base_ctr: float = 0.05, base_save: float = 0.2,
+                       lift: dict[str, float] | None = None, seed: int = 7,
+                       start: datetime | None = None) -> list[Record]:
+    """A stream whose true A/B effect is known: each lead is assigned its arm, is shown
+    ``lists_per_lead`` lists of 5 listings (``recommendations`` records plus one
+    ``recommendation_shown`` per listing) and clicks each with probability
+    ``base_ctr * lift[arm]``; a click is followed by a save with probability ``base_save``.
+    """
+    rng = random.Random(seed)
+    lift = lift or {}
+    t = (start or datetime(2026, 3, 1, tzinfo=UTC)).timestamp()
+    out: list[Record] = []
+    n = 0
+
+    def ev(lead, et, ts, **kw):
+        nonlocal n
+        n += 1
+        body = {"event_id": f"x{n:08d}", "lead_id": lead, "event_type": et,
+                "timestamp": datetime.fromtimestamp(ts, UTC).isoformat(), "session_id": "s",
+                **kw}
+        return Record("interactions", lead.encode(), orjson.dumps(body), ts)
+
+    for i in range(leads):
+        lead = f"X{i:06d}"
+        arm = experiment.arm_for(lead).name
+        p_click = base_ctr * lift.get(arm, 1.0)
+        for j in range(lists_per_lead):
+            ts = t + i * 60 + j * 3600
+            rec_id = f"{lead}-r{j}"
+            items = [f"P{rng.randrange(500):06d}" for _ in range(5)]
+            rec = {"recommendation_id": rec_id, "lead_id": lead, "experiment": experiment.name,
+                   "arm": arm, "event_time": datetime.fromtimestamp(ts, UTC).isoformat(),
+                   "items": [{"property_id": p, "rank": r + 1} for r, p in enumerate(items)]}
+            out.append(Record("recommendations", lead.encode(), orjson.dumps(rec), ts))
+            for r, pid in enumerate(items):
+                payload = {"recommendation_id": rec_id, "rank": r + 1}
+                out.append(ev(lead, "recommendation_shown", ts + 1, property_id=pid,
+                              payload=payload))
+                if rng.random() < p_click:
+                    out.append(ev(lead, "recommendation_clicked", ts + 2, property_id=pid,
+                                  payload=payload))
+                    if rng.random() < base_save:
+                        out.append(ev(lead, "property_saved", ts + 3, property_id=pid))
+    out.sort(key=lambda r: (r.ts, r.topic != "recommendations"))
+    return out

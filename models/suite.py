@@ -256,19 +256,24 @@ class ModelSuite(base.Base):
         raise ValueError(f"unknown model {name!r}")
 
     def hybrid_parts(self, catalog: Catalog, lead_id: str, lead: LeadProfile,
-                     mask: np.ndarray, comps: dict | None = None
-                     ) -> dict[str, tuple[float, np.ndarray]]:
+                     mask: np.ndarray, comps: dict | None = None,
+                     overrides: dict | None = None) -> dict[str, tuple[float, np.ndarray]]:
         """The weighted, standardised component scores the hybrid adds up."""
         n = len(catalog)
         evidence = lead.n_positive
         recent = len(lead.recent_pos)
         f = self.blend_factors()
+        over = overrides or {}
+
+        def w(name: str) -> float:
+            return over.get(name, getattr(self, name))
+
         weights = {
-            "recent_popularity": f["recent_popularity"] * self.w_popularity * 1.5
+            "recent_popularity": f["recent_popularity"] * w("w_popularity") * 1.5
             / (1.0 + evidence / 2.0),
-            "content": f["content"] * self.w_content * min(1.0, 0.4 + evidence / 5.0),
-            "itemitem": f["itemitem"] * self.w_itemitem * 0.8 * min(1.0, recent / 3.0),
-            "mf": f["mf"] * self.w_mf * min(1.0, self.mf.lead_support.get(lead_id, 0) / 20.0),
+            "content": f["content"] * w("w_content") * min(1.0, 0.4 + evidence / 5.0),
+            "itemitem": f["itemitem"] * w("w_itemitem") * 0.8 * min(1.0, recent / 3.0),
+            "mf": f["mf"] * w("w_mf") * min(1.0, self.mf.lead_support.get(lead_id, 0) / 20.0),
         }
         parts = {}
         for name, w in weights.items():
@@ -318,8 +323,8 @@ class ModelSuite(base.Base):
 
     # ---- ranking --------------------------------------------------------------------
     def top_k(self, name: str, catalog: Catalog, lead_id: str, lead: LeadProfile, k: int = 10,
-              include_unlisted: bool = False, parts: dict | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              include_unlisted: bool = False, parts: dict | None = None,
+              overrides: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(top rows best first, their scores, the candidate mask).
 
         With ``parts`` (a dict) and the hybrid, the weighted components are left in it."""
@@ -330,7 +335,7 @@ class ModelSuite(base.Base):
             return np.zeros(0, dtype=np.int64), np.zeros(0), mask
         if name == "hybrid" and parts is not None:
             n = len(catalog)
-            parts.update(self.hybrid_parts(catalog, lead_id, lead, mask))
+            parts.update(self.hybrid_parts(catalog, lead_id, lead, mask, overrides=overrides))
             s = 1e-3 * np.log1p(self._recent_pop(n))
             for w, z in parts.values():
                 s = s + w * z
@@ -342,11 +347,13 @@ class ModelSuite(base.Base):
         return top, s[top], mask
 
     def recommend(self, catalog: Catalog, lead_id: str, lead: LeadProfile, k: int = 10,
-                  model: str = "hybrid") -> Ranked:
+                  model: str = "hybrid", overrides: dict | None = None) -> Ranked:
+        """Top ``k`` with ``model``; ``overrides``: hybrid weights for this call (A/B arms)."""
         if len(catalog) == 0:
             return Ranked([], 0.0, "no active listings yet")
         parts: dict = {}
-        top, scores, mask = self.top_k(model, catalog, lead_id, lead, k, parts=parts)
+        top, scores, mask = self.top_k(model, catalog, lead_id, lead, k, parts=parts,
+                                       overrides=overrides)
         if len(top) == 0:
             return Ranked([], 0.0, "no active listing matches the lead's filters")
         items = []

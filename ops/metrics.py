@@ -114,6 +114,14 @@ class Metrics:
             "Sessions still open across this worker's leads (measured at each idle-lead sweep)",
             registry=r,
         )
+        self.experiment = Counter(
+            "leadstream_experiment",
+            "A/B experiment counts per arm: recommendations, impressions, clicks, saves, "
+            "bookings, conversions (credited within the attribution window), saves_lists and "
+            "bookings_lists (lists with at least one)",
+            ["experiment", "arm", "kind"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "leadstream_consumer_lag",
             "Records on the partition not yet read by this worker (log end - position)",

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
 from features import lead as features
+from models.experiments import KINDS
 from models.snapshot import SnapshotStore
 from models.suite import MODELS
 from ops.metrics import CONTENT_TYPE_LATEST
@@ -237,6 +238,11 @@ def create_app(settings) -> faust.App:
     for name in MODELS:  # series exist (at 0) before the first drift / measurement
         metrics.model_drift.labels(model=name)
     metrics.snapshot_time.set(time.time())  # models as of start (restored or new)
+    if pipeline.experiment is not None:
+        for arm in pipeline.experiment.arms:
+            for kind in (*KINDS, "saves_lists", "bookings_lists"):
+                metrics.experiment.labels(experiment=pipeline.experiment.name, arm=arm.name,
+                                          kind=kind)
 
     def update_lag() -> None:
         consumer = app.consumer

@@ -27,6 +27,7 @@ from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.outputs import Recommendation
 from models.catalog import Catalog
+from models.experiments import attribute, load_experiments, log_recommendation
 from models.quality import OnlineQuality
 from models.suite import MODELS, ModelSuite
 from models.weights import STRONG_SIGNALS, feedback_weight
@@ -85,6 +86,7 @@ class Pipeline:
         self.models = ModelSuite(seed=settings.model_seed, **settings.hybrid_weights())
         self.model_version = 0  # the snapshot the models were restored from / saved as
         self.quality = OnlineQuality(MODELS)
+        self.experiment = load_experiments(settings.experiments_file)
         self._quality_tick = 0
         self.normalizer = FeatureNormalizer(settings.normalizer_sample_every)
         self.topic = interactions_topic
@@ -156,6 +158,10 @@ class Pipeline:
         self.models.learn_one(self.catalog, ev.lead_id, profile, ev)
         self.metrics.model_learn.observe(time.perf_counter() - t)
         update(profile, ev, listing)
+        if self.experiment is not None and profile.rec_log:
+            window = self.experiment.attribution_window_seconds
+            for exp, arm, kind in attribute(profile.rec_log, ev, window):
+                self.metrics.experiment.labels(experiment=exp, arm=arm, kind=kind).inc()
         rec = None
         trigger = self._trigger(ev, profile)
         if trigger is not None:
@@ -232,7 +238,11 @@ class Pipeline:
 
     def _recommend(self, ev, profile: LeadProfile, trigger: str,
                    received: float | None) -> bytes | None:
-        ranked = self.models.recommend(self.catalog, ev.lead_id, profile, k=self.settings.top_k)
+        exp = self.experiment
+        arm = exp.arm_for(ev.lead_id) if exp is not None else None
+        ranked = self.models.recommend(
+            self.catalog, ev.lead_id, profile, k=self.settings.top_k,
+            model=arm.model if arm else "hybrid", overrides=arm.params if arm else None)
         if trigger == "top_k_changed":
             new = [it["property_id"] for it in ranked.items]
             old = profile.last_rec_items
@@ -245,8 +255,14 @@ class Pipeline:
         profile.events_since_rec = 0
         profile.last_rec_items = [it["property_id"] for it in ranked.items]
         now = datetime.now(UTC)
+        rec_id = str(uuid.uuid5(_REC_NS, f"{ev.lead_id}/{ev.event_id}"))
+        if exp is not None and arm is not None:
+            log_recommendation(profile.rec_log, rec_id, profile.last_rec_ts, exp.name, arm.name,
+                               profile.last_rec_items)
+            self.metrics.experiment.labels(experiment=exp.name, arm=arm.name,
+                                           kind="recommendations").inc()
         rec = Recommendation(
-            recommendation_id=str(uuid.uuid5(_REC_NS, f"{ev.lead_id}/{ev.event_id}")),
+            recommendation_id=rec_id,
             lead_id=ev.lead_id,
             trigger=trigger,
             source_event_id=ev.event_id,
@@ -256,6 +272,8 @@ class Pipeline:
             confidence=ranked.confidence,
             explanation=ranked.explanation,
             items=ranked.items,
+            experiment=exp.name if exp is not None else None,
+            arm=arm.name if arm is not None else None,
         )
         m = self.metrics
         m.recommendations.labels(trigger=trigger).inc()
