@@ -686,6 +686,11 @@ def compute(s: LeadFeatures, as_of: float | None = None, *,
     return FeatureValues(num, cat, meta)
 
 
+def activity_hours(s: LeadFeatures) -> list[float]:
+    """The lead's activity per local hour of day (30-day decayed, relative weights)."""
+    return [s.v[L.m_hour + i] for i in range(24)]
+
+
 def _distinct(seen: int) -> float:
     """Linear-counting estimate of the distinct properties in the sketch."""
     zeros = SEEN_BITS - bin(seen).count("1")

@@ -66,6 +66,9 @@ class LeadProfile:
     recent_pos: list[list] = field(default_factory=list)  # [[property_id, weight]], newest last
     n_positive: int = 0
     rec_log: list[list] = field(default_factory=list)  # recent lists, for A/B attribution
+    last_score: float | None = None  # last published lead score, its tier and event time
+    last_tier: str | None = None
+    last_score_ts: float = 0.0
     events_since_rec: int = 0
     last_rec_ts: float = -math.inf
     last_rec_items: list[str] = field(default_factory=list)

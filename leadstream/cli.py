@@ -594,6 +594,16 @@ def cmd_evaluate(args, settings: Settings) -> int:
             row += [f"{m['coverage']:.3f}", f"{m['events_per_second']:,.0f}"]
         t.add_row(*row)
     _console().print(t)
+    ls = r.get("lead_scores")
+    if ls and ls["labels"]:
+        def fig(x):
+            return "n/a" if x is None else f"{x:.3f}"
+
+        _console().print(
+            f"lead scores on {ls['labels']} CRM outcomes ({ls['converted']} converted), "
+            f"prequential: heuristic log loss {fig(ls['heuristic']['log_loss'])} / AUC "
+            f"{fig(ls['heuristic']['auc'])}; online River model log loss "
+            f"{fig(ls['online']['log_loss'])} / AUC {fig(ls['online']['auc'])}")
     return 0
 
 

@@ -40,4 +40,20 @@ class Recommendation(_Out):
     arm: str | None = None
 
 
-OUTPUT_RECORDS = {"recommendation.json": Recommendation}
+class LeadScore(_Out):
+    """A lead's qualification score on the ``lead-scores`` topic (key = lead_id)."""
+
+    lead_id: str
+    score: Annotated[float, Field(ge=0, le=100, description="0-100: likelihood to convert")]
+    tier: str = Field(description="hot (>= 70), warm (>= 40) or cold")
+    reasons: list[str] = Field(description="what adds most to the score, plain language")
+    model: str = Field(description="heuristic-1, or river-logreg-N once N labels were learned")
+    contact_at: AwareDatetime = Field(description="suggested time of the next contact")
+    contact_reason: str
+    source_event_id: str
+    event_time: AwareDatetime
+    emitted_at: AwareDatetime
+    trigger: str = Field(description="first_score, tier_changed, score_changed or crm_event")
+
+
+OUTPUT_RECORDS = {"recommendation.json": Recommendation, "lead-score.json": LeadScore}

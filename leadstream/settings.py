@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         1800.0, description="a session id silent for longer than this starts a new session"
     )
 
+    score_min_change: float = Field(
+        5.0, description="publish a lead score when it moved this many points (or its tier "
+        "changed, or on a CRM event)")
+    score_min_interval_seconds: float = Field(
+        60.0, description="at most one score-change publication per lead per this much "
+        "event time")
+
     # --- models ---------------------------------------------------------------------------
     model_seed: int = Field(42, description="seed of every model (same seed, same output)")
     hybrid_w_popularity: float = Field(0.5, description="hybrid weight scale: popularity")

@@ -296,10 +296,18 @@ class Simulator:
                     out.append(self._ev(lead, "outcome_recorded", t3 + timedelta(days=1), None,
                                         agent_id=lead.agent, property_id=pid,
                                         payload={"outcome": "converted"}))
+                elif r.random() < 0.4:
+                    out.append(self._ev(lead, "outcome_recorded", t3 + timedelta(days=2), None,
+                                        agent_id=lead.agent, property_id=pid,
+                                        payload={"outcome": "lost"}))
             else:
                 out.append(self._ev(lead, "booking_cancelled", t2 + timedelta(hours=2), None,
                                     property_id=pid,
                                     payload={"booking_id": bid, "reason": "schedule"}))
+                if r.random() < 0.6:
+                    out.append(self._ev(lead, "outcome_recorded", t2 + timedelta(days=2), None,
+                                        agent_id=lead.agent, property_id=pid,
+                                        payload={"outcome": r.choice(("lost", "unreachable"))}))
         return out
 
     # ---- malformed input --------------------------------------------------------------

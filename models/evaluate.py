@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
+from river import metrics
 
+from features import lead as F
 from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, parse_event, parse_listing
 from models.catalog import Catalog
+from models.scoring import LABELS
 from models.suite import MODELS, ModelSuite
 from models.weights import feedback_weight
 
@@ -115,7 +118,10 @@ def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
             result["catalog_listings"] = load_catalog(catalog_lines, suite, cat)
             catalog_lines = None if protocol == protocols[-1] else catalog_lines
         accs = {m: _Acc() for m in models}
-        learn_s = _replay(events, suite, cat, accs, k, protocol, not has_catalog)
+        scores: list | None = [] if protocol == "prequential" else None
+        learn_s = _replay(events, suite, cat, accs, k, protocol, not has_catalog, scores)
+        if scores is not None:
+            result["lead_scores"] = _score_figures(scores)
         n_candidates = max(int((cat.active | ~cat.known)[: len(cat)].sum()
                                if not has_catalog else cat.n_active), 1)
         for m, acc in accs.items():
@@ -127,9 +133,25 @@ def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
     return result
 
 
+def _score_figures(scores: list) -> dict:
+    """Log loss and ROC AUC of the heuristic and the online scorer, prequentially."""
+    out = {"labels": len(scores), "converted": sum(1 for y, _, _ in scores if y)}
+    for i, name in ((1, "heuristic"), (2, "online")):
+        ll, auc = metrics.LogLoss(), metrics.ROCAUC()
+        for row in scores:
+            p = min(max(row[i], 1e-6), 1 - 1e-6)
+            ll.update(row[0], {True: p, False: 1 - p})
+            auc.update(row[0], {True: p, False: 1 - p})
+        both = 0 < out["converted"] < len(scores)
+        out[name] = {"log_loss": round(ll.get(), 4) if scores else None,
+                     "auc": round(auc.get(), 4) if both else None}
+    return out
+
+
 def _replay(events, suite: ModelSuite, cat: Catalog, accs: dict, k: int, protocol: str,
-            unlisted: bool) -> float:
+            unlisted: bool, scores: list | None = None) -> float:
     profiles: dict[str, LeadProfile] = {}
+    feats: dict[str, F.LeadFeatures] = {}
     held: dict[str, int] = {}
     if protocol == "leave-last-out":
         for i, ev in enumerate(events):
@@ -155,6 +177,17 @@ def _replay(events, suite: ModelSuite, cat: Catalog, accs: dict, k: int, protoco
         suite.learn_one(cat, ev.lead_id, lead, ev)
         update(lead, ev, listing)
         learn_s += time.perf_counter() - t
+        if scores is not None:
+            f = feats.setdefault(ev.lead_id, F.LeadFeatures())
+            F.update(f, ev, listing, lateness=float("inf"))
+            if ev.event_type == "outcome_recorded" and ev.payload.outcome in LABELS:
+                y = LABELS[ev.payload.outcome]
+                num = F.compute(f).numerical
+                scorer = suite.scorer
+                p_online = (scorer.probability(num, use_model=True)
+                            if sum(scorer.labels.values()) else 0.5)
+                scores.append((y, scorer.probability(num, use_model=False), p_online))
+                scorer.learn_one(num, y)
     for lead_id, i in held.items():
         _score_one(suite, cat, lead_id, profiles[lead_id], events[i].property_id, accs, names,
                    k, unlisted)

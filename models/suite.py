@@ -52,6 +52,7 @@ from models.catalog import TYPE_CODE, Catalog, money
 from models.collaborative import CollaborativeModel
 from models.content import ContentModel
 from models.itemitem import ItemItemModel
+from models.scoring import LeadScorer
 from models.weights import feedback_weight
 
 SUITE_VERSION = "hybrid-1"
@@ -101,6 +102,7 @@ class ModelSuite(base.Base):
         self.mf = CollaborativeModel(n_factors=n_factors, negatives=negatives, seed=seed)
         self.content = ContentModel()
         self.itemitem = ItemItemModel()
+        self.scorer = LeadScorer()
         self.pop = np.zeros(0)  # all-time positive weight
         self.recent = np.zeros(0)  # forward-decayed positive weight (origin t0)
         self.t0: float | None = None

@@ -114,6 +114,11 @@ class Metrics:
             "Sessions still open across this worker's leads (measured at each idle-lead sweep)",
             registry=r,
         )
+        self.scores = Counter("leadstream_lead_scores_emitted",
+                              "Lead scores published, by tier", ["tier"], registry=r)
+        self.score_labels = Counter("leadstream_lead_score_labels",
+                                    "CRM outcomes learned by the lead scorer", ["label"],
+                                    registry=r)
         self.experiment = Counter(
             "leadstream_experiment",
             "A/B experiment counts per arm: recommendations, impressions, clicks, saves, "

@@ -91,6 +91,7 @@ def create_app(settings) -> faust.App:
     interactions = topic("interactions")
     properties = topic("properties")
     recommendations = topic("recommendations")
+    lead_scores = topic("lead-scores")
     dlq = topic("interactions-dlq")
 
     # raw keys: the changelog partition of a lead is its interactions partition, and
@@ -126,6 +127,8 @@ def create_app(settings) -> faust.App:
                 feature_table[key] = out.features
             if out.recommendation is not None:
                 await recommendations.send(key=event.key, value=out.recommendation)
+            if out.score is not None:
+                await lead_scores.send(key=key, value=out.score)
 
     @app.agent(properties, name="validate_listings")
     async def validate_listings(stream):

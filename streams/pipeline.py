@@ -25,10 +25,11 @@ from features import lead as features
 from features.normalize import FeatureNormalizer
 from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, parse_event, parse_listing
-from leadstream.outputs import Recommendation
+from leadstream.outputs import LeadScore, Recommendation
 from models.catalog import Catalog
 from models.experiments import attribute, load_experiments, log_recommendation
 from models.quality import OnlineQuality
+from models.scoring import LABELS, contact_at
 from models.suite import MODELS, ModelSuite
 from models.weights import STRONG_SIGNALS, feedback_weight
 from ops.metrics import Metrics
@@ -72,6 +73,7 @@ class Applied:
     features: bytes | None
     duplicate: bool = False
     recommendation: bytes | None = None
+    score: bytes | None = None
 
 
 class Pipeline:
@@ -166,8 +168,43 @@ class Pipeline:
         trigger = self._trigger(ev, profile)
         if trigger is not None:
             rec = self._recommend(ev, profile, trigger, received)
+        score = self._score(ev, profile, feats)
         return Applied(ev.lead_id, orjson.dumps(profile.to_dict()), features.encode(feats),
-                       recommendation=rec)
+                       recommendation=rec, score=score)
+
+    def _score(self, ev, profile: LeadProfile, feats) -> bytes | None:
+        """Learn from a CRM outcome; publish the lead's score when it is news."""
+        s = self.settings
+        numerical = features.compute(feats, lateness=s.allowed_lateness_seconds,
+                                     session_gap=s.session_gap_seconds).numerical
+        scorer = self.models.scorer
+        et = ev.event_type
+        if et == "outcome_recorded" and ev.payload.outcome in LABELS:
+            label = LABELS[ev.payload.outcome]
+            scorer.learn_one(numerical, label)
+            self.metrics.score_labels.labels(label="converted" if label else "not").inc()
+        sc = scorer.score(numerical)
+        ts = ev.timestamp.timestamp()
+        crm = et in ("agent_contacted_lead", "lead_responded", "outcome_recorded")
+        if profile.last_score is None:
+            why = "first_score"
+        elif sc.tier != profile.last_tier:
+            why = "tier_changed"
+        elif crm:
+            why = "crm_event"
+        elif (abs(sc.score - profile.last_score) >= s.score_min_change
+              and ts - profile.last_score_ts >= s.score_min_interval_seconds):
+            why = "score_changed"
+        else:
+            return None
+        profile.last_score, profile.last_tier, profile.last_score_ts = sc.score, sc.tier, ts
+        when, reason = contact_at(features.activity_hours(feats), ev.timestamp, sc, numerical)
+        self.metrics.scores.labels(tier=sc.tier).inc()
+        out = LeadScore(lead_id=ev.lead_id, score=sc.score, tier=sc.tier, reasons=sc.reasons,
+                        model=sc.model, contact_at=when, contact_reason=reason,
+                        source_event_id=ev.event_id, event_time=ev.timestamp,
+                        emitted_at=datetime.now(UTC), trigger=why)
+        return orjson.dumps(out.model_dump(mode="json"))
 
     def _measure(self, lead_id: str, profile: LeadProfile, pid: str) -> None:
         """Online quality before learning: was the listing in what the lead was shown, and

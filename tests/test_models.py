@@ -191,3 +191,30 @@ def test_tune_finds_weights_at_least_as_good_as_the_defaults(stream):
     assert len(r["trials"]) == 1 + sum(len(v) - 1 for v in
                                        __import__("models.evaluate").evaluate.TUNE_GRID.values())
     assert r["hr@10"] == max(t["hr@10"] for t in r["trials"])
+
+
+def test_lead_scorer_switches_from_the_heuristic_once_both_outcomes_are_learned():
+    from models.scoring import LeadScorer
+
+    s = LeadScorer(min_labels=20)
+    hot = {"engagement_7d": 30.0, "saves_7d": 3.0, "bookings_lifetime": 1.0,
+           "offers_lifetime": 1.0, "recency_hours": 2.0}
+    cold = {"engagement_7d": 1.0, "recency_hours": 300.0}
+    for _ in range(15):
+        s.learn_one(hot, True)
+    assert s.score(hot).model == "heuristic-1"  # one class only: not trained yet
+    for _ in range(15):
+        s.learn_one(cold, False)
+    assert s.trained and s.score(hot).model == "river-logreg-30"
+    assert s.score(hot).score > 70 > 40 > s.score(cold).score
+    assert s.score(hot).tier == "hot" and s.score(cold).tier == "cold"
+    assert pickle.loads(pickle.dumps(s)).score(hot).score == s.score(hot).score
+
+
+def test_evaluate_reports_lead_score_quality_of_both_scorers(stream):
+    listings, events = stream
+    r = evaluate(events, listings)
+    ls = r["lead_scores"]
+    assert ls["labels"] > 10 and 0 < ls["converted"] < ls["labels"]
+    for name in ("heuristic", "online"):
+        assert ls[name]["log_loss"] > 0 and 0 <= ls[name]["auc"] <= 1

@@ -179,3 +179,30 @@ def test_top_summarises_two_scrapes_like_promql():
     assert s["latency_ms"] == {"p50": 1.0, "p95": 55.0, "p99": 91.0}
     assert s["models"] == {"hybrid": {"hr@10": 0.4, "drifts": 0.0}}
     assert quantile(0.5, {}) is None
+
+
+def test_lead_scores_are_published_when_they_are_news(pipe):
+    out = run(pipe, event("session_started", "s0"))
+    first = orjson.loads(out.score)
+    assert first["trigger"] == "first_score" and first["model"] == "heuristic-1"
+    assert first["tier"] == "cold" and 0 <= first["score"] < 40 and first["reasons"]
+    out = run(pipe, event("property_viewed", "v1", dt=1, property_id="P0",
+                          payload={"duration_seconds": 5}), out)
+    assert out.score is None  # nothing new to say
+    out = run(pipe, orjson.dumps({"event_id": "c1", "lead_id": "L1",
+                                  "event_type": "agent_contacted_lead", "agent_id": "A1",
+                                  "timestamp": (T0 + timedelta(seconds=2)).isoformat(),
+                                  "payload": {"channel": "call"}}), out)
+    crm = orjson.loads(out.score)
+    assert crm["trigger"] == "crm_event"
+    assert "answers 0% of agent contacts" in crm["contact_reason"]
+    for i in range(3):  # bookings and an offer make the lead hot
+        out = run(pipe, event("booking_requested", f"b{i}", dt=10 + i, property_id=f"P{i}",
+                              payload={"booking_id": f"bk{i}"}), out)
+    out = run(pipe, event("offer_made", "o1", dt=20, property_id="P1",
+                          payload={"amount": 300000}), out)
+    hot = orjson.loads(out.score) if out.score else None
+    state = orjson.loads(out.profile)
+    assert state["last_tier"] in ("warm", "hot") and state["last_tier"] != "cold"
+    assert hot is None or hot["trigger"] in ("tier_changed", "score_changed")
+    assert pipe.metrics.scores.labels(tier="cold")._value.get() >= 1

@@ -26,6 +26,7 @@ from .conftest import HOME, decode, publish, read_topic, recent_start, settings_
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 REC_SCHEMA = json.loads((REPO / "schemas" / "recommendation.json").read_text())
+SCORE_SCHEMA = json.loads((REPO / "schemas" / "lead-score.json").read_text())
 REASONS = {"oversized", "not_utf8", "not_json", "not_an_object", "unknown_event_type", "schema",
            "timestamp_in_future", "timestamp_too_old", "key_mismatch"}
 
@@ -106,6 +107,19 @@ def test_stream_with_bad_and_duplicate_events_is_fully_accounted(settings, worke
                     and e["_ts"] <= t and e["event_type"] == "property_swiped"
                     and e["payload"]["direction"] == "left"}
         assert not rejected & set(ids)
+
+    # lead scores: schema-valid, a first score for every lead, CRM events re-score
+    scores = [decode(m) for m in asyncio.run(read_topic(settings, "lead-scores"))]
+    for sc in scores:
+        jsonschema.validate(sc, SCORE_SCHEMA)
+        assert sc["tier"] in ("hot", "warm", "cold") and sc["reasons"] and sc["contact_reason"]
+        assert sc["contact_at"] >= sc["event_time"][:19]
+    firsts = [sc["lead_id"] for sc in scores if sc["trigger"] == "first_score"]
+    assert sorted(firsts) == sorted({e["lead_id"] for e in valid})
+    crm_ids = {e["event_id"] for e in valid if e["event_type"] in (
+        "agent_contacted_lead", "lead_responded", "outcome_recorded")}
+    assert crm_ids and crm_ids <= {sc["source_event_id"] for sc in scores}
+    assert w.total("leadstream_lead_scores_emitted_total") == len(scores)
 
 
 def test_new_lead_gets_a_recommendation_quickly(settings, worker_factory):
