@@ -724,6 +724,63 @@ async def _experiment_items(settings: Settings, idle: float) -> list:
     return [x[2] for x in items]
 
 
+def cmd_agents(args, settings: Settings) -> int:
+    """Every agent's figures against the team median, from the agent-facts topic."""
+    from models.agents import insights, replay
+
+    if not settings.kafka_bootstrap:
+        print("error: set LEADSTREAM_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    facts = asyncio.run(_read_all(settings, "agent-facts", args.timeout))
+    seen, unique = set(), []
+    for f in facts:  # a fact re-sent after a worker crash counts once
+        if (f["event_id"], f["kind"]) not in seen:
+            seen.add((f["event_id"], f["kind"]))
+            unique.append(f)
+    r = insights(replay(unique))
+    if args.json:
+        print(json.dumps({"agents": r, "facts": len(unique)}, indent=2))
+        return 0
+    from rich.table import Table
+
+    names = ("leads_handled", "hot_response_minutes", "contact_to_response", "booking_rate",
+             "conversion_rate")
+    t = Table("agent", *[n.replace("_", " ") for n in names], "hints",
+              title=f"agents (team median in brackets) from {len(unique)} facts")
+
+    def cell(f):
+        def fmt(v):
+            return "-" if v is None else f"{v:.3g}"
+
+        return f"{fmt(f['value'])} ({fmt(f['team_median'])})"
+
+    for agent, ins in sorted(r.items()):
+        t.add_row(agent, *[cell(ins["figures"][n]) for n in names], "; ".join(ins["hints"]))
+    _console().print(t)
+    return 0
+
+
+async def _read_all(settings: Settings, logical: str, idle: float) -> list[dict]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(settings.topic(logical), group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                **settings.kafka_client_kwargs())
+    await consumer.start()
+    out = []
+    try:
+        last = time.monotonic()
+        while time.monotonic() - last < idle:
+            batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
+            for msgs in batch.values():
+                for m in msgs:
+                    last = time.monotonic()
+                    out.append(orjson.loads(m.value))
+    finally:
+        await consumer.stop()
+    return out
+
+
 def cmd_top(args, settings: Settings) -> int:
     """A live terminal view of one worker (and, with a bootstrap, its recommendations)."""
     from leadstream import top
@@ -857,6 +914,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--timeout", type=float, default=3.0, help="stop reading after S idle s")
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_experiments)
+
+    ag = sub.add_parser("agents", help="agent insights: report per agent vs the team median")
+    ag.add_argument("action", choices=["report"])
+    ag.add_argument("--timeout", type=float, default=3.0, help="stop reading after S idle s")
+    ag.add_argument("--json", action="store_true")
+    ag.set_defaults(func=cmd_agents)
 
     tp = sub.add_parser("top", help="live terminal view of a worker: rates, lag, latency, models")
     tp.add_argument("--url", help="the worker's web address (default: LEADSTREAM_WEB_HOST/PORT)")

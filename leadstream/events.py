@@ -459,7 +459,7 @@ def json_schemas() -> dict[str, dict]:
     from leadstream.outputs import OUTPUT_RECORDS
 
     for fname, cls in OUTPUT_RECORDS.items():
-        sch = cls.model_json_schema()
+        sch = cls.json_schema() if isinstance(cls, TypeAdapter) else cls.model_json_schema()
         sch["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         out[fname] = sch
     return out

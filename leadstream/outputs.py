@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 
 class _Out(BaseModel):
@@ -56,4 +56,36 @@ class LeadScore(_Out):
     trigger: str = Field(description="first_score, tier_changed, score_changed or crm_event")
 
 
-OUTPUT_RECORDS = {"recommendation.json": Recommendation, "lead-score.json": LeadScore}
+class Figure(_Out):
+    value: float | None
+    team_median: float | None
+
+
+class AgentInsight(_Out):
+    """An agent's performance against the team median (``agent-insights``, key = agent_id)."""
+
+    type: Literal["agent_insight"] = "agent_insight"
+    agent_id: str
+    generated_at: AwareDatetime
+    figures: dict[str, Figure] = Field(description="leads_handled, hot_response_minutes, "
+                                       "contact_to_response, booking_rate, conversion_rate")
+    hints: list[str] = Field(description="coaching hints that follow from the figures")
+
+
+class PreferenceDrift(_Out):
+    """A lead's taste changed (``agent-insights``, key = the assigned agent, else the lead)."""
+
+    type: Literal["preference_drift"] = "preference_drift"
+    agent_id: str | None
+    lead_id: str
+    changes: list[str]
+    message: str
+    source_event_id: str
+    event_time: AwareDatetime
+    emitted_at: AwareDatetime
+
+
+AGENT_INSIGHTS = TypeAdapter(Annotated[Union[AgentInsight, PreferenceDrift],  # noqa: UP007
+                                       Field(discriminator="type")])
+OUTPUT_RECORDS = {"recommendation.json": Recommendation, "lead-score.json": LeadScore,
+                  "agent-insights.json": AGENT_INSIGHTS}

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         60.0, description="at most one score-change publication per lead per this much "
         "event time")
 
+    drift_min_positives: int = Field(
+        5, description="preference-drift alerts only for leads with this many positive events")
+    drift_price_change: float = Field(
+        0.25, description="a move of the price level by this share is a drift (0.25 = 25 %)")
+    agent_insights_interval_seconds: float = Field(
+        60.0, description="publish every agent's insights this often")
+
     # --- models ---------------------------------------------------------------------------
     model_seed: int = Field(42, description="seed of every model (same seed, same output)")
     hybrid_w_popularity: float = Field(0.5, description="hybrid weight scale: popularity")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from river import base, linear_model, optim, preprocessing
 
@@ -162,7 +162,7 @@ def contact_at(hours: list[float], event_time: datetime, score: Score,
     >>> when.isoformat(), why
     ('2026-03-02T19:00:00+00:00', 'most active around 19:00 local time')
     """
-    tz = event_time.tzinfo or timezone.utc
+    tz = event_time.tzinfo or UTC
     soon = event_time + timedelta(minutes=15)
     responses = numerical.get("response_ratio_lifetime", 0.0)
     contacts = numerical.get("agent_contacts_30d", 0.0)

@@ -119,6 +119,13 @@ class Metrics:
         self.score_labels = Counter("leadstream_lead_score_labels",
                                     "CRM outcomes learned by the lead scorer", ["label"],
                                     registry=r)
+        self.agent_facts = Counter("leadstream_agent_facts",
+                                   "Facts about agents' leads sent for agent insights",
+                                   registry=r)
+        self.drift_alerts = Counter("leadstream_preference_drift_alerts",
+                                    "Lead preference-drift alerts sent to agents", registry=r)
+        self.agent_insights = Counter("leadstream_agent_insights_published",
+                                      "Agent insight records published", registry=r)
         self.experiment = Counter(
             "leadstream_experiment",
             "A/B experiment counts per arm: recommendations, impressions, clicks, saves, "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
 import faust
 import orjson
@@ -21,6 +22,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
 from features import lead as features
+from leadstream.outputs import AgentInsight
+from models.agents import AgentStats, insights
 from models.experiments import KINDS
 from models.snapshot import SnapshotStore
 from models.suite import MODELS
@@ -92,6 +95,8 @@ def create_app(settings) -> faust.App:
     properties = topic("properties")
     recommendations = topic("recommendations")
     lead_scores = topic("lead-scores")
+    agent_insights = topic("agent-insights")
+    agent_facts = topic("agent-facts")
     dlq = topic("interactions-dlq")
 
     # raw keys: the changelog partition of a lead is its interactions partition, and
@@ -129,6 +134,45 @@ def create_app(settings) -> faust.App:
                 await recommendations.send(key=event.key, value=out.recommendation)
             if out.score is not None:
                 await lead_scores.send(key=key, value=out.score)
+            for agent_key, fact in out.facts or ():
+                await agent_facts.send(key=agent_key, value=fact)
+            for alert_key, alert in out.alerts or ():
+                await agent_insights.send(key=alert_key, value=alert)
+
+    agent_stats = app.Table("agent_stats_v1", default=None, partitions=1, key_type=bytes,
+                            value_type=bytes, help="AgentStats JSON per agent id")
+
+    @app.agent(agent_facts, name="aggregate_agent_facts")
+    async def aggregate_agent_facts(stream):
+        """Every agent's running figures, on the worker that holds the agent-facts topic."""
+        async for event in stream.events():
+            fact = orjson.loads(event.value)
+            key = fact["agent_id"].encode()
+            stored = agent_stats.get(key)
+            st = AgentStats.from_dict(orjson.loads(stored)) if stored else AgentStats()
+            st.add(fact)
+            agent_stats[key] = orjson.dumps(st.to_dict())
+
+    def team_insights() -> dict[str, dict]:
+        team = {k.decode(): AgentStats.from_dict(orjson.loads(v))
+                for k, v in list(agent_stats.data.items())}
+        return insights(team)
+
+    @app.timer(interval=settings.agent_insights_interval_seconds)
+    async def publish_agent_insights():
+        now = datetime.now(UTC)
+        for agent, ins in team_insights().items():
+            rec = AgentInsight(generated_at=now, **ins)
+            await agent_insights.send(key=agent.encode(),
+                                      value=orjson.dumps(rec.model_dump(mode="json")))
+            pipeline.metrics.agent_insights.inc()
+
+    @app.page("/agents")
+    class AgentsView(View):
+        """Insights of every agent, from the worker holding the agent-facts partition."""
+
+        async def get(self, request):
+            return self.json({"agents": team_insights()})
 
     @app.agent(properties, name="validate_listings")
     async def validate_listings(stream):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from features import lead as features
 from features.normalize import FeatureNormalizer
 from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, parse_event, parse_listing
-from leadstream.outputs import LeadScore, Recommendation
-from models.catalog import Catalog
+from leadstream.outputs import LeadScore, PreferenceDrift, Recommendation
+from models.catalog import Catalog, money
 from models.experiments import attribute, load_experiments, log_recommendation
 from models.quality import OnlineQuality
 from models.scoring import LABELS, contact_at
@@ -74,6 +75,8 @@ class Applied:
     duplicate: bool = False
     recommendation: bytes | None = None
     score: bytes | None = None
+    facts: list[tuple[bytes, bytes]] | None = None  # (agent id, fact) for agent-facts
+    alerts: list[tuple[bytes, bytes]] | None = None  # (key, record) for agent-insights
 
 
 class Pipeline:
@@ -164,19 +167,92 @@ class Pipeline:
             window = self.experiment.attribution_window_seconds
             for exp, arm, kind in attribute(profile.rec_log, ev, window):
                 self.metrics.experiment.labels(experiment=exp, arm=arm, kind=kind).inc()
+        fv = features.compute(feats, lateness=s.allowed_lateness_seconds,
+                              session_gap=s.session_gap_seconds)
+        alert = self._drift(ev, profile, fv)
         rec = None
-        trigger = self._trigger(ev, profile)
+        trigger = "preference_drift" if alert else self._trigger(ev, profile)
         if trigger is not None:
             rec = self._recommend(ev, profile, trigger, received)
-        score = self._score(ev, profile, feats)
+        score = self._score(ev, profile, feats, fv.numerical)
+        facts = self._facts(ev, profile)
         return Applied(ev.lead_id, orjson.dumps(profile.to_dict()), features.encode(feats),
-                       recommendation=rec, score=score)
+                       recommendation=rec, score=score, facts=facts,
+                       alerts=[alert] if alert else None)
 
-    def _score(self, ev, profile: LeadProfile, feats) -> bytes | None:
+    def _facts(self, ev, profile: LeadProfile) -> list[tuple[bytes, bytes]] | None:
+        """Facts about the lead's agent, for agent insights (models/agents.py)."""
+        out = []
+        ts = ev.timestamp.timestamp()
+        et = ev.event_type
+
+        def fact(kind: str, agent: str, **extra) -> None:
+            out.append((agent.encode(), orjson.dumps({
+                "agent_id": agent, "lead_id": ev.lead_id, "kind": kind, "ts": ts,
+                "event_id": ev.event_id, **extra})))
+
+        if ev.agent_id and ev.agent_id != profile.agent_id:
+            profile.agent_id = ev.agent_id
+            fact("lead", ev.agent_id)
+        agent = profile.agent_id
+        if et == "agent_contacted_lead":
+            wait = ts - profile.hot_since if profile.hot_since is not None else None
+            profile.hot_since = None
+            fact("contact", ev.agent_id, wait=wait)
+        elif agent is None:
+            pass
+        elif et == "lead_responded":
+            fact("response", agent)
+        elif et == "booking_requested":
+            fact("booking", agent)
+        elif et == "outcome_recorded" and ev.payload.outcome in LABELS:
+            fact("conversion" if LABELS[ev.payload.outcome] else "lost", ev.agent_id or agent)
+        elif (profile.last_tier == "hot" and profile.hot_since is None
+              and features.engagement_weight(et, getattr(ev.payload, "direction", None)) > 0):
+            profile.hot_since = ts
+            fact("hot_activity", agent)
+        if out:
+            self.metrics.agent_facts.inc(len(out))
+        return out or None
+
+    def _drift(self, ev, profile: LeadProfile, fv) -> tuple[bytes, bytes] | None:
+        """An alert when the lead's preferred type, city or price level moved."""
+        if profile.n_positive < self.settings.drift_min_positives:
+            return None
+        cat, num = fv.categorical, fv.numerical
+        cur = {"property_type": cat["preferred_property_type"], "city": cat["preferred_city"],
+               "price": round(num["price_level_30d"], -3)}
+        was = profile.pref_announced
+        if not was:
+            profile.pref_announced = cur
+            return None
+        changes = []
+        for key, label, share in (("property_type", "property type", "type_top_share_30d"),
+                                  ("city", "area", "city_top_share_30d")):
+            # a clear new favourite (at least half the weight), not a near tie
+            if cur[key] != was.get(key) and cur[key] != "unknown" and num[share] >= 0.5:
+                changes.append(f"{label}: {was.get(key)} -> {cur[key]}")
+            elif cur[key] != was.get(key):
+                cur[key] = was.get(key)  # keep the announced one until the change is clear
+        if was.get("price") and cur["price"]:
+            if abs(math.log(cur["price"] / was["price"])) >= math.log(
+                    1 + self.settings.drift_price_change):
+                changes.append(f"price level: {money(was['price'])} -> {money(cur['price'])}")
+        if not changes:
+            return None
+        profile.pref_announced = cur
+        self.metrics.drift_alerts.inc()
+        rec = PreferenceDrift(
+            agent_id=profile.agent_id, lead_id=ev.lead_id, changes=changes,
+            message=f"{ev.lead_id}'s taste changed ({'; '.join(changes)}); their "
+                    "recommendations were re-ranked",
+            source_event_id=ev.event_id, event_time=ev.timestamp, emitted_at=datetime.now(UTC))
+        key = (profile.agent_id or ev.lead_id).encode()
+        return key, orjson.dumps(rec.model_dump(mode="json"))
+
+    def _score(self, ev, profile: LeadProfile, feats, numerical: dict) -> bytes | None:
         """Learn from a CRM outcome; publish the lead's score when it is news."""
         s = self.settings
-        numerical = features.compute(feats, lateness=s.allowed_lateness_seconds,
-                                     session_gap=s.session_gap_seconds).numerical
         scorer = self.models.scorer
         et = ev.event_type
         if et == "outcome_recorded" and ev.payload.outcome in LABELS:

@@ -206,3 +206,39 @@ def test_lead_scores_are_published_when_they_are_news(pipe):
     assert state["last_tier"] in ("warm", "hot") and state["last_tier"] != "cold"
     assert hot is None or hot["trigger"] in ("tier_changed", "score_changed")
     assert pipe.metrics.scores.labels(tier="cold")._value.get() >= 1
+
+
+def test_agent_facts_and_preference_drift(pipe):
+    for i, (price, city, ptype) in enumerate([(1.2e6, "Denver", "house"), (1.3e6, "Denver", "house"),
+                                              (1.25e6, "Denver", "house")]):
+        assert pipe.load_listing(listing(f"D{i}", price, city, ptype), f"D{i}".encode())
+    pipe.settings = pipe.settings.model_copy(update={"drift_min_positives": 3})
+
+    def crm(et, eid, dt, **payload):
+        return orjson.dumps({"event_id": eid, "lead_id": "L1", "event_type": et,
+                             "agent_id": "A7", "payload": payload,
+                             "timestamp": (T0 + timedelta(seconds=dt)).isoformat()})
+
+    out = run(pipe, crm("agent_contacted_lead", "c1", 0, channel="call"))
+    facts = [orjson.loads(v) for _, v in out.facts]
+    assert [f["kind"] for f in facts] == ["lead", "contact"] and facts[1]["wait"] is None
+    assert {k for k, _ in out.facts} == {b"A7"}
+    out = run(pipe, crm("lead_responded", "r1", 5), out)
+    assert [orjson.loads(v)["kind"] for _, v in out.facts] == ["response"]
+    # three saves of Austin condos: the lead's taste is set (no alert the first time) ...
+    for i in (0, 1, 4):
+        out = run(pipe, event("property_saved", f"s{i}", dt=10 + i, property_id=f"P{i}"), out)
+        assert out.alerts is None
+    # ... then it saves Denver houses at three times the price: an alert, and a new list
+    alerts = []
+    for i in range(3):
+        out = run(pipe, event("property_saved", f"d{i}", dt=3600 + i, property_id=f"D{i}"), out)
+        alerts += out.alerts or []
+        if out.alerts:
+            assert orjson.loads(out.recommendation)["trigger"] == "preference_drift"
+    assert len(alerts) >= 1
+    key, body = alerts[0]
+    alert = orjson.loads(body)
+    assert key == b"A7" and alert["type"] == "preference_drift" and alert["agent_id"] == "A7"
+    assert any(c.startswith(("area", "property type", "price level")) for c in alert["changes"])
+    assert "re-ranked" in alert["message"]

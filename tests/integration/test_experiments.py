@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -107,3 +108,51 @@ def test_two_workers_agree_on_arms_and_outcomes_go_to_the_right_arm(settings, wo
                            env={**settings_env(s), "COLUMNS": "200"}, capture_output=True,
                            text=True, timeout=120)
     assert "significant" in human.stdout and "control" in human.stdout
+
+
+def test_agent_insights_topic_report_and_endpoint_agree(settings, worker_factory):
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from leadstream.simulate import SimConfig, Simulator
+
+    from .conftest import recent_start
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas"
+                         / "agent-insights.json").read_text())
+    s = settings.model_copy(update={"agent_insights_interval_seconds": 1.0})
+    w = worker_factory(s)
+    sim = Simulator(SimConfig(leads=25, properties=100, days=3, seed=21, start=recent_start(3)))
+    records = list(sim.records())
+    asyncio.run(publish(s, [(r.topic, r.key, r.value) for r in records]))
+    n = sum(r.topic == "interactions" for r in records)
+    w.wait_for(lambda: w.total("leadstream_events_processed_total")
+               + w.total("leadstream_events_duplicate_total") >= n, what="the stream")
+    facts_sent = w.total("leadstream_agent_facts_total")
+    assert facts_sent > 0
+
+    def agents_seen():
+        return orjson.loads(w.get("/agents")[1])["agents"]
+
+    w.wait_for(lambda: sum(a["figures"]["leads_handled"]["value"] for a in agents_seen().values())
+               > 0 and w.total("leadstream_agent_insights_published_total") > 0,
+               what="agent insights")
+    time.sleep(2)  # the aggregator has consumed every fact
+    live = agents_seen()
+    out = subprocess.run([sys.executable, "-m", "leadstream", "agents", "report", "--json"],
+                         env=settings_env(s), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = orjson.loads(out.stdout)
+    assert report["facts"] == facts_sent
+    assert report["agents"] == live
+    # every agent of the simulation that contacted a lead is there, with team medians
+    contacted = {orjson.loads(r.value)["agent_id"] for r in records if r.topic == "interactions"
+                 and b'"agent_contacted_lead"' in r.value}
+    assert contacted <= set(live)
+    published = [orjson.loads(m.value) for m in asyncio.run(read_topic(s, "agent-insights"))]
+    assert published
+    for rec in published:
+        jsonschema.validate(rec, schema)
+    assert {r["agent_id"] for r in published if r["type"] == "agent_insight"} == set(live)
