@@ -297,7 +297,7 @@ class Simulator:
                                         agent_id=lead.agent, property_id=pid,
                                         payload={"outcome": "converted"}))
                 elif r.random() < 0.4:
-                    out.append(self._ev(lead, "outcome_recorded", t3 + timedelta(days=2), None,
+                    out.append(self._ev(lead, "outcome_recorded", t3 + timedelta(hours=20), None,
                                         agent_id=lead.agent, property_id=pid,
                                         payload={"outcome": "lost"}))
             else:
@@ -305,7 +305,7 @@ class Simulator:
                                     property_id=pid,
                                     payload={"booking_id": bid, "reason": "schedule"}))
                 if r.random() < 0.6:
-                    out.append(self._ev(lead, "outcome_recorded", t2 + timedelta(days=2), None,
+                    out.append(self._ev(lead, "outcome_recorded", t2 + timedelta(days=1), None,
                                         agent_id=lead.agent, property_id=pid,
                                         payload={"outcome": r.choice(("lost", "unreachable"))}))
         return out

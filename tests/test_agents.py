@@ -9,7 +9,7 @@ def _facts(agent, leads, contacts, responses, bookings, conversions, wait):
     out = []
     for i in range(leads):
         out.append({"agent_id": agent, "kind": "lead", "lead_id": f"{agent}{i}"})
-    for i in range(contacts):
+    for _ in range(contacts):
         out.append({"agent_id": agent, "kind": "contact", "wait": wait})
     out += [{"agent_id": agent, "kind": "response"}] * responses
     out += [{"agent_id": agent, "kind": "booking"}] * bookings
