@@ -285,6 +285,8 @@ def create_app(settings) -> faust.App:
     for name in MODELS:  # series exist (at 0) before the first drift / measurement
         metrics.model_drift.labels(model=name)
     metrics.snapshot_time.set(time.time())  # models as of start (restored or new)
+    for label in ("converted", "not"):
+        metrics.score_labels.labels(label=label)
     if pipeline.experiment is not None:
         for arm in pipeline.experiment.arms:
             for kind in (*KINDS, "saves_lists", "bookings_lists"):

@@ -104,7 +104,11 @@ def test_promtool_accepts_the_rules_and_the_compose_prometheus_config(prometheus
 def test_dashboard_and_alert_queries_return_data_from_a_live_worker(
         prometheus_bin, settings, worker_factory, tmp_path):
     exe, _ = prometheus_bin
-    s = settings.model_copy(update={"quality_sample_every": 1,
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text("experiments:\n  - name: obs\n    arms:\n"
+                           "      - {name: a, share: 0.5}\n"
+                           "      - {name: b, share: 0.5, model: content}\n")
+    s = settings.model_copy(update={"quality_sample_every": 1, "experiments_file": experiments,
                                     "lead_sweep_interval_seconds": 1.0})
     w = worker_factory(s)
     sim = Simulator(SimConfig(leads=30, properties=120, days=2, seed=8, bad_ratio=0.05,
