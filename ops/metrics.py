@@ -130,7 +130,8 @@ class Metrics:
             "leadstream_experiment",
             "A/B experiment counts per arm: recommendations, impressions, clicks, saves, "
             "bookings, conversions (credited within the attribution window), saves_lists and "
-            "bookings_lists (lists with at least one)",
+            "bookings_lists (lists with at least one), positives (positive events of the arm's "
+            "leads) and hits (of those, on a listing of the lead's latest list: online HR@10)",
             ["experiment", "arm", "kind"],
             registry=r,
         )

@@ -289,7 +289,7 @@ def create_app(settings) -> faust.App:
         metrics.score_labels.labels(label=label)
     if pipeline.experiment is not None:
         for arm in pipeline.experiment.arms:
-            for kind in (*KINDS, "saves_lists", "bookings_lists"):
+            for kind in (*KINDS, "saves_lists", "bookings_lists", "positives", "hits"):
                 metrics.experiment.labels(experiment=pipeline.experiment.name, arm=arm.name,
                                           kind=kind)
 

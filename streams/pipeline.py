@@ -286,8 +286,14 @@ class Pipeline:
         """Online quality before learning: was the listing in what the lead was shown, and
         (for a sample of events) where does each model rank it now?"""
         m = self.metrics
-        if pid in profile.last_rec_items:
+        hit = pid in profile.last_rec_items
+        if hit:
             m.rec_hits.inc()
+        if self.experiment is not None and profile.rec_log:
+            exp, arm = self.experiment.name, self.experiment.arm_for(lead_id).name
+            m.experiment.labels(experiment=exp, arm=arm, kind="positives").inc()
+            if hit:
+                m.experiment.labels(experiment=exp, arm=arm, kind="hits").inc()
         self._quality_tick += 1
         if self._quality_tick < self.settings.quality_sample_every:
             return

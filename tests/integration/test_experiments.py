@@ -95,6 +95,9 @@ def test_two_workers_agree_on_arms_and_outcomes_go_to_the_right_arm(settings, wo
     assert total("impressions", "content") == n_content
     assert total("clicks", "content") == n_content and total("clicks", "control") == 0
     assert total("saves_lists", "content") == n_content and total("saves", "control") == 0
+    # online HR@10 per arm: the click and the save were on the lead's latest list
+    assert total("hits", "content") == total("positives", "content") == 2 * n_content
+    assert total("positives", "control") == 0
 
     out = subprocess.run([sys.executable, "-m", "leadstream", "experiments", "report", "--json"],
                          env=settings_env(s), capture_output=True, text=True, timeout=120)
