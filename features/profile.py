@@ -18,7 +18,7 @@ decided before, by :func:`features.lead.update`: only events it applied reach he
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from models.weights import feedback_weight
@@ -77,7 +77,8 @@ class LeadProfile:
     last_rec_items: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The fields as a dict for JSON (shallow: the containers are shared, not copied)."""
+        d = {name: getattr(self, name) for name in _FIELDS}
         if d["last_rec_ts"] == -math.inf:
             d["last_rec_ts"] = None
         return d
@@ -107,6 +108,9 @@ class LeadProfile:
     @property
     def positive_weight(self) -> float:
         return self.price_w
+
+
+_FIELDS = tuple(f.name for f in fields(LeadProfile))
 
 
 def update(profile: LeadProfile, event, listing: dict | None) -> None:
