@@ -807,6 +807,17 @@ def cmd_bench(args, settings: Settings) -> int:
         else:
             bench.print_features(r)
         return 0
+    if args.what == "pipeline":
+        from leadstream import benchpipe
+
+        loads = tuple(float(x) for x in args.loads.split(","))
+        r = benchpipe.bench_pipeline(events=args.events, leads=args.leads, loads=loads,
+                                     seconds=args.seconds, seed=args.seed)
+        if args.json:
+            print(json.dumps(r, indent=2))
+        else:
+            benchpipe.print_pipeline(r)
+        return 0
     if args.what == "scoring":
         sizes = tuple(int(x) for x in args.sizes.split(","))
         r = bench.bench_scoring(sizes=sizes, seed=args.seed)
@@ -935,7 +946,10 @@ def build_parser() -> argparse.ArgumentParser:
     mo.set_defaults(func=cmd_models)
 
     be = sub.add_parser("bench", help="benchmarks that print their figures")
-    be.add_argument("what", choices=["features", "scoring"])
+    be.add_argument("what", choices=["features", "scoring", "pipeline"])
+    be.add_argument("--events", type=int, default=20_000, help="pipeline: backlog size")
+    be.add_argument("--loads", default="200,500,1000", help="pipeline: offered events/s")
+    be.add_argument("--seconds", type=float, default=10.0, help="pipeline: per offered load")
     be.add_argument("--sizes", default="1000,10000,100000",
                     help="scoring: catalog sizes, comma-separated")
     be.add_argument("--leads", type=int, default=1000, help="simulated leads")

@@ -1,0 +1,281 @@
+"""``leadstream bench pipeline``: the worker against its own ceiling, on a real broker.
+
+1. **ceiling**: an aiokafka consume-decode-produce passthrough of the same events
+   (no processing), measured in the same run;
+2. **pipeline**: a worker process started on a topic already holding the events; events
+   per second from its readiness until every offset is accounted for;
+3. **latency**: a running worker fed at fixed offered loads (strong-signal events of
+   ``latency_leads`` leads, each due a recommendation); producer send to the
+   recommendation's arrival at a consumer, p50/p95/p99, and event time to emission.
+
+Uses the embedded Apache Kafka unless ``LEADSTREAM_KAFKA_BOOTSTRAP`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from leadstream.bench import _pct, machine
+
+
+def _metrics(url: str) -> dict:
+    from leadstream.top import parse
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        return parse(r.read().decode())
+
+
+def _total(samples: dict, name: str, **labels) -> float:
+    from leadstream.top import total
+
+    return total(samples, name, **labels)
+
+
+def _env(s) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")}
+    env.update(LEADSTREAM_KAFKA_BOOTSTRAP=s.kafka_bootstrap, LEADSTREAM_TOPIC_PREFIX=s.topic_prefix,
+               LEADSTREAM_WEB_PORT=str(s.web_port), LEADSTREAM_HOME=str(s.home),
+               LEADSTREAM_WORKER_DATA_DIR=str(s.worker_data_dir),
+               LEADSTREAM_MODEL_DIR=str(Path(s.worker_data_dir) / "models"),
+               LEADSTREAM_LEAD_SWEEP_INTERVAL_SECONDS="5")
+    return env
+
+
+def _start_worker(s, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"], env=_env(s),
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{s.web_port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("worker exited:\n" + log.read_text()[-2000:])
+        try:
+            with urllib.request.urlopen(url + "/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("worker not ready:\n" + log.read_text()[-2000:])
+
+
+async def _produce(s, topic: str, records) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    p = AIOKafkaProducer(linger_ms=5, max_batch_size=262_144, **s.kafka_client_kwargs())
+    await p.start()
+    try:
+        for key, value in records:
+            await p.send(topic, value, key=key)
+        await p.flush()
+    finally:
+        await p.stop()
+
+
+async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
+    """Consume-decode-produce passthrough of ``values``: events per second."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    src, dst = f"{s.topic_prefix}bench-in", f"{s.topic_prefix}bench-out"
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(src, 4, 1), NewTopic(dst, 4, 1)])
+    finally:
+        await admin.close()
+    await _produce(s, src, values)
+    consumer = AIOKafkaConsumer(src, group_id=f"{s.topic_prefix}ceiling",
+                                auto_offset_reset="earliest", max_poll_records=5000,
+                                **s.kafka_client_kwargs())
+    producer = AIOKafkaProducer(linger_ms=5, max_batch_size=262_144, **s.kafka_client_kwargs())
+    await consumer.start()
+    await producer.start()
+    n, t0 = 0, None
+    try:
+        while n < len(values):
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for msgs in batch.values():
+                for m in msgs:
+                    if t0 is None:
+                        t0 = time.perf_counter()
+                    ev = orjson.loads(m.value)
+                    await producer.send(dst, orjson.dumps(ev), key=m.key)
+                    n += 1
+        await producer.flush()
+        return n / (time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def _latency(s, url: str, load: float, seconds: float, leads: int, start: int) -> dict:
+    """Offer ``load`` strong-signal events/s for ``seconds``; latency of their lists."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(s.topic("recommendations"), group_id=None,
+                                auto_offset_reset="latest", **s.kafka_client_kwargs())
+    await consumer.start()
+    await asyncio.sleep(1.0)
+    producer = AIOKafkaProducer(linger_ms=0, **s.kafka_client_kwargs())
+    await producer.start()
+    sent: dict[str, float] = {}
+    lat, lag = [], []
+
+    async def receive():
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for msgs in batch.values():
+                for m in msgs:
+                    rec = orjson.loads(m.value)
+                    t = sent.get(rec["source_event_id"])
+                    if t is not None:
+                        lat.append((now - t) * 1000)
+                        e = datetime.fromisoformat(rec["event_time"])
+                        lag.append((datetime.fromisoformat(rec["emitted_at"]) - e)
+                                   .total_seconds() * 1000)
+
+    rx = asyncio.create_task(receive())
+    n_total = int(load * seconds)
+    t0 = time.perf_counter()
+    try:
+        for i in range(n_total):
+            due = t0 + i / load
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            lead = f"BL{(start + i) % leads:06d}"
+            eid = f"lat-{load:g}-{i}"
+            body = orjson.dumps({
+                "event_id": eid, "lead_id": lead, "event_type": "property_saved",
+                "timestamp": datetime.now(UTC).isoformat(), "session_id": "bench",
+                "property_id": f"P{(start + i) % 900:06d}"})
+            sent[eid] = time.perf_counter()
+            await producer.send(s.topic("interactions"), body, key=lead.encode())
+        offered = n_total / (time.perf_counter() - t0)
+        deadline = time.perf_counter() + 30
+        while len(lat) < n_total and time.perf_counter() < deadline:
+            await asyncio.sleep(0.2)
+    finally:
+        rx.cancel()
+        await producer.stop()
+        await consumer.stop()
+    return {"offered_events_per_second": round(offered, 1), "events": n_total,
+            "recommendations": len(lat),
+            "latency_ms": {"p50": round(_pct(lat, 0.5), 2) if lat else None,
+                           "p95": round(_pct(lat, 0.95), 2) if lat else None,
+                           "p99": round(_pct(lat, 0.99), 2) if lat else None},
+            "event_time_lag_ms_p99": round(_pct(lag, 0.99), 2) if lag else None}
+
+
+def bench_pipeline(events: int = 20_000, leads: int = 2000, loads=(200.0, 500.0, 1000.0),
+                   seconds: float = 10.0, latency_leads: int = 10_000, seed: int = 7) -> dict:
+    from leadstream.settings import Settings
+    from leadstream.simulate import SimConfig, Simulator
+    from ops.broker import free_port, start_kafka
+    from streams.topics import apply_topics
+
+    base = Settings()
+    work = Path(tempfile.mkdtemp(prefix="leadstream-bench-"))
+    broker = None
+    if not base.kafka_bootstrap:
+        broker = start_kafka(base.home, free_port(), work / "kafka")
+        base = base.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    out = {"benchmark": "pipeline", "machine": machine(), "events": events, "leads": leads}
+    procs = []
+    try:
+        s = base.model_copy(update={"topic_prefix": f"b{uuid.uuid4().hex[:6]}-",
+                                    "web_port": free_port(), "worker_data_dir": work / "w1"})
+        asyncio.run(apply_topics(s))
+        days = max(1.0, events / (leads * 40))
+        sim = Simulator(SimConfig(leads=leads, properties=1000, days=days, seed=seed,
+                                  start=datetime.now(UTC) - timedelta(days=days + 3)))
+        catalog, inter = [], []
+        for r in sim.records():
+            if r.topic == "properties":
+                catalog.append((r.key, r.value))
+            elif len(inter) < events:
+                inter.append((r.key, r.value))
+        # 1. ceiling, same events, same broker
+        out["ceiling_events_per_second"] = round(asyncio.run(_ceiling(s, inter)), 1)
+        # 2. the worker on a backlog
+        asyncio.run(_produce(s, s.topic("properties"), catalog))
+        asyncio.run(_produce(s, s.topic("interactions"), inter))
+        log = work / "worker.log"
+        proc = _start_worker(s, log)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{s.web_port}"
+        t0 = time.perf_counter()
+        deadline = t0 + 1800
+        done = 0.0
+        while time.perf_counter() < deadline:
+            m = _metrics(url)
+            done = (_total(m, "leadstream_events_processed_total")
+                    + _total(m, "leadstream_events_duplicate_total")
+                    + _total(m, "leadstream_events_dead_lettered_total",
+                             topic=s.topic("interactions")))
+            if done >= len(inter):
+                break
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - t0
+        rate = done / elapsed
+        out["pipeline_events_per_second"] = round(rate, 1)
+        out["ratio_to_ceiling"] = round(rate / out["ceiling_events_per_second"], 4)
+        time.sleep(6)  # one idle-lead sweep measures the state
+        m = _metrics(url)
+        n_leads = _total(m, "leadstream_leads")
+        out["bytes_per_lead"] = round(_total(m, "leadstream_feature_state_bytes")
+                                      / max(n_leads, 1))
+        # 3. latency at offered loads, on the same (now idle) worker
+        out["latency"] = {}
+        start = 0
+        for load in loads:
+            r = asyncio.run(_latency(s, url, load, seconds, latency_leads, start))
+            start += int(load * seconds)
+            out["latency"][f"{load:g}"] = r
+        out["latency_ms"] = {k: v["latency_ms"] for k, v in out["latency"].items()}
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if broker is not None:
+            broker.stop()
+    return out
+
+
+def print_pipeline(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console(highlight=False)
+    c.print(f"[bold]leadstream bench pipeline[/]  {r['events']:,} simulated events of "
+            f"{r['leads']:,} leads; Python {r['machine']['python']}, {r['machine']['cpus']} CPUs,"
+            " broker on the same machine")
+    c.print(f"ceiling (aiokafka consume-decode-produce): {r['ceiling_events_per_second']:,.0f}"
+            f" events/s; one worker: [bold]{r['pipeline_events_per_second']:,.0f} events/s[/]"
+            f" ({r['ratio_to_ceiling']:.1%} of the ceiling); feature state "
+            f"{r['bytes_per_lead']:,} B/lead")
+    t = Table("offered events/s", "achieved", "lists", "p50 ms", "p95 ms", "p99 ms",
+              "event-time lag p99 ms")
+    for load, v in r["latency"].items():
+        lm = v["latency_ms"]
+        t.add_row(load, f"{v['offered_events_per_second']:,.0f}", str(v["recommendations"]),
+                  str(lm["p50"]), str(lm["p95"]), str(lm["p99"]), str(v["event_time_lag_ms_p99"]))
+    c.print(t)
