@@ -178,6 +178,7 @@ class LeadFeatures:
     filters: dict[str, list] = field(default_factory=dict)  # field -> [value, ts, event_id]
     seen: int = 0  # SEEN_BITS-bit sketch of properties interacted with
     days: int = 0  # bit i: active on local day (day_ref - i)
+    last_offset: int = -1  # highest input offset handled for this lead (replay detection)
 
 
 # ---- update ---------------------------------------------------------------------------
@@ -708,7 +709,8 @@ _PEEK = struct.Struct(">dB")
 
 def encode(s: LeadFeatures) -> bytes:
     """Compact bytes for the table: a small JSON head, the id hashes, then the float slots."""
-    head = orjson.dumps([s.event_count, s.sessions, s.starts, s.cities, s.filters, s.days])
+    head = orjson.dumps([s.event_count, s.sessions, s.starts, s.cities, s.filters, s.days,
+                         s.last_offset])
     ref = math.floor(s.v[L.watermark])
     seen = s.seen.to_bytes(SEEN_BITS // 8, "big") if s.seen else b""
     return b"".join((
@@ -725,7 +727,8 @@ def decode(blob: bytes) -> LeadFeatures:
         raise ValueError("not a leadstream feature state (unknown version)")
     last_update, _, n_head, n_ids, n_seen = _HEADER.unpack_from(blob, 3)
     i = 3 + _HEADER.size
-    count, sessions, starts, cities, filters, days = orjson.loads(blob[i:i + n_head])
+    count, sessions, starts, cities, filters, days, last_offset = orjson.loads(
+        blob[i:i + n_head])
     i += n_head
     ids = array("Q")
     ids.frombytes(blob[i:i + 8 * n_ids])
@@ -740,7 +743,7 @@ def decode(blob: bytes) -> LeadFeatures:
         raise ValueError(f"feature state has {len(v)} slots, this version {N_SLOTS}")
     ref = math.floor(v[L.watermark])
     return LeadFeatures(v, count, last_update, ids.tolist(), [ref - a for a in ages], sessions,
-                        starts, cities, filters, seen, days)
+                        starts, cities, filters, seen, days, last_offset)
 
 
 def peek(blob: bytes) -> tuple[float, int]:

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
                                  "(default: web_host; 0.0.0.0 in containers)")
     web_port: int = 6066
     worker_data_dir: Path | None = None
+    kafka_session_timeout_seconds: float = Field(
+        30.0, description="a worker silent this long (crashed) loses its partitions to the others")
 
     # --- ingest rules -------------------------------------------------------------------
     max_event_bytes: int = Field(65_536, description="bigger payloads are dead-lettered")

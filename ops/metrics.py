@@ -48,6 +48,11 @@ class Metrics:
             "Events whose Kafka key or partition was not their lead's, re-published keyed by lead",
             registry=r,
         )
+        self.replayed = Counter(
+            "leadstream_events_replayed",
+            "Offsets redelivered after a crash that the lead had already handled (skipped)",
+            registry=r,
+        )
         self.listings = Counter(
             "leadstream_listings_processed", "Valid catalog records applied", registry=r
         )

@@ -74,6 +74,11 @@ def create_app(settings) -> faust.App:
         autodiscover=False,
         table_standby_replicas=0,
         stream_wait_empty=False,
+        # dead letters keep the original bytes: up to the topics' max.message.bytes (10 MB)
+        producer_max_request_size=11_000_000,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
+        broker_rebalance_timeout=max(settings.kafka_session_timeout_seconds, 10.0),
     )
     pipeline = Pipeline(settings, n, interactions_topic=specs["interactions"].full_name)
     app.pipeline = pipeline  # type: ignore[attr-defined]
@@ -122,14 +127,15 @@ def create_app(settings) -> faust.App:
                 await interactions.send(key=res.key, value=event.value, partition=res.partition)
                 continue
             key = res.lead_id.encode()
-            out = pipeline.apply(res, profiles.get(key), feature_table.get(key), received)
-            if isinstance(out, DeadLetter):
+            out = pipeline.apply(res, profiles.get(key), feature_table.get(key), received,
+                                 offset=msg.offset)
+            if out.dead is not None:
                 await dlq.send(key=event.key, value=event.value,
-                               headers=out.headers(msg.topic, msg.partition, msg.offset))
-                continue
+                               headers=out.dead.headers(msg.topic, msg.partition, msg.offset))
+            if out.features is not None:
+                feature_table[key] = out.features
             if out.profile is not None:
                 profiles[key] = out.profile
-                feature_table[key] = out.features
             if out.recommendation is not None:
                 await recommendations.send(key=event.key, value=out.recommendation)
             if out.score is not None:

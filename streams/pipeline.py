@@ -77,6 +77,8 @@ class Applied:
     score: bytes | None = None
     facts: list[tuple[bytes, bytes]] | None = None  # (agent id, fact) for agent-facts
     alerts: list[tuple[bytes, bytes]] | None = None  # (key, record) for agent-insights
+    dead: DeadLetter | None = None  # late: dead-letter it (the state records the offset)
+    replay: bool = False  # an offset already handled before a crash: nothing to do
 
 
 class Pipeline:
@@ -125,14 +127,22 @@ class Pipeline:
         return DeadLetter(reason, message)
 
     def apply(self, ev, stored_profile: bytes | None, stored_features: bytes | None = None,
-              received: float | None = None) -> Applied | DeadLetter:
+              received: float | None = None, offset: int | None = None) -> Applied:
         """Apply a validated event to the lead's stored state; maybe build a recommendation.
 
-        Returns the new states (a duplicate changes nothing), or a DeadLetter with reason
-        ``late_event`` for an event beyond the allowed lateness.
+        Returns the new states (a duplicate changes only the offset it records), or
+        ``dead`` set for an event beyond the allowed lateness. ``offset`` (the record's
+        input offset; a lead's events all come from one partition) makes redelivery after
+        a crash idempotent: an offset at or below the lead's last handled one is a
+        ``replay`` and changes nothing.
         """
         s = self.settings
         feats = features.decode(stored_features) if stored_features else features.LeadFeatures()
+        if offset is not None and offset <= feats.last_offset:
+            self.metrics.replayed.inc()
+            return Applied(ev.lead_id, None, None, replay=True)
+        if offset is not None:
+            feats.last_offset = offset
         pid = ev.property_id
         listing = self.catalog.attributes(pid) if pid is not None else None
         outcome = features.update(
@@ -141,14 +151,17 @@ class Pipeline:
             dedup_max_ids=s.dedup_max_ids, now=time.time())
         if outcome == "duplicate":
             self.metrics.duplicates.inc()
-            return Applied(ev.lead_id, None, None, duplicate=True)
+            return Applied(ev.lead_id, None, features.encode(feats) if offset is not None
+                           else None, duplicate=True)
         if outcome == "late":
             wm = feats.v[features.L.watermark]
             behind = wm - ev.timestamp.timestamp()
-            return self._dead("late_event", (
+            dead = self._dead("late_event", (
                 f"event time {ev.timestamp.isoformat()} is {behind:.0f} s behind lead "
                 f"{ev.lead_id!r}'s latest event ({datetime.fromtimestamp(wm, UTC).isoformat()}),"
                 f" more than the allowed lateness of {s.allowed_lateness_seconds:.0f} s"))
+            return Applied(ev.lead_id, None, features.encode(feats) if offset is not None
+                           else None, dead=dead)
         if self.normalizer.due():
             self.normalizer.observe(features.compute(
                 feats, lateness=s.allowed_lateness_seconds, session_gap=s.session_gap_seconds

@@ -75,6 +75,28 @@ def test_duplicate_event_changes_nothing(pipe):
     assert pipe.metrics.duplicates._value.get() == 1
 
 
+def test_redelivered_offsets_change_nothing(pipe):
+    key = b"L1"
+
+    def at(raw, prev, offset):
+        ev = pipe.ingest(raw, key, partition_for(key, 4))
+        return pipe.apply(ev, prev and prev.profile, prev and prev.features, offset=offset)
+
+    a = at(event("property_saved", "e1", property_id="P0"), None, 10)
+    b = at(event("property_viewed", "e2", dt=1, property_id="P1",
+                 payload={"duration_seconds": 4}), a, 11)
+    # a crash before the commit: offsets 10 and 11 come again; the state already has them
+    for off in (10, 11):
+        again = at(event("property_saved", "e1", property_id="P0"), b, off)
+        assert again.replay and again.features is None and again.profile is None
+    assert pipe.metrics.replayed._value.get() == 2
+    # an old event id arriving at a new offset is a duplicate whose offset is recorded
+    dup = at(event("property_saved", "e1", property_id="P0"), b, 12)
+    assert dup.duplicate and dup.profile is None
+    from features.lead import decode
+    assert decode(dup.features).last_offset == 12 and decode(dup.features).event_count == 2
+
+
 def test_late_event_is_dead_lettered_and_in_lateness_is_applied(pipe):
     out = run(pipe, event("property_viewed", "e1", dt=7200, property_id="P0",
                           payload={"duration_seconds": 5}))
@@ -84,8 +106,9 @@ def test_late_event_is_dead_lettered_and_in_lateness_is_applied(pipe):
     late = pipe.ingest(event("property_saved", "e3", dt=0, property_id="P1"), key,
                        partition_for(key, 4))
     res = pipe.apply(late, in_time.profile, in_time.features)
-    assert isinstance(res, DeadLetter) and res.reason == "late_event"
-    assert "allowed lateness of 3600 s" in res.message
+    assert res.dead is not None and res.dead.reason == "late_event"
+    assert res.profile is None and res.recommendation is None
+    assert "allowed lateness of 3600 s" in res.dead.message
     from features.lead import compute, decode
     f = compute(decode(in_time.features))
     assert f.metadata["event_count"] == 2 and f.numerical["saves_30d"] > 0
