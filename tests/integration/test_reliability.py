@@ -48,8 +48,9 @@ def _expected(records, s):
 
 
 @pytest.mark.xfail(run=False, strict=True, reason=(
-    "open (issue 8): a worker started after another was SIGKILLed stops consuming part "
-    "way through (Faust table recovery across rebalances); run with --runxfail"))
+    "open (issue 8): after two SIGKILLs a third of the leads end with fewer events than "
+    "produced while every partition's lag is 0: offsets were committed ahead of table "
+    "changelog writes lost with the killed process; run with --runxfail"))
 def test_sigkill_mid_stream_twice_loses_nothing_and_applies_nothing_twice(settings,
                                                                          worker_factory):
     s = settings.model_copy(update={"kafka_session_timeout_seconds": 6.0})
@@ -71,12 +72,23 @@ def test_sigkill_mid_stream_twice_loses_nothing_and_applies_nothing_twice(settin
         w = worker_factory(s)
     want = _expected(records, s)
 
-    def caught_up():
-        return all(orjson.loads(w.get(f"/leads/{lead}/features?at=last_event")[1] or b"{}")
-                   .get("metadata", {}).get("event_count") == f.metadata["event_count"]
-                   for lead, f in want.items())
+    behind: dict[str, tuple] = {}
 
-    w.wait_for(caught_up, timeout=180, what="every lead's state after two SIGKILLs")
+    def caught_up():
+        behind.clear()
+        for lead, f in want.items():
+            got = orjson.loads(w.get(f"/leads/{lead}/features?at=last_event")[1] or b"{}")
+            n = got.get("metadata", {}).get("event_count")
+            if n != f.metadata["event_count"]:
+                behind[lead] = (n, f.metadata["event_count"])
+        return not behind
+
+    deadline = time.monotonic() + 180
+    while not caught_up() and time.monotonic() < deadline:
+        time.sleep(1)
+    lag = {dict(lab).get("partition"): v for (n, lab), v in w.metrics().items()
+           if n == "leadstream_consumer_lag"}
+    assert not behind, f"leads whose state differs (got, want): {behind}; lag: {lag}"
     applied = 0
     for lead, f in want.items():
         got = orjson.loads(w.get(f"/leads/{lead}/features?at=last_event")[1])
