@@ -49,8 +49,8 @@ def _expected(records, s):
 
 @pytest.mark.xfail(run=False, strict=True, reason=(
     "open (issue 8): after two SIGKILLs a third of the leads end with fewer events than "
-    "produced while every partition's lag is 0: offsets were committed ahead of table "
-    "changelog writes lost with the killed process; run with --runxfail"))
+    "produced while every partition's lag is 0 (events lost between committed offsets and "
+    "the table changelog; cause not pinned yet); run with --runxfail"))
 def test_sigkill_mid_stream_twice_loses_nothing_and_applies_nothing_twice(settings,
                                                                          worker_factory):
     s = settings.model_copy(update={"kafka_session_timeout_seconds": 6.0})
