@@ -27,19 +27,8 @@ from pathlib import Path
 import orjson
 
 from leadstream.bench import _pct, machine
-
-
-def _metrics(url: str) -> dict:
-    from leadstream.top import parse
-
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
-        return parse(r.read().decode())
-
-
-def _total(samples: dict, name: str, **labels) -> float:
-    from leadstream.top import total
-
-    return total(samples, name, **labels)
+from leadstream.top import scrape as _metrics
+from leadstream.top import total as _total
 
 
 def _env(s) -> dict:

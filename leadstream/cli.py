@@ -686,40 +686,26 @@ def cmd_experiments(args, settings: Settings) -> int:
 
 async def _experiment_items(settings: Settings, idle: float) -> list:
     """Recommendations and valid interactions of the topics, in event-time order."""
-    from aiokafka import AIOKafkaConsumer
-
     from leadstream.events import InvalidRecord, parse_event
 
     far = timedelta(days=365 * 200)
-    consumer = AIOKafkaConsumer(settings.topic("recommendations"), settings.topic("interactions"),
-                                group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False, **settings.kafka_client_kwargs())
-    await consumer.start()
     items, seen = [], set()
-    try:
-        last = time.monotonic()
-        while time.monotonic() - last < idle:
-            batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    last = time.monotonic()
-                    if tp.topic.endswith("recommendations"):
-                        rec = orjson.loads(m.value)
-                        if rec["recommendation_id"] in seen:  # a list re-sent after a crash
-                            continue
-                        seen.add(rec["recommendation_id"])
-                        t = datetime.fromisoformat(rec["event_time"]).timestamp()
-                        items.append((t, 1, ("rec", rec)))
-                        continue
-                    try:
-                        ev = parse_event(m.value, max_future_skew=far, max_age=far)
-                    except InvalidRecord:
-                        continue
-                    if ev.event_id not in seen:
-                        seen.add(ev.event_id)
-                        items.append((ev.timestamp.timestamp(), 0, ("event", ev)))
-    finally:
-        await consumer.stop()
+    for topic, value in await _read_all(settings, ("recommendations", "interactions"), idle):
+        if topic.endswith("recommendations"):
+            rec = orjson.loads(value)
+            if rec["recommendation_id"] in seen:  # a list re-sent after a crash
+                continue
+            seen.add(rec["recommendation_id"])
+            items.append((datetime.fromisoformat(rec["event_time"]).timestamp(), 1,
+                          ("rec", rec)))
+            continue
+        try:
+            ev = parse_event(value, max_future_skew=far, max_age=far)
+        except InvalidRecord:
+            continue
+        if ev.event_id not in seen:
+            seen.add(ev.event_id)
+            items.append((ev.timestamp.timestamp(), 0, ("event", ev)))
     items.sort(key=lambda x: (x[0], x[1]))
     return [x[2] for x in items]
 
@@ -731,7 +717,8 @@ def cmd_agents(args, settings: Settings) -> int:
     if not settings.kafka_bootstrap:
         print("error: set LEADSTREAM_KAFKA_BOOTSTRAP", file=sys.stderr)
         return 2
-    facts = asyncio.run(_read_all(settings, "agent-facts", args.timeout))
+    facts = [orjson.loads(v) for _, v in
+             asyncio.run(_read_all(settings, ("agent-facts",), args.timeout))]
     seen, unique = set(), []
     for f in facts:  # a fact re-sent after a worker crash counts once
         if (f["event_id"], f["kind"]) not in seen:
@@ -760,10 +747,12 @@ def cmd_agents(args, settings: Settings) -> int:
     return 0
 
 
-async def _read_all(settings: Settings, logical: str, idle: float) -> list[dict]:
+async def _read_all(settings: Settings, logical: tuple[str, ...],
+                    idle: float) -> list[tuple[str, bytes]]:
+    """(topic, value) of every record of the topics, until ``idle`` seconds bring nothing."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(settings.topic(logical), group_id=None,
+    consumer = AIOKafkaConsumer(*(settings.topic(t) for t in logical), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 **settings.kafka_client_kwargs())
     await consumer.start()
@@ -772,10 +761,10 @@ async def _read_all(settings: Settings, logical: str, idle: float) -> list[dict]
         last = time.monotonic()
         while time.monotonic() - last < idle:
             batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
-            for msgs in batch.values():
+            for tp, msgs in batch.items():
                 for m in msgs:
                     last = time.monotonic()
-                    out.append(orjson.loads(m.value))
+                    out.append((tp.topic, m.value))
     finally:
         await consumer.stop()
     return out
@@ -802,32 +791,23 @@ def cmd_bench(args, settings: Settings) -> int:
     if args.what == "features":
         r = bench.bench_features(leads=args.leads, days=args.days, seed=args.seed,
                                  memory_leads=args.memory_leads)
-        if args.json:
-            print(json.dumps(r, indent=2))
-        else:
-            bench.print_features(r)
-        return 0
-    if args.what == "pipeline":
+        show = bench.print_features
+    elif args.what == "scoring":
+        r = bench.bench_scoring(sizes=tuple(int(x) for x in args.sizes.split(",")),
+                                seed=args.seed)
+        show = bench.print_scoring
+    else:
         from leadstream import benchpipe
 
-        loads = tuple(float(x) for x in args.loads.split(","))
-        r = benchpipe.bench_pipeline(events=args.events, leads=args.leads, loads=loads,
+        r = benchpipe.bench_pipeline(events=args.events, leads=args.leads,
+                                     loads=tuple(float(x) for x in args.loads.split(",")),
                                      seconds=args.seconds, seed=args.seed)
-        if args.json:
-            print(json.dumps(r, indent=2))
-        else:
-            benchpipe.print_pipeline(r)
-        return 0
-    if args.what == "scoring":
-        sizes = tuple(int(x) for x in args.sizes.split(","))
-        r = bench.bench_scoring(sizes=sizes, seed=args.seed)
-        if args.json:
-            print(json.dumps(r, indent=2))
-        else:
-            bench.print_scoring(r)
-        return 0
-    print(f"error: unknown benchmark {args.what!r}", file=sys.stderr)
-    return 2
+        show = benchpipe.print_pipeline
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        show(r)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------

@@ -292,15 +292,25 @@ class ModelSuite(base.Base):
             parts[name] = (w, z)
         return parts
 
+    def _blend(self, parts: dict, n: int) -> np.ndarray:
+        """The hybrid: weighted standardised components plus a small popularity prior that
+        breaks ties among listings no model knows about."""
+        total = 1e-3 * np.log1p(self._recent_pop(n))
+        for w, z in parts.values():
+            total = total + w * z
+        return total
+
     def scores(self, name: str, catalog: Catalog, lead_id: str, lead: LeadProfile,
-               mask: np.ndarray) -> np.ndarray:
+               mask: np.ndarray, parts: dict | None = None,
+               overrides: dict | None = None) -> np.ndarray:
+        """One model's scores over every row; for the hybrid, ``parts`` (a dict) receives
+        the weighted components and ``overrides`` replaces weight scales."""
         n = len(catalog)
         if name == "hybrid":
-            total = np.zeros(n)
-            for w, z in self.hybrid_parts(catalog, lead_id, lead, mask).values():
-                total += w * z
-            # a small popularity prior breaks ties among listings no model knows about
-            return total + 1e-3 * np.log1p(self._recent_pop(n))
+            found = self.hybrid_parts(catalog, lead_id, lead, mask, overrides=overrides)
+            if parts is not None:
+                parts.update(found)
+            return self._blend(found, n)
         s = self.component_scores(name, catalog, lead_id, lead)
         if s is None:  # the model knows nothing about this lead: fall back to popularity
             s = 1e-3 * np.log1p(self._recent_pop(n))
@@ -317,10 +327,7 @@ class ModelSuite(base.Base):
                if comps[name] is not None else prior
                for name in names if name != "hybrid"}
         if "hybrid" in names:
-            total = prior.copy()
-            for w, z in self.hybrid_parts(catalog, lead_id, lead, mask, comps).values():
-                total += w * z
-            out["hybrid"] = total
+            out["hybrid"] = self._blend(self.hybrid_parts(catalog, lead_id, lead, mask, comps), n)
         return out
 
     # ---- ranking --------------------------------------------------------------------
@@ -335,15 +342,8 @@ class ModelSuite(base.Base):
         k = min(k, m)
         if k == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0), mask
-        if name == "hybrid" and parts is not None:
-            n = len(catalog)
-            parts.update(self.hybrid_parts(catalog, lead_id, lead, mask, overrides=overrides))
-            s = 1e-3 * np.log1p(self._recent_pop(n))
-            for w, z in parts.values():
-                s = s + w * z
-        else:
-            s = self.scores(name, catalog, lead_id, lead, mask)
-        s = np.where(mask, s, -np.inf)
+        s = np.where(mask, self.scores(name, catalog, lead_id, lead, mask, parts, overrides),
+                     -np.inf)
         top = np.argpartition(-s, k - 1)[:k]
         top = top[np.argsort(-s[top], kind="stable")]
         return top, s[top], mask

@@ -162,10 +162,6 @@ class Pipeline:
                 f" more than the allowed lateness of {s.allowed_lateness_seconds:.0f} s"))
             return Applied(ev.lead_id, None, features.encode(feats) if offset is not None
                            else None, dead=dead)
-        if self.normalizer.due():
-            self.normalizer.observe(features.compute(
-                feats, lateness=s.allowed_lateness_seconds, session_gap=s.session_gap_seconds
-            ).numerical)
         profile = LeadProfile.from_dict(orjson.loads(stored_profile)) if stored_profile else (
             LeadProfile())
         self.metrics.events_processed.labels(event_type=ev.event_type).inc()
@@ -181,7 +177,9 @@ class Pipeline:
             for exp, arm, kind in attribute(profile.rec_log, ev, window):
                 self.metrics.experiment.labels(experiment=exp, arm=arm, kind=kind).inc()
         fv = features.compute(feats, lateness=s.allowed_lateness_seconds,
-                              session_gap=s.session_gap_seconds)
+                              session_gap=s.session_gap_seconds)  # once: scaler, drift, score
+        if self.normalizer.due():
+            self.normalizer.observe(fv.numerical)
         alert = self._drift(ev, profile, fv)
         rec = None
         trigger = "preference_drift" if alert else self._trigger(ev, profile)
