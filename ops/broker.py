@@ -176,7 +176,16 @@ class EmbeddedBroker:
         self.stop()
 
 
-def _wait_ready(broker: EmbeddedBroker, timeout: float, ready_text: str | None) -> None:
+def _log_since(path: Path, offset: int) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(offset if offset <= path.stat().st_size else 0)  # truncated: all of it
+        return fh.read().decode(errors="replace")
+
+
+def _wait_ready(broker: EmbeddedBroker, timeout: float, ready_text: str | None,
+                since: int = 0) -> None:
+    """Wait for ``ready_text`` in the log after byte ``since`` (a restart with the same
+    data directory appends to the log of the earlier run), then for the port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not broker.alive():
@@ -184,7 +193,7 @@ def _wait_ready(broker: EmbeddedBroker, timeout: float, ready_text: str | None) 
                 f"{broker.kind} broker exited with code {broker.process.returncode}:\n"
                 + broker.log_tail()
             )
-        if ready_text is None or ready_text in broker.log_file.read_text(errors="replace"):
+        if ready_text is None or ready_text in _log_since(broker.log_file, since):
             with contextlib.suppress(OSError), socket.create_connection(
                 ("127.0.0.1", broker.port), timeout=1
             ):
@@ -288,6 +297,7 @@ def start_kafka(
         if fmt.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{fmt.stdout}\n{fmt.stderr}")
     log_file.touch()
+    log_start = log_file.stat().st_size
     proc = subprocess.Popen(
         jvm + ["kafka.Kafka", str(props)],
         stdout=open(data_dir / "stdout.log", "ab"),  # noqa: SIM115
@@ -297,7 +307,7 @@ def start_kafka(
     )
     broker = EmbeddedBroker("kafka", port, data_dir, proc, log_file, owns,
                             {n: p for n, (p, _x) in listeners.items()})
-    _wait_ready(broker, timeout, "Kafka Server started")
+    _wait_ready(broker, timeout, "Kafka Server started", since=log_start)
     return broker
 
 

@@ -1,10 +1,11 @@
 """The Faust application: topics from topics.yaml, the lead table, agents, web views.
 
 Agents only wire: take a record, call :class:`streams.pipeline.Pipeline`, write the
-tables or send, and the pipeline counts. Per-lead state lives in two changelog-backed
-tables co-partitioned with ``interactions`` and keyed by the raw lead id:
-``lead_profiles_v2`` (what the recommender needs, JSON) and ``features_by_lead`` (the
-rolling features, ``features/lead.py`` bytes). A timer forgets leads idle for longer
+table or send, and the pipeline counts. Per-lead state lives in one changelog-backed
+table co-partitioned with ``interactions`` and keyed by the raw lead id,
+``features_by_lead``: the rolling features (``features/lead.py`` bytes) and what the
+recommender needs (``features/profile.py`` JSON) in one value (``features/record.py``),
+so one event's update of both is one changelog write. A timer forgets leads idle for longer
 than ``lead_ttl_seconds``. What every worker needs whole (the catalog index, the
 popularity model) lives in the pipeline object held by the app, never in module globals.
 """
@@ -22,12 +23,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
 from features import lead as features
+from features import record
 from leadstream.outputs import AgentInsight
 from models.agents import AgentStats, insights
 from models.experiments import KINDS
 from models.snapshot import SnapshotStore
 from models.suite import MODELS
 from ops.metrics import CONTENT_TYPE_LATEST
+from streams.durable import make_at_least_once
 from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
 from streams.topics import load_topics
 
@@ -80,12 +83,13 @@ def create_app(settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         broker_rebalance_timeout=max(settings.kafka_session_timeout_seconds, 10.0),
     )
+    make_at_least_once(app)  # three Faust gaps that lose events across crashes, rebalances
     pipeline = Pipeline(settings, n, interactions_topic=specs["interactions"].full_name)
     app.pipeline = pipeline  # type: ignore[attr-defined]
     snapshots = SnapshotStore(settings.snapshot_dir())
     if snapshots.manifest()["current"] is not None:
         suite, rows, entry = snapshots.load()
-        pipeline.restore(suite, rows, entry["version"])
+        pipeline.restore(suite, rows, entry["version"], entry.get("catalog_offsets"))
         pipeline.metrics.model_version.set(entry["version"])
         log.info("models restored from snapshot v%d (%d events learned)", entry["version"],
                  suite.events_learned)
@@ -105,12 +109,11 @@ def create_app(settings) -> faust.App:
     dlq = topic("interactions-dlq")
 
     # raw keys: the changelog partition of a lead is its interactions partition, and
-    # Faust's router finds the worker holding a lead from the same bytes
-    profiles = app.Table("lead_profiles_v2", default=None, partitions=n, key_type=bytes,
-                         value_type=bytes, help="LeadProfile JSON per lead (features/profile.py)")
-    feature_table = app.Table("features_by_lead", default=None, partitions=n, key_type=bytes,
-                              value_type=bytes,
-                              help="LeadFeatures bytes per lead (features/lead.py)")
+    # Faust's router finds the worker holding a lead from the same bytes. One value per
+    # lead (features + profile, features/record.py): one atomic changelog write per event
+    leads = app.Table("features_by_lead", default=None, partitions=n, key_type=bytes,
+                      value_type=bytes, help="per lead: LeadFeatures bytes + LeadProfile JSON "
+                      "(features/record.py)")
 
     @app.agent(interactions, name="process_interactions")
     async def process_interactions(stream):
@@ -127,15 +130,14 @@ def create_app(settings) -> faust.App:
                 await interactions.send(key=res.key, value=event.value, partition=res.partition)
                 continue
             key = res.lead_id.encode()
-            out = pipeline.apply(res, profiles.get(key), feature_table.get(key), received,
+            stored_features, stored_profile = record.unpack(leads.get(key))
+            out = pipeline.apply(res, stored_profile, stored_features, received,
                                  offset=msg.offset)
             if out.dead is not None:
                 await dlq.send(key=event.key, value=event.value,
                                headers=out.dead.headers(msg.topic, msg.partition, msg.offset))
             if out.features is not None:
-                feature_table[key] = out.features
-            if out.profile is not None:
-                profiles[key] = out.profile
+                leads[key] = record.pack(out.features, out.profile or stored_profile)
             if out.recommendation is not None:
                 await recommendations.send(key=event.key, value=out.recommendation)
             if out.score is not None:
@@ -206,7 +208,7 @@ def create_app(settings) -> faust.App:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for msgs in batch.values():
                     for m in msgs:
-                        pipeline.load_listing(m.value, m.key)
+                        pipeline.load_listing(m.value, m.key, m.partition, m.offset)
                 if not catalog_ready.is_set():
                     pos = {tp: await consumer.position(tp) for tp in tps}
                     if all(pos[tp] >= end[tp] for tp in tps):
@@ -221,13 +223,13 @@ def create_app(settings) -> faust.App:
 
     @app.timer(interval=settings.lead_sweep_interval_seconds)
     async def forget_idle_leads():
-        """Delete leads idle for longer than the TTL from both tables (and changelogs)."""
-        keys = list(feature_table.data.keys())
+        """Delete leads idle for longer than the TTL from the table (and its changelog)."""
+        keys = list(leads.data.keys())
         total = sessions = 0
         for start in range(0, len(keys), 5000):
             chunk = []
             for k in keys[start:start + 5000]:
-                blob = feature_table.data.get(k)
+                blob = record.unpack(leads.data.get(k))[0]
                 if blob is not None:
                     total += len(blob)
                     sessions += features.peek(blob)[1]
@@ -235,15 +237,14 @@ def create_app(settings) -> faust.App:
             for k in pipeline.expired(chunk, time.time()):
                 pipeline.forget(k.decode("utf-8", "replace"))
                 part = partition_for(k, n)
-                for table in (feature_table, profiles):
-                    if k in table.data:
-                        del table.data[k]
-                        table.send_changelog(part, k, None, value_serializer="raw")
+                if k in leads.data:
+                    del leads.data[k]
+                    leads.send_changelog(part, k, None, value_serializer="raw")
                 pipeline.metrics.leads_expired.inc()
             await asyncio.sleep(0)
         pipeline.metrics.feature_state_bytes.set(total)
         pipeline.metrics.open_sessions.set(sessions)
-        pipeline.metrics.leads.set(len(feature_table.data))
+        pipeline.metrics.leads.set(len(leads.data))
 
     def save_snapshot(reason: str) -> None:
         if pipeline.models.events_learned == getattr(app, "_snapshot_events", -1):
@@ -262,7 +263,7 @@ def create_app(settings) -> faust.App:
         current = snapshots.manifest()["current"]
         if current is not None and current != pipeline.model_version:
             suite, rows, entry = snapshots.load(current)
-            pipeline.restore(suite, rows, current)
+            pipeline.restore(suite, rows, current, entry.get("catalog_offsets"))
             app._snapshot_events = suite.events_learned  # type: ignore[attr-defined]
             pipeline.metrics.model_version.set(current)
             log.warning("models rolled back to snapshot v%d", current)
@@ -318,7 +319,7 @@ def create_app(settings) -> faust.App:
     class MetricsView(View):
         async def get(self, request):
             update_lag()
-            pipeline.metrics.leads.set(len(feature_table.data))
+            pipeline.metrics.leads.set(len(leads.data))
             return self.bytes(pipeline.metrics.exposition(),
                               content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
@@ -336,20 +337,29 @@ def create_app(settings) -> faust.App:
 
     @app.page("/leads/{lead_id}")
     class LeadView(View):
-        @app.table_route(table=profiles, match_info="lead_id")
+        @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            state = profiles.get(lead_id.encode())
+            state = record.unpack(leads.get(lead_id.encode()))[1]
             if state is None:
                 return self.json({"error": f"unknown lead {lead_id!r}"}, status=404)
             return self.json({"lead_id": lead_id, "profile": orjson.loads(state)})
+
+    @app.page("/leads/{lead_id}/recommendations")
+    class RecommendationsView(View):
+        """The lead's top-K as the models rank it now (learns nothing, sends nothing)."""
+
+        @app.table_route(table=leads, match_info="lead_id")
+        async def get(self, request, lead_id):
+            profile = record.unpack(leads.get(lead_id.encode()))[1]
+            return self.json(pipeline.current_recommendations(lead_id, profile))
 
     @app.page("/leads/{lead_id}/features")
     class FeaturesView(View):
         """The lead's features now (``?at=last_event``: at its latest event time)."""
 
-        @app.table_route(table=feature_table, match_info="lead_id")
+        @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            blob = feature_table.get(lead_id.encode())
+            blob = record.unpack(leads.get(lead_id.encode()))[0]
             if blob is None:
                 return self.json({"error": f"unknown lead {lead_id!r}"}, status=404)
             as_of = None if request.query.get("at") == "last_event" else time.time()

@@ -92,6 +92,10 @@ class Pipeline:
         self.catalog = Catalog()
         self.models = ModelSuite(seed=settings.model_seed, **settings.hybrid_weights())
         self.model_version = 0  # the snapshot the models were restored from / saved as
+        # per properties partition: the next offset the models have taken in (a restarted
+        # worker re-reads the catalog topic; the records its snapshot saw are not learned
+        # twice, so its models equal the snapshot's)
+        self.catalog_learned: dict[int, int] = {}
         self.quality = OnlineQuality(MODELS)
         self.experiment = load_experiments(settings.experiments_file)
         self._quality_tick = 0
@@ -334,10 +338,14 @@ class Pipeline:
     # ---- snapshots ----------------------------------------------------------------
     def snapshot_meta(self) -> dict:
         return {"events_learned": self.models.events_learned,
-                "quality": {k: dict(v) for k, v in self.quality.state.items()}}
+                "quality": {k: dict(v) for k, v in self.quality.state.items()},
+                "catalog_offsets": {str(p): o for p, o in self.catalog_learned.items()}}
 
-    def restore(self, suite: ModelSuite, catalog_ids: list[str], version: int) -> None:
-        """Use restored models; catalog rows are created in the order they were trained on."""
+    def restore(self, suite: ModelSuite, catalog_ids: list[str], version: int,
+                catalog_offsets: dict | None = None) -> None:
+        """Use restored models; catalog rows are created in the order they were trained on.
+        ``catalog_offsets``: the snapshot's ``catalog_offsets`` (see ``load_listing``)."""
+        self.catalog_learned = {int(p): int(o) for p, o in (catalog_offsets or {}).items()}
         for pid in catalog_ids:
             self.catalog.index_of(pid)
         if self.catalog.ids[: len(catalog_ids)] != list(catalog_ids):
@@ -365,6 +373,22 @@ class Pipeline:
         if profile.events_since_rec >= s.recommend_every_n_events:
             return "top_k_changed"  # if the new list differs materially (checked below)
         return None
+
+    def current_recommendations(self, lead_id: str, stored_profile: bytes | None) -> dict:
+        """The lead's top-K now, as the next recommendation event would rank it (nothing
+        is learned or recorded): for ``GET /leads/{id}/recommendations``."""
+        profile = (LeadProfile.from_dict(orjson.loads(stored_profile)) if stored_profile
+                   else LeadProfile())
+        exp = self.experiment
+        arm = exp.arm_for(lead_id) if exp is not None else None
+        ranked = self.models.recommend(
+            self.catalog, lead_id, profile, k=self.settings.top_k,
+            model=arm.model if arm else "hybrid", overrides=arm.params if arm else None)
+        return {"lead_id": lead_id, "items": ranked.items, "confidence": ranked.confidence,
+                "explanation": ranked.explanation,
+                "model_version": f"{ranked.model_version}@v{self.model_version}",
+                "experiment": exp.name if exp is not None else None,
+                "arm": arm.name if arm is not None else None}
 
     def _recommend(self, ev, profile: LeadProfile, trigger: str,
                    received: float | None) -> bytes | None:
@@ -434,8 +458,16 @@ class Pipeline:
         self.metrics.listings.inc()
         return None
 
-    def load_listing(self, raw: bytes | None, key: bytes | None) -> bool:
-        """Apply one catalog record to the local index (invalid ones are skipped)."""
+    def load_listing(self, raw: bytes | None, key: bytes | None, partition: int | None = None,
+                     offset: int | None = None) -> bool:
+        """Apply one catalog record to the local index (invalid ones are skipped).
+
+        With its ``partition`` and ``offset``, a record the models already took in (before
+        the snapshot they were restored from) updates the index only.
+        """
+        learn = partition is None or offset >= self.catalog_learned.get(partition, 0)
+        if partition is not None and learn:
+            self.catalog_learned[partition] = offset + 1
         if raw is None:
             if key:
                 self.catalog.delete(key.decode("utf-8", "replace"))
@@ -447,6 +479,7 @@ class Pipeline:
         if key is not None and key != listing.property_id.encode():
             return False
         row = self.catalog.upsert(listing)
-        self.models.on_listing(self.catalog, row, {"description": listing.description,
-                                                   "amenities": listing.amenities})
+        if learn:
+            self.models.on_listing(self.catalog, row, {"description": listing.description,
+                                                       "amenities": listing.amenities})
         return True

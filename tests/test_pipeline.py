@@ -265,3 +265,43 @@ def test_agent_facts_and_preference_drift(pipe):
     assert key == b"A7" and alert["type"] == "preference_drift" and alert["agent_id"] == "A7"
     assert any(c.startswith(("area", "property type", "price level")) for c in alert["changes"])
     assert "re-ranked" in alert["message"]
+
+
+def test_a_restarted_worker_rereading_the_catalog_keeps_the_snapshot_models():
+    """After a restart the worker restores its snapshot, then re-reads the whole catalog
+    topic (every version of every listing): records the snapshot saw rebuild the index
+    but are not learned twice, so its lists equal those before the restart."""
+    import pickle
+
+    s = Settings()
+    records = []  # (partition, offset, value, key): P0 is updated later in partition 0
+    for i, (price, desc) in enumerate([(300e3, "sunny corner condo"), (320e3, "quiet condo"),
+                                       (310e3, "garden house"), (305e3, "rooftop condo")]):
+        raw = orjson.loads(listing(f"P{i}", price))
+        raw["description"] = desc
+        records.append((i % 2, i // 2, orjson.dumps(raw), f"P{i}".encode()))
+    p0v2 = orjson.loads(records[0][2]) | {"price": 290e3, "description": "renovated condo"}
+    records.append((0, 2, orjson.dumps(p0v2), b"P0"))
+    a = Pipeline(s, 4)
+    for part, off, raw, key in records:
+        assert a.load_listing(raw, key, part, off)
+    out = None
+    for i, pid in enumerate(["P0", "P1", "P0", "P3"]):
+        out = run(a, event("property_saved", f"e{i}", dt=i * 10, property_id=pid), out)
+    blob = pickle.dumps((a.models, a.catalog.ids[:], a.snapshot_meta()))
+    before = a.current_recommendations("L1", out.profile)
+
+    b = Pipeline(s, 4)
+    models, ids, meta = pickle.loads(blob)
+    b.restore(models, ids, 1, meta["catalog_offsets"])
+    docs = b.models.content.tfidf.n
+    for part, off, raw, key in records:  # the catalog topic from the beginning
+        assert b.load_listing(raw, key, part, off)
+    assert b.models.content.tfidf.n == docs
+    after = b.current_recommendations("L1", out.profile)
+    assert [(i["property_id"], i["score"]) for i in after["items"]] == \
+        [(i["property_id"], i["score"]) for i in before["items"]]
+    # a record the snapshot did not see is learned
+    new = orjson.loads(listing("P9", 315e3)) | {"description": "loft with terrace"}
+    assert b.load_listing(orjson.dumps(new), b"P9", 1, 2)
+    assert b.models.content.tfidf.n == docs + 1

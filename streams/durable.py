@@ -1,0 +1,183 @@
+"""Patches that make Faust's at-least-once delivery hold across crashes and rebalances.
+
+The pipeline is idempotent per lead by input offset (``streams.pipeline``), so reading an
+event twice is harmless; what must never happen is a committed offset whose event never
+reached the tables. In faust-streaming 0.15 four paths do exactly that; each was found
+with ``tests/integration/test_reliability.py`` (two SIGKILLs mid-stream) and per-offset
+logging of the worker:
+
+1. **Flush before commit.** Faust commits a source offset after ``producer.flush()``,
+   so every changelog write of the events before it is on the broker first. But
+   ``ProducerBuffer.flush()`` waits for one message at a time with a 0.1 s timeout and
+   returns on the first timeout with messages still queued, and it ignores the message
+   its sending task has taken off the queue but not yet handed to the Kafka client.
+   :func:`make_flush_durable` drains both before returning; ``Producer.flush()`` then
+   waits for the aiokafka client's acks.
+
+2. **Seek when nothing is committed.** After every rebalance Faust seeks each partition
+   to its committed offset, because records fetched while the partition was paused for
+   table recovery were dropped. aiokafka's ``seek_to_committed`` does nothing for a
+   partition with no committed offset (or offset 0), so those dropped records are lost:
+   a worker replacing one killed before its first commit started at offset 360 (then
+   232) of every partition instead of 0. :func:`make_seek_complete` seeks such
+   partitions to the beginning (``auto_offset_reset=earliest``); replays are skipped.
+
+3. **A seek is not undone by the batch in flight.** Faust's fetch loop drops every record
+   below the partition's "read offset" and sets that offset after delivering each record.
+   A seek resets it, but the loop goes on delivering the rest of the batch it fetched
+   before the seek (the stream skips those records: recovery is not finished) and sets
+   the read offset again, so the records the seek asked for are then dropped as old:
+   a replacement worker logged ``read offset 152 -> None`` (the seek) then
+   ``None -> 153`` (the stale batch) and never processed offsets 0-152; with nothing
+   committed yet, Faust's commit does not see that gap at the head and commits past it.
+   :func:`make_seek_complete` drops what a batch fetched before a seek still holds for
+   the partitions the seek moved, and ignores read offsets such a batch sets. (It also
+   runs seeks on the consumer's thread, where fetches run: Faust calls the Kafka
+   client's ``seek`` from the event loop's thread while a fetch may be running.)
+
+4. **No commit for skipped events.** After a generation change Faust's pure-Python stream
+   iterator skips the events fetched under the previous generation and *acks* them; the
+   next commit then moves past events that were never processed. :func:`make_acks_safe`
+   refuses those acks (the seek of (2) reads them again). The compiled iterator that
+   faust-streaming ships for CPython inlines the ack and already skips without acking;
+   the patch covers installs without it (``NO_CYTHON``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+
+import faust
+
+
+def make_at_least_once(app: faust.App) -> None:
+    """Apply the patches to ``app`` (before it starts)."""
+    make_flush_durable(app)
+    make_seek_complete(app)
+    make_acks_safe(app)
+
+
+def make_flush_durable(app: faust.App) -> None:
+    """Patch ``app``'s producer buffer so ``flush()`` drains it completely.
+
+    Call it before the app starts: the buffer's sending task picks up the wrapped
+    ``_send_pending`` when it starts.
+    """
+    buffer = app.producer.buffer
+    in_flight = 0
+    send = buffer._send_pending
+
+    async def send_pending(fut) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            await send(fut)
+        finally:
+            in_flight -= 1
+
+    async def flush() -> None:
+        while buffer.size or in_flight:
+            if buffer.state != "running":
+                raise RuntimeError("Cannot flush: producer buffer not running")
+            buffer.message_sent.clear()
+            try:
+                await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.1)
+            except TimeoutError:
+                continue
+
+    buffer._send_pending = send_pending
+    buffer.flush = flush
+
+
+def make_seek_complete(app: faust.App) -> None:
+    """Patch ``app``'s consumer so a seek always takes effect (points 2 and 3 above).
+
+    Each partition has an epoch, raised when a seek of it has completed; each fetched
+    batch is tagged with the epochs current when the fetch completed. A record whose
+    partition was seeked since is dropped (it is fetched again from the new position),
+    and only a record of the current epoch may move Faust's read offset. Seeks run on
+    the consumer's thread like fetches, so a batch drained before a seek is tagged
+    before that seek raises the epoch. Call it before the app starts: the fetch loop
+    binds ``getmany`` and the read-offset mapping when it starts.
+    """
+    consumer = app.consumer
+    epoch: Counter = Counter()  # per (topic, partition)
+    tagged: dict[str, Counter] = {"fetch": Counter(), "delivered": Counter()}
+    seeking: Counter = Counter()
+
+    class ReadOffsets(defaultdict):
+        """Faust's read offsets, refusing writes for records fetched before a seek."""
+
+        def __setitem__(self, tp, offset) -> None:
+            key = (tp.topic, tp.partition)
+            if seeking[key] or tagged["delivered"][key] == epoch[key]:
+                super().__setitem__(tp, offset)
+
+        def update(self, offsets) -> None:  # only ``perform_seek`` writes in bulk
+            for tp, offset in dict(offsets).items():
+                super().__setitem__(tp, offset)
+
+    consumer._read_offset = ReadOffsets(lambda: None, consumer._read_offset)
+    fetch, getmany = consumer._getmany, consumer.getmany
+
+    async def fetch_tagged(active_partitions, timeout):
+        records = await fetch(active_partitions, timeout)
+        tagged["fetch"] = epoch.copy()  # in the step that receives the batch
+        return records
+
+    async def getmany_current(timeout: float):
+        batch = getmany(timeout=timeout)
+        try:
+            async for tp, message in batch:
+                key = (tp.topic, tp.partition)
+                if epoch[key] != tagged["fetch"][key]:
+                    continue  # fetched before a seek of this partition: read again
+                tagged["delivered"][key] = epoch[key]
+                yield tp, message
+        finally:
+            await batch.aclose()
+
+    thread = consumer._thread
+
+    async def seek_now(tp, offset: int) -> None:
+        key = (tp.topic, tp.partition)
+        seeking[key] += 1
+        try:
+            await thread.call_thread(thread.seek, tp, offset)
+            epoch[key] += 1
+            consumer._read_offset[tp] = offset if offset else None
+        finally:
+            seeking[key] -= 1
+
+    seek_to_committed = consumer.seek_to_committed
+
+    async def seek_complete():
+        committed = await seek_to_committed()  # seeks those with an offset > 0
+        changelogs = app.tables.changelog_topics
+        for tp, offset in committed.items():
+            if offset:
+                epoch[(tp.topic, tp.partition)] += 1
+            elif tp.topic not in changelogs:
+                await seek_now(tp, 0)
+        return committed
+
+    consumer._getmany = fetch_tagged
+    consumer.getmany = getmany_current
+    consumer.seek = seek_now
+    consumer.seek_to_committed = seek_complete
+
+
+def make_acks_safe(app: faust.App) -> None:
+    """Patch ``app``'s consumer so events skipped on a generation change stay uncommitted."""
+    consumer = app.consumer
+    ack = consumer.ack
+
+    def safe_ack(message) -> bool:
+        if (message.generation_id != app.consumer_generation_id
+                or not app.flow_control.is_active()):
+            consumer._unacked_messages.discard(message)
+            return False  # read again after the seek to the committed offset
+        return ack(message)
+
+    consumer.ack = safe_ack
