@@ -41,9 +41,10 @@ def _env(s) -> dict:
     return env
 
 
-def _start_worker(s, log: Path) -> subprocess.Popen:
+def _start_worker(s, log: Path, extra_env: dict | None = None) -> subprocess.Popen:
     with open(log, "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"], env=_env(s),
+        proc = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"],
+                                env={**_env(s), **(extra_env or {})},
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{s.web_port}"
     deadline = time.monotonic() + 120

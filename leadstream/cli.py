@@ -796,6 +796,12 @@ def cmd_bench(args, settings: Settings) -> int:
         r = bench.bench_scoring(sizes=tuple(int(x) for x in args.sizes.split(",")),
                                 seed=args.seed)
         show = bench.print_scoring
+    elif args.what == "soak":
+        from leadstream import soak
+
+        r = soak.soak(minutes=args.minutes, rate=args.rate, active=args.leads,
+                      lead_ttl_seconds=args.lead_ttl, seed=args.seed)
+        show = soak.print_soak
     else:
         from leadstream import benchpipe
 
@@ -926,15 +932,21 @@ def build_parser() -> argparse.ArgumentParser:
     mo.set_defaults(func=cmd_models)
 
     be = sub.add_parser("bench", help="benchmarks that print their figures")
-    be.add_argument("what", choices=["features", "scoring", "pipeline"])
+    be.add_argument("what", choices=["features", "scoring", "pipeline", "soak"])
     be.add_argument("--events", type=int, default=20_000, help="pipeline: backlog size")
     be.add_argument("--loads", default="200,500,1000", help="pipeline: offered events/s")
     be.add_argument("--seconds", type=float, default=10.0, help="pipeline: per offered load")
     be.add_argument("--sizes", default="1000,10000,100000",
                     help="scoring: catalog sizes, comma-separated")
-    be.add_argument("--leads", type=int, default=1000, help="simulated leads")
+    be.add_argument("--leads", type=int, default=1000,
+                    help="simulated leads (soak: leads active at once)")
     be.add_argument("--days", type=float, default=14.0, help="simulated days")
     be.add_argument("--seed", type=int, default=7)
+    be.add_argument("--minutes", type=float, default=10.0, help="soak: duration")
+    be.add_argument("--rate", type=float, default=300.0,
+                    help="soak: offered events/s (default about 70%% of one worker's capacity)")
+    be.add_argument("--lead-ttl", type=float, default=120.0,
+                    help="soak: the worker's LEADSTREAM_LEAD_TTL_SECONDS")
     be.add_argument("--memory-leads", type=int, default=100_000,
                     help="leads in the memory measurement")
     be.add_argument("--json", action="store_true")

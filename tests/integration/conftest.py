@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from leadstream.settings import Settings
 from ops.broker import free_port, start_kafka
@@ -56,7 +57,10 @@ def settings_env(s: Settings) -> dict[str, str]:
         LEADSTREAM_WORKER_DATA_DIR=str(s.worker_data_dir),
     )
     for name in s.model_fields_set:  # whatever else the test set explicitly
-        env.setdefault(f"LEADSTREAM_{name.upper()}", str(getattr(s, name)))
+        value = getattr(s, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env.setdefault(f"LEADSTREAM_{name.upper()}", str(value))
     return env
 
 

@@ -1,0 +1,184 @@
+"""``leadstream bench soak``: a bounded soak of one worker on a real broker.
+
+Leads join and go idle: at any moment ``active`` leads send events, and every
+``rotate_seconds`` a fifth of them stop for good and as many new ones start, so the
+worker's idle-lead sweep (``LEADSTREAM_LEAD_TTL_SECONDS``, short here) must forget the
+old ones for its memory to stay flat. Every ``sample_seconds`` it records the worker's
+resident memory (``/proc``), the leads it holds, its consumer lag, the events processed
+and the error lines in its log since it became ready; at the end it prints them with
+the verdicts: memory after warm-up within a band, lag bounded, no errors. Bounded by
+``minutes``.
+
+Uses the embedded Apache Kafka unless ``LEADSTREAM_KAFKA_BOOTSTRAP`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from leadstream.bench import machine
+from leadstream.top import scrape as _metrics
+from leadstream.top import total as _total
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _errors(log: Path, since: int) -> list[str]:
+    """Error lines the worker logged after byte ``since`` (its readiness)."""
+    with open(log, "rb") as fh:
+        fh.seek(since)
+        text = fh.read().decode(errors="replace")
+    return [ln for ln in text.splitlines()
+            if "[ERROR]" in ln or "[CRITICAL]" in ln or ln.startswith("Traceback")]
+
+
+async def _offer(s, url: str, rate: float, minutes: float, active: int, rotate_seconds: float,
+                 properties: list[str], worker_pid: int, log: Path, since: int,
+                 sample_seconds: float) -> list[dict]:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(linger_ms=5, **s.kafka_client_kwargs())
+    await producer.start()
+    samples: list[dict] = []
+    t0 = time.monotonic()
+    end = t0 + minutes * 60
+    next_sample = t0
+    i = 0
+    try:
+        while (now := time.monotonic()) < end:
+            due = t0 + i / rate
+            if due > now:
+                await asyncio.sleep(due - now)
+            # the active window of lead numbers slides by a fifth every rotate_seconds
+            first = int((time.monotonic() - t0) / rotate_seconds * active / 5)
+            lead = f"SK{first + i % active:07d}"
+            session = f"{lead}-{int((time.monotonic() - t0) // 600)}"
+            kind = "property_saved" if i % 10 == 0 else "property_viewed"
+            body = {"event_id": f"soak-{i}", "lead_id": lead, "event_type": kind,
+                    "timestamp": datetime.now(UTC).isoformat(), "session_id": session,
+                    "property_id": properties[(i * 7919) % len(properties)]}
+            if kind == "property_viewed":
+                body["payload"] = {"duration_seconds": 5 + i % 90}
+            await producer.send(s.topic("interactions"), orjson.dumps(body), key=lead.encode())
+            i += 1
+            if time.monotonic() >= next_sample:
+                await producer.flush()
+                m = _metrics(url)
+                samples.append({
+                    "t_seconds": round(time.monotonic() - t0, 1),
+                    "sent": i,
+                    "processed": _total(m, "leadstream_events_processed_total"),
+                    "lag": _total(m, "leadstream_consumer_lag"),
+                    "leads": _total(m, "leadstream_leads"),
+                    "rss_mb": round(_rss_bytes(worker_pid) / 2**20, 1),
+                    "errors": len(_errors(log, since)),
+                })
+                next_sample += sample_seconds
+    finally:
+        await producer.stop()
+    return samples
+
+
+def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
+         rotate_seconds: float = 60.0, lead_ttl_seconds: float = 120.0,
+         sample_seconds: float = 10.0, seed: int = 7) -> dict:
+    """Run the soak; returns samples and verdicts (see the module docstring)."""
+    from leadstream.benchpipe import _produce, _start_worker
+    from leadstream.settings import Settings
+    from leadstream.simulate import SimConfig, Simulator
+    from ops.broker import free_port, start_kafka
+    from streams.topics import apply_topics
+
+    base = Settings()
+    work = Path(tempfile.mkdtemp(prefix="leadstream-soak-"))
+    broker = None
+    if not base.kafka_bootstrap:
+        broker = start_kafka(base.home, free_port(), work / "kafka")
+        base = base.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    s = base.model_copy(update={"topic_prefix": f"soak{uuid.uuid4().hex[:6]}-",
+                                "web_port": free_port(), "worker_data_dir": work / "w1",
+                                "lead_ttl_seconds": lead_ttl_seconds})
+    proc = None
+    try:
+        asyncio.run(apply_topics(s))
+        sim = Simulator(SimConfig(leads=10, properties=1000, days=1, seed=seed,
+                                  start=datetime.now(UTC) - timedelta(days=4)))
+        catalog = [(r.key, r.value) for r in sim.records() if r.topic == "properties"]
+        asyncio.run(_produce(s, s.topic("properties"), catalog))
+        properties = sorted({orjson.loads(v)["property_id"] for _k, v in catalog})
+        log = work / "worker.log"
+        proc = _start_worker(s, log, extra_env={
+            "LEADSTREAM_LEAD_TTL_SECONDS": str(lead_ttl_seconds)})
+        ready_at = log.stat().st_size  # startup noise (e.g. coordinator not yet elected) aside
+        url = f"http://127.0.0.1:{s.web_port}"
+        samples = asyncio.run(_offer(s, url, rate, minutes, active, rotate_seconds,
+                                     properties, proc.pid, log, ready_at, sample_seconds))
+        errors = _errors(log, ready_at)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except Exception:  # noqa: BLE001 - end it whatever happened
+                proc.kill()
+        if broker is not None:
+            broker.stop()
+    # warm-up: until the first leads could have expired (TTL + a rotation) and 20 % in
+    warm = max(lead_ttl_seconds + rotate_seconds, 0.2 * minutes * 60)
+    steady = [x for x in samples if x["t_seconds"] >= warm] or samples[-1:]
+    rss = [x["rss_mb"] for x in steady]
+    half = len(rss) // 2 or 1
+    first_half, second_half = statistics.median(rss[:half]), statistics.median(rss[half:] or rss)
+    total_s = samples[-1]["t_seconds"] if samples else 0.0
+    sent = samples[-1]["sent"] if samples else 0
+    return {
+        "benchmark": "soak", "machine": machine(), "minutes": minutes,
+        "offered_events_per_second": round(sent / max(total_s, 1e-9), 1),
+        "active_leads": active, "rotate_seconds": rotate_seconds,
+        "lead_ttl_seconds": lead_ttl_seconds, "warmup_seconds": warm,
+        "rss_mb_steady_median_first_half": first_half,
+        "rss_mb_steady_median_second_half": second_half,
+        "rss_growth_ratio": round(second_half / first_half, 3) if first_half else None,
+        "leads_held_max_steady": max(x["leads"] for x in steady) if steady else 0,
+        "lag_max": max(x["lag"] for x in samples) if samples else 0,
+        "lag_max_steady": max(x["lag"] for x in steady) if steady else 0,
+        "error_lines": len(errors), "first_errors": errors[:5],
+        "samples": samples,
+    }
+
+
+def print_soak(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console(highlight=False)
+    c.print(f"[bold]leadstream bench soak[/]  {r['minutes']:g} min at "
+            f"{r['offered_events_per_second']:,.0f} events/s, {r['active_leads']:,} active leads "
+            f"rotating every {r['rotate_seconds']:g} s, lead TTL {r['lead_ttl_seconds']:g} s; "
+            f"Python {r['machine']['python']}, {r['machine']['cpus']} CPUs")
+    t = Table("t (s)", "sent", "processed", "lag", "leads held", "RSS MB", "error lines")
+    for x in r["samples"]:
+        t.add_row(f"{x['t_seconds']:g}", f"{x['sent']:,}", f"{x['processed']:,.0f}",
+                  f"{x['lag']:,.0f}", f"{x['leads']:,.0f}", f"{x['rss_mb']}", str(x["errors"]))
+    c.print(t)
+    c.print(f"after {r['warmup_seconds']:g} s warm-up: RSS median "
+            f"{r['rss_mb_steady_median_first_half']} MB, then "
+            f"{r['rss_mb_steady_median_second_half']} MB (x{r['rss_growth_ratio']}); "
+            f"leads held at most {r['leads_held_max_steady']:,.0f}; lag max "
+            f"{r['lag_max_steady']:,.0f} (whole run {r['lag_max']:,.0f}); "
+            f"error lines {r['error_lines']}")
+    for e in r["first_errors"]:
+        c.print(f"  {e}")
