@@ -813,7 +813,7 @@ def cmd_bench(args, settings: Settings) -> int:
         print(json.dumps(r, indent=2))
     else:
         show(r)
-    return 0
+    return 0 if r.get("passed", True) else 1  # the soak's verdicts
 
 
 # ---------------------------------------------------------------------------------------

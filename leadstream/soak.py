@@ -144,17 +144,25 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
     first_half, second_half = statistics.median(rss[:half]), statistics.median(rss[half:] or rss)
     total_s = samples[-1]["t_seconds"] if samples else 0.0
     sent = samples[-1]["sent"] if samples else 0
+    growth = round(second_half / first_half, 3) if first_half else None
+    lag_steady = max(x["lag"] for x in steady) if steady else 0
+    verdicts = {  # memory within 10 % after warm-up, lag under 5 s of input, no errors
+        "memory_flat": growth is not None and growth <= 1.10,
+        "lag_bounded": lag_steady <= 5 * rate,
+        "no_errors": not errors,
+    }
     return {
-        "benchmark": "soak", "machine": machine(), "minutes": minutes,
+        "benchmark": "soak", "verdicts": verdicts, "passed": all(verdicts.values()),
+        "machine": machine(), "minutes": minutes,
         "offered_events_per_second": round(sent / max(total_s, 1e-9), 1),
         "active_leads": active, "rotate_seconds": rotate_seconds,
         "lead_ttl_seconds": lead_ttl_seconds, "warmup_seconds": warm,
         "rss_mb_steady_median_first_half": first_half,
         "rss_mb_steady_median_second_half": second_half,
-        "rss_growth_ratio": round(second_half / first_half, 3) if first_half else None,
+        "rss_growth_ratio": growth,
         "leads_held_max_steady": max(x["leads"] for x in steady) if steady else 0,
         "lag_max": max(x["lag"] for x in samples) if samples else 0,
-        "lag_max_steady": max(x["lag"] for x in steady) if steady else 0,
+        "lag_max_steady": lag_steady,
         "error_lines": len(errors), "first_errors": errors[:5],
         "samples": samples,
     }
@@ -182,3 +190,5 @@ def print_soak(r: dict) -> None:
             f"error lines {r['error_lines']}")
     for e in r["first_errors"]:
         c.print(f"  {e}")
+    c.print("verdicts: " + ", ".join(f"{k} {'[green]yes[/]' if v else '[red]NO[/]'}"
+                                     for k, v in r["verdicts"].items()))
