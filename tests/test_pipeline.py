@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from leadstream.settings import Settings
 from streams.pipeline import Applied, DeadLetter, Pipeline, Rekey, partition_for
@@ -305,3 +309,93 @@ def test_a_restarted_worker_rereading_the_catalog_keeps_the_snapshot_models():
     new = orjson.loads(listing("P9", 315e3)) | {"description": "loft with terrace"}
     assert b.load_listing(orjson.dumps(new), b"P9", 1, 2)
     assert b.models.content.tfidf.n == docs + 1
+
+
+# ---- hostile input at the ingest path (hypothesis) -------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+_TIMES = st.sampled_from(["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2026-02-30T00:00:00Z",
+                          "1970-01-01T00:00:00Z", "yesterday", "", "2026-03-01T00:00:00+25:00"])
+_TEXT = st.sampled_from(["\u202e", "\ud7ff", "\U0010ffff", "\x00", "e\u0301", "H" * 100_000,
+                         "\ufeff", "💥"])
+
+
+@st.composite
+def _hostile(draw) -> bytes:
+    """A good event, then broken: a field replaced, dropped or nested deep; hostile
+    timestamps or text; the bytes truncated; or no JSON at all."""
+    ev = orjson.loads(event("property_viewed", "h1", property_id="P1",
+                            payload={"duration_seconds": 12}))
+    how = draw(st.sampled_from(["replace", "drop", "timestamp", "text", "nest", "truncate",
+                                "bytes", "unknown_type"]))
+    if how == "replace":
+        ev[draw(st.sampled_from([*ev, "payload", "junk"]))] = draw(_JSON)
+    elif how == "drop":
+        ev.pop(draw(st.sampled_from(sorted(ev))))
+    elif how == "timestamp":
+        ev["timestamp"] = draw(_TIMES)
+    elif how == "text":
+        ev[draw(st.sampled_from(["lead_id", "event_id", "session_id", "property_id"]))] = \
+            draw(_TEXT)
+    elif how == "nest":
+        depth = draw(st.integers(10, 3000))
+        return b'{"payload": ' + b"[" * depth + b"]" * depth + b"}"
+    elif how == "unknown_type":
+        ev["event_type"] = draw(st.text(max_size=20))
+    elif how == "bytes":
+        return draw(st.binary(max_size=200))
+    raw = json.dumps(ev, allow_nan=True).encode("utf-8", "surrogatepass")  # NaN, Infinity
+    if how == "truncate":
+        raw = raw[: draw(st.integers(0, len(raw) - 1))]
+    return raw
+
+
+_FUZZ_PIPE = Pipeline(Settings(allowed_lateness_seconds=3600), 4)
+_FUZZ_PIPE.load_listing(listing("P1", 300e3), b"P1")
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_hostile(), st.sampled_from([b"L1", b"", None, b"\xff\xfe"]))
+def test_hostile_records_are_dead_lettered_with_a_reason_and_good_ones_still_apply(raw, key):
+    p = _FUZZ_PIPE
+    res = p.ingest(raw, key, 0)
+    if isinstance(res, DeadLetter):
+        assert res.reason and res.message
+        headers = dict(res.headers("interactions", 0, 7))
+        assert headers["leadstream.dlq.reason"] == res.reason.encode()
+    elif not isinstance(res, Rekey):  # it validated: applying it must not fail either
+        p.apply(res, None, None, offset=1)
+    good = run(p, event("property_viewed", f"g-{len(raw)}", property_id="P1",
+                        payload={"duration_seconds": 3}))
+    assert orjson.loads(good.profile)["event_count"] == 1  # the pipeline still works
+
+
+def test_a_poisoned_catalog_is_rejected_per_record_and_leaves_the_models_untouched(pipe):
+    before = (len(pipe.catalog), pipe.models.content.X.copy(), pipe.models.content.tfidf.n)
+    ok = orjson.loads(listing("P1", 320e3))
+    poisoned = [  # (key, value)
+        (b"PN", listing("PN", -5)), (b"PZ", listing("PZ", 0)),
+        (b"PM", b'{"property_id": "PM", "status": "active"}'),
+        (b"PF", json.dumps(ok | {"property_id": "PF", "price": float("nan")}).encode()),
+        (b"PI", json.dumps(ok | {"property_id": "PI", "price": float("inf")}).encode()),
+        (b"PT", orjson.dumps(ok | {"property_id": "PT", "bedrooms": "two"})),
+        (b"PS", orjson.dumps(ok | {"property_id": "PS", "status": "haunted"})),
+        (b"PC", orjson.dumps(ok | {"property_id": "PC", "property_type": "castle"})),
+        (b"PX", b"[]"), (b"PX", b"{"),
+    ]
+    for key, raw in poisoned:
+        assert not pipe.load_listing(raw, key), raw
+        assert pipe.check_listing(raw, key, "properties") is not None, raw
+    # a duplicated id with another key is refused; the same id again is an update
+    assert not pipe.load_listing(listing("P1", 330e3), b"P2")
+    assert len(pipe.catalog) == before[0]
+    assert np.array_equal(pipe.models.content.X, before[1])
+    assert pipe.models.content.tfidf.n == before[2]
+    assert pipe.load_listing(listing("P1", 330e3), b"P1")
+    assert len(pipe.catalog) == before[0]
+    assert pipe.catalog.attributes("P1")["price"] == 330e3

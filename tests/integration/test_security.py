@@ -1,10 +1,11 @@
 """Kafka over TLS with SASL: a broker of its own with a SASL_SSL listener (a throwaway CA
 from trustme), a worker and clients configured only through settings, and the password
-kept out of the log and the printed settings."""
+kept out of the log and the printed settings; HTTP on loopback only."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import uuid
@@ -22,6 +23,17 @@ from streams.topics import apply_topics
 from .conftest import HOME, publish, read_topic, recent_start, settings_env
 
 pytestmark = pytest.mark.integration
+
+
+def _outside_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), if not loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        try:
+            u.connect(("10.255.255.255", 1))
+            ip = u.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") else ip
 
 
 @pytest.fixture
@@ -73,6 +85,11 @@ def test_worker_over_sasl_ssl_processes_the_stream_and_never_shows_the_password(
     wrong = s.model_copy(update={"sasl_password": "not-" + password})
     with pytest.raises(Exception):  # noqa: B017 - aiokafka's auth error types vary
         asyncio.run(asyncio.wait_for(read_topic(wrong, "recommendations", timeout=10), 30))
+
+    # the HTTP endpoints listen on loopback only, unless told otherwise
+    if (ip := _outside_address()) is not None:
+        with pytest.raises(OSError):
+            socket.create_connection((ip, s.web_port), timeout=3).close()
 
     printed = subprocess.run([sys.executable, "-m", "leadstream", "settings"],
                              env=settings_env(s), capture_output=True, text=True, timeout=60)
