@@ -41,6 +41,21 @@ def _env(s) -> dict:
     return env
 
 
+def embedded_or_configured(kind: str):
+    """(settings, work dir, broker or None): the configured Kafka, or the embedded one
+    started in a fresh work directory when ``LEADSTREAM_KAFKA_BOOTSTRAP`` is unset."""
+    from leadstream.settings import Settings
+    from ops.broker import free_port, start_kafka
+
+    base = Settings()
+    work = Path(tempfile.mkdtemp(prefix=f"leadstream-{kind}-"))
+    broker = None
+    if not base.kafka_bootstrap:
+        broker = start_kafka(base.home, free_port(), work / "kafka")
+        base = base.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    return base, work, broker
+
+
 def _start_worker(s, log: Path, extra_env: dict | None = None) -> subprocess.Popen:
     with open(log, "ab") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"],
@@ -174,17 +189,11 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
 
 def bench_pipeline(events: int = 20_000, leads: int = 2000, loads=(200.0, 500.0, 1000.0),
                    seconds: float = 10.0, latency_leads: int = 10_000, seed: int = 7) -> dict:
-    from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
-    from ops.broker import free_port, start_kafka
+    from ops.broker import free_port
     from streams.topics import apply_topics
 
-    base = Settings()
-    work = Path(tempfile.mkdtemp(prefix="leadstream-bench-"))
-    broker = None
-    if not base.kafka_bootstrap:
-        broker = start_kafka(base.home, free_port(), work / "kafka")
-        base = base.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    base, work, broker = embedded_or_configured("bench")
     out = {"benchmark": "pipeline", "machine": machine(), "events": events, "leads": leads}
     procs = []
     try:

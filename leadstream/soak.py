@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -96,18 +95,12 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
          rotate_seconds: float = 60.0, lead_ttl_seconds: float = 120.0,
          sample_seconds: float = 10.0, seed: int = 7) -> dict:
     """Run the soak; returns samples and verdicts (see the module docstring)."""
-    from leadstream.benchpipe import _produce, _start_worker
-    from leadstream.settings import Settings
+    from leadstream.benchpipe import _produce, _start_worker, embedded_or_configured
     from leadstream.simulate import SimConfig, Simulator
-    from ops.broker import free_port, start_kafka
+    from ops.broker import free_port
     from streams.topics import apply_topics
 
-    base = Settings()
-    work = Path(tempfile.mkdtemp(prefix="leadstream-soak-"))
-    broker = None
-    if not base.kafka_bootstrap:
-        broker = start_kafka(base.home, free_port(), work / "kafka")
-        base = base.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    base, work, broker = embedded_or_configured("soak")
     s = base.model_copy(update={"topic_prefix": f"soak{uuid.uuid4().hex[:6]}-",
                                 "web_port": free_port(), "worker_data_dir": work / "w1",
                                 "lead_ttl_seconds": lead_ttl_seconds})

@@ -88,6 +88,13 @@ class Metrics:
             "Idle leads forgotten (no event for lead_ttl_seconds)",
             registry=r,
         )
+        self.partition_stalls = Counter(
+            "leadstream_partition_stalls",
+            "Input partitions found stalled (records waiting, read position not moving) "
+            "and sought back to their committed offset",
+            ["partition"],
+            registry=r,
+        )
         self.model_learn = Histogram(
             "leadstream_model_learn_seconds",
             "Time to update every model with one event",

@@ -30,7 +30,7 @@ from models.experiments import KINDS
 from models.snapshot import SnapshotStore
 from models.suite import MODELS
 from ops.metrics import CONTENT_TYPE_LATEST
-from streams.durable import make_at_least_once
+from streams.durable import StallWatch, make_at_least_once
 from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
 from streams.topics import load_topics
 
@@ -300,9 +300,10 @@ def create_app(settings) -> faust.App:
                 metrics.experiment.labels(experiment=pipeline.experiment.name, arm=arm.name,
                                           kind=kind)
 
-    def update_lag() -> None:
+    def positions() -> dict:
+        """Per assigned input partition: (next offset to read, end offset)."""
         consumer = app.consumer
-        metrics.consumer_lag.clear()
+        out = {}
         for tp in consumer.assignment():
             if tp.topic != interactions.get_topic_name():
                 continue
@@ -312,8 +313,35 @@ def create_app(settings) -> faust.App:
                 continue
             read = consumer._read_offset.get(tp)
             pos = read + 1 if read is not None else consumer._committed_offset.get(tp) or 0
+            out[tp] = (pos, end or 0)
+        return out
+
+    stall_watch = StallWatch(patience=3)
+
+    @app.timer(interval=5.0)
+    async def unstick_partitions():
+        """Seek an input partition that stopped moving for 15 s back to its committed
+        offset (see ``streams.durable.StallWatch``)."""
+        consumer = app.consumer
+        if not (catalog_ready.is_set() and consumer.flow_active
+                and app.flow_control.is_active() and not app.rebalancing):
+            stall_watch.reset()
+            return
+        pos = positions()
+        for tp in stall_watch.check(pos):
+            committed = consumer._committed_offset.get(tp) or 0
+            log.warning("input partition %d stalled at offset %d with %d records waiting "
+                        "for 15 s: seeking it to its committed offset %d", tp.partition,
+                        pos[tp][0], pos[tp][1] - pos[tp][0], committed)
+            pipeline.metrics.partition_stalls.labels(partition=str(tp.partition)).inc()
+            consumer.resume_partitions({tp})
+            await consumer.seek(tp, committed)
+
+    def update_lag() -> None:
+        metrics.consumer_lag.clear()
+        for tp, (pos, end) in positions().items():
             metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                max((end or 0) - pos, 0))
+                max(end - pos, 0))
 
     @app.page("/metrics")
     class MetricsView(View):

@@ -51,6 +51,49 @@ from collections import Counter, defaultdict
 import faust
 
 
+class StallWatch:
+    """Input partitions whose read position has not moved for ``patience`` checks in a
+    row although the broker holds records past it.
+
+    A stalled partition is a known failure of faust-streaming with aiokafka (no fetch
+    requests for a partition after a rebalance, faust-streaming issues 166 and 629); the
+    worker seeks it back to its committed offset, which restarts its fetching, and the
+    replayed records are skipped by the per-lead offsets. Feed :meth:`check` one
+    ``{partition: (next offset to read, end offset)}`` per check; it returns the
+    partitions to unstick (and starts counting them afresh).
+
+    >>> w = StallWatch(patience=2)
+    >>> w.check({0: (5, 10), 1: (3, 3)})
+    []
+    >>> w.check({0: (5, 10), 1: (3, 3)})  # partition 1 is simply caught up
+    []
+    >>> w.check({0: (5, 10), 1: (3, 3)})
+    [0]
+    >>> w.check({0: (6, 10), 1: (3, 3)})  # it moved
+    []
+    """
+
+    def __init__(self, patience: int = 3):
+        self.patience = patience
+        self._seen: dict = {}  # partition -> (position, checks without progress)
+
+    def check(self, positions: dict) -> list:
+        stalled, seen = [], {}
+        for tp, (pos, end) in positions.items():
+            last, n = self._seen.get(tp, (None, 0))
+            n = n + 1 if pos == last and end > pos else 0
+            if n >= self.patience:
+                stalled.append(tp)
+                n = 0
+            seen[tp] = (pos, n)
+        self._seen = seen
+        return stalled
+
+    def reset(self) -> None:
+        """Forget the history (a rebalance or paused flow: positions legitimately stop)."""
+        self._seen = {}
+
+
 def make_at_least_once(app: faust.App) -> None:
     """Apply the patches to ``app`` (before it starts)."""
     make_flush_durable(app)
