@@ -79,7 +79,7 @@ def test_worker_over_sasl_ssl_processes_the_stream_and_never_shows_the_password(
     w = worker_factory(s)
     w.wait_for(lambda: w.total("leadstream_events_in_total") >= n, what="every event")
     recs = asyncio.run(read_topic(s, "recommendations"))
-    assert recs and all(orjson.loads(r.value)["items"] for r in recs)
+    assert recs and any(orjson.loads(r.value)["items"] for r in recs)
 
     # the wrong password is refused: the listener really checks credentials
     wrong = s.model_copy(update={"sasl_password": "not-" + password})
