@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     worker_data_dir: Path | None = None
     kafka_session_timeout_seconds: float = Field(
         30.0, description="a worker silent this long (crashed) loses its partitions to the others")
+    producer_linger_ms: float = Field(
+        0.0, description="how long the worker's producer waits to fill a batch: fewer, larger "
+        "requests (less CPU per event under load) for that much more latency")
 
     # --- ingest rules -------------------------------------------------------------------
     max_event_bytes: int = Field(65_536, description="bigger payloads are dead-lettered")

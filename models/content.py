@@ -49,6 +49,9 @@ DIM = _o
 BLOCK_WEIGHT = {"price": 1.4, "bedrooms": 0.8, "bathrooms": 0.4, "size": 0.5, "type": 1.0,
                 "city": 1.2, "text": 0.5}
 _TYPE = {t: i for i, t in enumerate(PROPERTY_TYPES)}
+_BLOCK_SUM = np.zeros((DIM, len(BLOCKS)), dtype=np.float32)  # x * p @ this: per-block dots
+for _j, (_lo, _hi) in enumerate(BLOCKS.values()):
+    _BLOCK_SUM[_lo:_hi, _j] = 1.0
 
 
 def _soft(vec: np.ndarray, start: int, n: int, x: float) -> None:
@@ -144,13 +147,24 @@ class ContentModel(base.Base):
 
     def importance(self, lead: str, row: int) -> dict[str, float]:
         """Each block's share of the listing's (positive) similarity with the lead."""
-        p = self.profile(lead)
-        if p is None or row >= len(self.has) or not self.has[row]:
+        shares = self.importances(lead, np.array([row]))
+        if shares is None or not shares.any():
             return {}
-        x = self.X[row]
-        parts = {name: float(x[lo:hi] @ p[lo:hi]) for name, (lo, hi) in BLOCKS.items()}
-        tot = sum(v for v in parts.values() if v > 0)
-        return {k: v / tot for k, v in parts.items() if v > 0} if tot > 0 else {}
+        return {name: float(v) for name, v in zip(BLOCKS, shares[0], strict=True) if v > 0}
+
+    def importances(self, lead: str, rows: np.ndarray) -> np.ndarray | None:
+        """``importance`` of several rows at once: (rows x blocks) shares, in ``BLOCKS``
+        order, 0 where a block's term is not positive (None: the lead has no profile)."""
+        p = self.profile(lead)
+        if p is None:
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        known = (rows < len(self.has)) & self.has[np.minimum(rows, len(self.has) - 1)] if len(
+            self.has) else np.zeros(len(rows), dtype=bool)
+        terms = (self.X[np.where(known, rows, 0)] * p) @ _BLOCK_SUM  # (rows x blocks)
+        terms = np.where(known[:, None] & (terms > 0), terms, 0.0)
+        tot = terms.sum(axis=1, keepdims=True)
+        return np.divide(terms, tot, out=np.zeros_like(terms), where=tot > 0)
 
     def forget(self, lead: str) -> None:
         self.leads.pop(lead, None)

@@ -50,7 +50,7 @@ from river import base
 from features.profile import LeadProfile
 from models.catalog import TYPE_CODE, Catalog, money
 from models.collaborative import CollaborativeModel
-from models.content import ContentModel
+from models.content import BLOCKS, ContentModel
 from models.itemitem import ItemItemModel
 from models.scoring import LeadScorer
 from models.weights import feedback_weight
@@ -59,6 +59,7 @@ SUITE_VERSION = "hybrid-1"
 MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")
 _COMPONENTS = ("recent_popularity", "content", "itemitem", "mf")
 NUMBER_WORDS = {0: "studio", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+_BLOCK_NAMES = list(BLOCKS)
 
 
 @dataclass
@@ -73,10 +74,12 @@ def _standardise(s: np.ndarray, mask: np.ndarray) -> np.ndarray:
     vals = s[mask]
     if vals.size < 2:
         return np.zeros_like(s, dtype=np.float64)
-    sd = float(vals.std())
+    mean = float(vals.sum()) / vals.size
+    d = vals - mean
+    sd = math.sqrt(float(d @ d) / vals.size)  # np.std, without its Python-level overhead
     if sd < 1e-12:
         return np.zeros_like(s, dtype=np.float64)
-    return (s - float(vals.mean())) / sd
+    return (s - mean) / sd
 
 
 class ModelSuite(base.Base):
@@ -359,13 +362,13 @@ class ModelSuite(base.Base):
         if len(top) == 0:
             return Ranked([], 0.0, "no active listing matches the lead's filters")
         items = []
-        for rank, (i, sc) in enumerate(zip(top, scores, strict=True), start=1):
-            i = int(i)
+        why = self.reasons(catalog, lead_id, lead, top, parts)
+        for rank, (i, sc) in enumerate(zip(top.tolist(), scores.tolist(), strict=True), start=1):
             items.append({
                 "property_id": catalog.ids[i],
                 "rank": rank,
-                "score": round(float(sc), 6),
-                "reason": self.reason(catalog, lead_id, lead, i, parts),
+                "score": round(sc, 6),
+                "reason": why[rank - 1],
                 "price": float(catalog.price[i]),
                 "bedrooms": int(catalog.beds[i]),
                 "property_type": catalog.type_of(i),
@@ -385,52 +388,73 @@ class ModelSuite(base.Base):
         return round(0.1 + 0.85 * evidence * (0.5 + 0.5 * min(coverage, 1.0)), 3)
 
     # ---- explanations -----------------------------------------------------------------
-    def reason(self, catalog: Catalog, lead_id: str, lead: LeadProfile, i: int,
-               parts: dict) -> str:
-        contrib = {name: w * float(z[i]) for name, (w, z) in parts.items()}
-        order = sorted((c, name) for name, c in contrib.items() if c > 0)[::-1]
-        texts = []
-        for _, name in order[:2]:
-            t = self._reason_text(name, catalog, lead_id, lead, i)
-            if t:
-                texts.append(t)
-        if not texts:
-            hits = self.pop[i] if i < len(self.pop) else 0.0
-            return (f"popular with other leads ({hits:.0f} interactions)" if hits >= 1
-                    else "a new active listing")
-        return "; ".join(texts)
+    def reasons(self, catalog: Catalog, lead_id: str, lead: LeadProfile, rows: np.ndarray,
+                parts: dict) -> list[str]:
+        """Why each of ``rows`` is recommended: the (at most two) hybrid components adding
+        most to its score, in words; its popularity when no component adds anything.
+        ``parts``: the weighted components ``hybrid_parts`` returned for this ranking."""
+        rows = np.asarray(rows, dtype=np.int64)
+        names = list(parts)
+        contrib = (np.array([w * z[rows] for w, z in parts.values()]) if names
+                   else np.zeros((0, len(rows))))
+        shares = self.content.importances(lead_id, rows) if "content" in parts else None
+        ctx = {
+            "recent": self._recent_rows(catalog, lead) if "itemitem" in parts else [],
+            "shares": shares,  # and each row's blocks, largest share first
+            "order": np.argsort(-shares, axis=1, kind="stable")[:, :3].tolist()
+            if shares is not None else None,
+            "week": self._recent_pop(len(catalog)) if "recent_popularity" in parts else None,
+            "described": {},
+        }
+        out = []
+        for j, i in enumerate(rows.tolist()):
+            order = sorted(((float(contrib[a, j]), names[a]) for a in range(len(names))
+                            if contrib[a, j] > 0), reverse=True)
+            texts = [t for _, name in order[:2]
+                     if (t := self._reason_text(name, catalog, i, j, ctx))]
+            if texts:
+                out.append("; ".join(texts))
+            else:
+                hits = self.pop[i] if i < len(self.pop) else 0.0
+                out.append(f"popular with other leads ({hits:.0f} interactions)" if hits >= 1
+                           else "a new active listing")
+        return out
 
-    def _reason_text(self, name: str, catalog: Catalog, lead_id: str, lead: LeadProfile,
-                     i: int) -> str | None:
+    def _reason_text(self, name: str, catalog: Catalog, i: int, j: int,
+                     ctx: dict) -> str | None:
         if name == "itemitem":
-            best = self.itemitem.best_reason(self._recent_rows(catalog, lead), i)
+            best = self.itemitem.best_reason(ctx["recent"], i)
             if best is None:
                 return None
-            return (f"leads who liked {catalog.describe(catalog.ids[best[0]])} also engaged "
-                    "with this")
+            described = ctx["described"]
+            if best[0] not in described:
+                described[best[0]] = catalog.describe(catalog.ids[best[0]])
+            return f"leads who liked {described[best[0]]} also engaged with this"
         if name == "mf":
             return "leads with a taste like yours engaged with it"
         if name == "recent_popularity":
-            return f"popular this week ({self._recent_pop(i + 1)[i]:.0f} weighted interactions)"
+            return f"popular this week ({ctx['week'][i]:.0f} weighted interactions)"
         if name == "content":
-            imp = self.content.importance(lead_id, i)
-            if not imp:
+            if ctx["shares"] is None:
                 return None
-            top = [b for b, v in sorted(imp.items(), key=lambda kv: -kv[1]) if v >= 0.15][:3]
+            share = ctx["shares"][j]
             words = []
-            for b in top:
-                if b == "price":
+            for b in ctx["order"][j]:
+                if share[b] < 0.15:
+                    break
+                block = _BLOCK_NAMES[b]
+                if block == "price":
                     words.append(f"{money(catalog.price[i])} is in your price range")
-                elif b == "type":
+                elif block == "type":
                     words.append(f"a {catalog.type_of(i)} like those you engage with")
-                elif b == "city":
+                elif block == "city":
                     words.append(f"in {catalog.city_of(i)}, where you look")
-                elif b == "bedrooms":
+                elif block == "bedrooms":
                     words.append(f"{int(catalog.beds[i])} bedrooms, as you prefer")
-                elif b == "text":
+                elif block == "text":
                     words.append("described like listings you liked")
-                elif b in ("size", "bathrooms"):
-                    words.append(f"the {b} you go for")
+                elif block in ("size", "bathrooms"):
+                    words.append(f"the {block} you go for")
             return ", ".join(words) if words else None
         return None
 

@@ -79,6 +79,7 @@ def create_app(settings) -> faust.App:
         stream_wait_empty=False,
         # dead letters keep the original bytes: up to the topics' max.message.bytes (10 MB)
         producer_max_request_size=11_000_000,
+        producer_linger=settings.producer_linger_ms / 1000.0,
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         broker_rebalance_timeout=max(settings.kafka_session_timeout_seconds, 10.0),
@@ -407,6 +408,12 @@ def run_worker(settings, loglevel: str = "warning") -> None:
     """Run one worker until SIGINT/SIGTERM."""
     from faust.worker import Worker
 
+    class _Worker(Worker):
+        def on_setup_root_logger(self, logger, level: int) -> None:
+            # Faust's progress spinner sets the root logger to DEBUG and filters in its
+            # handler, so every debug call in Faust and aiokafka built a record: none here
+            self.spinner = None
+
     app = create_app(settings)
-    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = _Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
