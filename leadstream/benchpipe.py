@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -61,20 +62,12 @@ def _start_worker(s, log: Path, extra_env: dict | None = None) -> subprocess.Pop
         proc = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"],
                                 env={**_env(s), **(extra_env or {})},
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{s.web_port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("worker exited:\n" + log.read_text()[-2000:])
-        try:
-            with urllib.request.urlopen(url + "/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("worker not ready:\n" + log.read_text()[-2000:])
+    try:
+        _wait_ready(f"http://127.0.0.1:{s.web_port}", [proc], log)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc
 
 
 async def _produce(s, topic: str, records) -> None:
@@ -125,6 +118,38 @@ async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def _drain(s, urls: list[str], n_input: int, limit: float = 1800.0) -> dict:
+    """Wait until the workers at ``urls`` accounted for ``n_input`` interactions; their
+    summed counters and the seconds it took."""
+    t0 = time.perf_counter()
+    names = ("leadstream_events_processed_total", "leadstream_events_duplicate_total",
+             "leadstream_events_replayed_total", "leadstream_recommendation_hits_total")
+    while True:
+        ms = [_metrics(u) for u in urls]
+        sums = {n: sum(_total(m, n) for m in ms) for n in names}
+        sums["dead_lettered"] = sum(_total(m, "leadstream_events_dead_lettered_total",
+                                           topic=s.topic("interactions")) for m in ms)
+        done = (sums["leadstream_events_processed_total"]
+                + sums["leadstream_events_duplicate_total"] + sums["dead_lettered"])
+        if done >= n_input or time.perf_counter() - t0 > limit:
+            return {"seconds": time.perf_counter() - t0, "accounted": done, **sums}
+        time.sleep(0.2)
+
+
+def _event_counts(url: str, leads: list[str]) -> dict[str, int]:
+    """Events applied per lead, from ``GET /leads/{id}`` (any worker routes it)."""
+    out = {}
+    for lead in leads:
+        try:
+            with urllib.request.urlopen(f"{url}/leads/{lead}", timeout=10) as r:
+                out[lead] = orjson.loads(r.read())["profile"]["event_count"]
+        except urllib.error.HTTPError as err:
+            if err.code != 404:
+                raise
+            out[lead] = 0
+    return out
 
 
 async def _latency(s, url: str, load: float, seconds: float, leads: int, start: int) -> dict:
@@ -187,8 +212,70 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
             "event_time_lag_ms_p99": round(_pct(lag, 0.99), 2) if lag else None}
 
 
+def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
+                 counts_one: dict[str, int]) -> dict:
+    """Two worker processes on a fresh copy of the backlog, against one worker's run."""
+    from ops.broker import free_port
+    from streams.topics import apply_topics
+
+    s = base.model_copy(update={"topic_prefix": f"b{uuid.uuid4().hex[:6]}-",
+                                "web_port": free_port(), "worker_data_dir": work / "w2a"})
+    s2 = s.model_copy(update={"web_port": free_port(), "worker_data_dir": work / "w2b"})
+    asyncio.run(apply_topics(s))
+    asyncio.run(_produce(s, s.topic("properties"), catalog))
+    asyncio.run(_produce(s, s.topic("interactions"), inter))
+    procs = []
+    try:
+        with open(work / "worker-2a.log", "ab") as a, open(work / "worker-2b.log", "ab") as b:
+            for st, fh in ((s, a), (s2, b)):
+                procs.append(subprocess.Popen([sys.executable, "-m", "leadstream", "worker"],
+                                              env=_env(st), stdout=fh, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+        urls = [f"http://127.0.0.1:{x.web_port}" for x in (s, s2)]
+        for u in urls:
+            _wait_ready(u, procs, work / "worker-2a.log")
+        two = _drain(s, urls, len(inter))
+        counts = _event_counts(urls[0], list(counts_one))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    rate = two["accounted"] / two["seconds"]
+    hits1, hits2 = one["leadstream_recommendation_hits_total"], two[
+        "leadstream_recommendation_hits_total"]
+    differ = sorted(k for k in counts_one if counts.get(k) != counts_one[k])
+    return {"events_per_second": round(rate, 1),
+            "speedup_vs_one": round(rate / (one["accounted"] / one["seconds"]), 3),
+            "accounted": int(two["accounted"]), "input": len(inter),
+            "replayed": int(two["leadstream_events_replayed_total"]),
+            "leads_compared": len(counts_one), "leads_differing": len(differ),
+            "differing_examples": differ[:5],
+            "recommendation_hits": int(hits2), "recommendation_hits_one_worker": int(hits1),
+            "hits_ratio_to_one": round(hits2 / hits1, 3) if hits1 else None}
+
+
+def _wait_ready(url: str, procs: list, log: Path, limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("worker exited:\n" + log.read_text()[-2000:])
+        try:
+            with urllib.request.urlopen(url + "/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"worker at {url} not ready")
+
+
 def bench_pipeline(events: int = 20_000, leads: int = 2000, loads=(200.0, 500.0, 1000.0),
-                   seconds: float = 10.0, latency_leads: int = 10_000, seed: int = 7) -> dict:
+                   seconds: float = 10.0, latency_leads: int = 10_000, seed: int = 7,
+                   two_workers: bool = True) -> dict:
     from leadstream.simulate import SimConfig, Simulator
     from ops.broker import free_port
     from streams.topics import apply_topics
@@ -218,27 +305,17 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000, loads=(200.0, 500.0,
         proc = _start_worker(s, log)
         procs.append(proc)
         url = f"http://127.0.0.1:{s.web_port}"
-        t0 = time.perf_counter()
-        deadline = t0 + 1800
-        done = 0.0
-        while time.perf_counter() < deadline:
-            m = _metrics(url)
-            done = (_total(m, "leadstream_events_processed_total")
-                    + _total(m, "leadstream_events_duplicate_total")
-                    + _total(m, "leadstream_events_dead_lettered_total",
-                             topic=s.topic("interactions")))
-            if done >= len(inter):
-                break
-            time.sleep(0.2)
-        elapsed = time.perf_counter() - t0
-        rate = done / elapsed
+        one = _drain(s, [url], len(inter))
+        rate = one["accounted"] / one["seconds"]
         out["pipeline_events_per_second"] = round(rate, 1)
         out["ratio_to_ceiling"] = round(rate / out["ceiling_events_per_second"], 4)
+        counts_one = _event_counts(url, sorted({k.decode() for k, _ in inter if k}))
         time.sleep(6)  # one idle-lead sweep measures the state
         m = _metrics(url)
         n_leads = _total(m, "leadstream_leads")
-        out["bytes_per_lead"] = round(_total(m, "leadstream_feature_state_bytes")
+        out["bytes_per_lead"] = round(_total(m, "leadstream_lead_state_bytes")
                                       / max(n_leads, 1))
+        rss = _total(m, "process_resident_memory_bytes")
         # 3. latency at offered loads, on the same (now idle) worker
         out["latency"] = {}
         start = 0
@@ -247,6 +324,14 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000, loads=(200.0, 500.0,
             start += int(load * seconds)
             out["latency"][f"{load:g}"] = r
         out["latency_ms"] = {k: v["latency_ms"] for k, v in out["latency"].items()}
+        out["worker_rss_mb"] = round(rss / 2**20, 1)
+        # 4. the same backlog split over two workers: throughput, nothing lost, quality
+        if two_workers:
+            for p in procs:
+                p.terminate()
+                p.wait(30)
+            procs.clear()
+            out["two_workers"] = _two_workers(base, work, catalog, inter, one, counts_one)
     finally:
         for p in procs:
             p.terminate()
@@ -269,7 +354,7 @@ def print_pipeline(r: dict) -> None:
             " broker on the same machine")
     c.print(f"ceiling (aiokafka consume-decode-produce): {r['ceiling_events_per_second']:,.0f}"
             f" events/s; one worker: [bold]{r['pipeline_events_per_second']:,.0f} events/s[/]"
-            f" ({r['ratio_to_ceiling']:.1%} of the ceiling); feature state "
+            f" ({r['ratio_to_ceiling']:.1%} of the ceiling); lead state (stored) "
             f"{r['bytes_per_lead']:,} B/lead")
     t = Table("offered events/s", "achieved", "lists", "p50 ms", "p95 ms", "p99 ms",
               "event-time lag p99 ms")
@@ -278,3 +363,11 @@ def print_pipeline(r: dict) -> None:
         t.add_row(load, f"{v['offered_events_per_second']:,.0f}", str(v["recommendations"]),
                   str(lm["p50"]), str(lm["p95"]), str(lm["p99"]), str(v["event_time_lag_ms_p99"]))
     c.print(t)
+    w = r.get("two_workers")
+    if w:
+        c.print(f"two workers: {w['events_per_second']:,.0f} events/s ({w['speedup_vs_one']:.2f}x "
+                f"one worker); {w['accounted']:,} of {w['input']:,} offsets accounted, "
+                f"{w['replayed']} replayed; {w['leads_differing']} of {w['leads_compared']:,} "
+                f"leads hold a different event count than with one worker; recommendation "
+                f"hits {w['recommendation_hits']:,} vs {w['recommendation_hits_one_worker']:,} "
+                f"({w['hits_ratio_to_one']}x)")

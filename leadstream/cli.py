@@ -796,6 +796,12 @@ def cmd_bench(args, settings: Settings) -> int:
         r = bench.bench_scoring(sizes=tuple(int(x) for x in args.sizes.split(",")),
                                 seed=args.seed)
         show = bench.print_scoring
+    elif args.what == "scale":
+        from leadstream import benchscale
+
+        r = benchscale.bench_scale(sizes=tuple(int(x) for x in args.lead_counts.split(",")),
+                                   window=args.window, seed=args.seed)
+        show = benchscale.print_scale
     elif args.what == "soak":
         from leadstream import soak
 
@@ -932,12 +938,16 @@ def build_parser() -> argparse.ArgumentParser:
     mo.set_defaults(func=cmd_models)
 
     be = sub.add_parser("bench", help="benchmarks that print their figures")
-    be.add_argument("what", choices=["features", "scoring", "pipeline", "soak"])
+    be.add_argument("what", choices=["features", "scoring", "pipeline", "scale", "soak"])
     be.add_argument("--events", type=int, default=20_000, help="pipeline: backlog size")
     be.add_argument("--loads", default="200,500,1000", help="pipeline: offered events/s")
     be.add_argument("--seconds", type=float, default=10.0, help="pipeline: per offered load")
     be.add_argument("--sizes", default="1000,10000,100000",
                     help="scoring: catalog sizes, comma-separated")
+    be.add_argument("--lead-counts", default="10000,100000,1000000",
+                    help="scale: numbers of leads, comma-separated")
+    be.add_argument("--window", type=int, default=20_000,
+                    help="scale: events timed per number of leads")
     be.add_argument("--leads", type=int, default=1000,
                     help="simulated leads (soak: leads active at once)")
     be.add_argument("--days", type=float, default=14.0, help="simulated days")

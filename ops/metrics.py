@@ -153,9 +153,10 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
-        self.feature_state_bytes = Gauge(
-            "leadstream_feature_state_bytes",
-            "Bytes of feature state held for all leads (measured at each idle-lead sweep)",
+        self.lead_state_bytes = Gauge(
+            "leadstream_lead_state_bytes",
+            "Bytes of per-lead state held for all leads: features and profile, one compressed "
+            "record per lead as stored (measured at each idle-lead sweep)",
             registry=r,
         )
 

@@ -230,10 +230,10 @@ def create_app(settings) -> faust.App:
         for start in range(0, len(keys), 5000):
             chunk = []
             for k in keys[start:start + 5000]:
-                blob = record.unpack(leads.data.get(k))[0]
-                if blob is not None:
+                blob = leads.data.get(k)
+                if blob:
                     total += len(blob)
-                    sessions += features.peek(blob)[1]
+                    sessions += record.peek(blob)[1]
                     chunk.append((k, blob))
             for k in pipeline.expired(chunk, time.time()):
                 pipeline.forget(k.decode("utf-8", "replace"))
@@ -243,7 +243,7 @@ def create_app(settings) -> faust.App:
                     leads.send_changelog(part, k, None, value_serializer="raw")
                 pipeline.metrics.leads_expired.inc()
             await asyncio.sleep(0)
-        pipeline.metrics.feature_state_bytes.set(total)
+        pipeline.metrics.lead_state_bytes.set(total)
         pipeline.metrics.open_sessions.set(sessions)
         pipeline.metrics.leads.set(len(leads.data))
 

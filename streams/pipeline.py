@@ -23,6 +23,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from features import lead as features
+from features import record
 from features.normalize import FeatureNormalizer
 from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, parse_event, parse_listing
@@ -354,9 +355,9 @@ class Pipeline:
         self.model_version = version
 
     def expired(self, items, now: float) -> list:
-        """Keys of the (key, feature state) pairs idle for longer than the lead TTL."""
+        """Keys of the (key, stored lead record) pairs idle for longer than the lead TTL."""
         cutoff = now - self.settings.lead_ttl_seconds
-        return [k for k, blob in items if features.peek(blob)[0] < cutoff]
+        return [k for k, blob in items if record.peek(blob)[0] < cutoff]
 
     def _trigger(self, ev, profile: LeadProfile) -> str | None:
         s = self.settings

@@ -174,6 +174,7 @@ def test_catalog_records_are_checked_per_record(pipe):
 
 def test_idle_leads_are_chosen_by_the_wall_clock_of_their_last_update():
     from features import lead as F
+    from features import record
     from leadstream.events import parse_event
 
     pipe = Pipeline(Settings(lead_ttl_seconds=100.0), 4)
@@ -181,7 +182,7 @@ def test_idle_leads_are_chosen_by_the_wall_clock_of_their_last_update():
     for lead, touched in (("OLD", 1000.0), ("NEW", 1090.0)):
         s = F.LeadFeatures()
         F.update(s, parse_event(event("session_started", "e1", lead=lead)), None, now=touched)
-        items.append((lead.encode(), F.encode(s)))
+        items.append((lead.encode(), record.pack(F.encode(s), None)))
     assert pipe.expired(items, 1099.0) == []
     assert pipe.expired(items, 1101.0) == [b"OLD"]
     assert pipe.expired(items, 1191.0) == [b"OLD", b"NEW"]

@@ -1,0 +1,135 @@
+"""``leadstream bench scale``: memory per lead and throughput as the number of leads grows.
+
+Each size runs in a fresh process (so memory freed by one size is not reused by the next)
+through the worker's per-record code with no broker: ``Pipeline.ingest`` and ``apply``,
+the lead's state packed into one record as the ``features_by_lead`` table stores it
+(``features/record.py``), the table a dict as in Faust's memory store.
+
+1. **populate**: every lead gets one event (a 60-second listing view, which every model
+   learns from and which triggers the lead's first recommendation);
+2. **measure**: ``window`` events on leads drawn at random from all of them (views, saves,
+   swipes, searches: the simulator's mix of listing events), events per second.
+
+Memory per lead is the growth of the process's resident memory over the populate step
+divided by the leads: table keys and values plus the per-lead model state (content
+profile, matrix-factorisation factors and counts). The record of a lead with a month of
+history is larger than after one event: ``leadstream bench features`` measures that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from leadstream.bench import machine
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _event(i: int, lead: str, et: str, pid: str, ts: datetime, **extra) -> bytes:
+    return orjson.dumps({"event_id": f"s{i}", "lead_id": lead, "event_type": et,
+                         "timestamp": ts.isoformat(), "session_id": f"S-{lead}",
+                         "property_id": pid, **extra})
+
+
+def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
+    """One size, in this process: populate ``leads`` leads, then time ``window`` events."""
+    from features import record
+    from leadstream.settings import Settings
+    from leadstream.simulate import SimConfig, Simulator
+    from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
+
+    pipe = Pipeline(Settings(), 4)
+    sim = Simulator(SimConfig(leads=10, properties=1000, days=1, seed=seed))
+    for r in sim.records():
+        if r.topic == "properties":
+            pipe.load_listing(r.value, r.key)
+    pids = pipe.catalog.ids[:]
+    table: dict[bytes, bytes] = {}
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+
+    def handle(raw: bytes, key: bytes) -> None:
+        res = pipe.ingest(raw, key, partition_for(key, 4))
+        if isinstance(res, DeadLetter | Rekey):
+            raise RuntimeError(f"benchmark event refused: {res}")
+        feats, prof = record.unpack(table.get(key))
+        out = pipe.apply(res, prof, feats, time.time())
+        if out.features is not None:
+            table[key] = record.pack(out.features, out.profile or prof)
+
+    rng = random.Random(seed)
+    base = _rss()
+    start = time.perf_counter()
+    for i in range(leads):
+        lead = f"SL{i:08d}"
+        handle(_event(i, lead, "property_viewed", rng.choice(pids), t0,
+                      payload={"duration_seconds": 60}), lead.encode())
+    populate_s = time.perf_counter() - start
+    grown = _rss() - base
+    mix = [("property_viewed", {"duration_seconds": 45}),
+           ("property_viewed", {"duration_seconds": 8}), ("property_saved", {}), ("property_swiped", {"direction": "right"}),
+           ("property_swiped", {"direction": "left"}), ("property_detail_opened", {})]
+    batch = []
+    for j in range(window):
+        lead = f"SL{rng.randrange(leads):08d}"
+        et, payload = rng.choice(mix)
+        ts = t0 + timedelta(seconds=1 + j * 0.01)
+        batch.append((_event(leads + j, lead, et, rng.choice(pids), ts, payload=payload),
+                      lead.encode()))
+    start = time.perf_counter()
+    for raw, key in batch:
+        handle(raw, key)
+    rate = window / (time.perf_counter() - start)
+    sizes = [len(v) for v in table.values()]
+    return {"leads": leads, "window_events": window,
+            "events_per_second": round(rate, 1),
+            "populate_events_per_second": round(leads / populate_s, 1),
+            "rss_bytes_per_lead": round(grown / leads),
+            "record_bytes_mean": round(sum(sizes) / len(sizes)),
+            "rss_mb": round(_rss() / 2**20, 1)}
+
+
+def bench_scale(sizes=(10_000, 100_000, 1_000_000), window: int = 20_000,
+                seed: int = 7) -> dict:
+    out = {"benchmark": "scale", "machine": machine(), "window_events": window, "sizes": {}}
+    for n in sizes:
+        proc = subprocess.run([sys.executable, "-m", "leadstream.benchscale", str(n),
+                               str(window), str(seed)], capture_output=True, text=True,
+                              check=True, timeout=7200)
+        out["sizes"][str(n)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    first = out["sizes"][str(sizes[0])]["events_per_second"]
+    for r in out["sizes"].values():
+        r["throughput_vs_smallest"] = round(r["events_per_second"] / first, 3)
+    return out
+
+
+def print_scale(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console(highlight=False)
+    c.print(f"[bold]leadstream bench scale[/]  the worker's per-record code with no broker; "
+            f"{r['window_events']:,} events on random leads per size; Python "
+            f"{r['machine']['python']}, {r['machine']['cpus']} CPUs")
+    t = Table("leads", "events/s", "vs smallest", "memory per lead (RSS)", "record mean",
+              "process RSS")
+    for n, v in r["sizes"].items():
+        t.add_row(f"{int(n):,}", f"{v['events_per_second']:,.0f}",
+                  f"{v['throughput_vs_smallest']:.2f}", f"{v['rss_bytes_per_lead']:,} B",
+                  f"{v['record_bytes_mean']:,} B", f"{v['rss_mb']:,.0f} MB")
+    c.print(t)
+
+
+if __name__ == "__main__":  # one size, in a fresh process: prints its JSON
+    n, w, s = (int(x) for x in sys.argv[1:4])
+    print(json.dumps(run_one(n, w, s)))
