@@ -77,7 +77,8 @@ def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
     populate_s = time.perf_counter() - start
     grown = _rss() - base
     mix = [("property_viewed", {"duration_seconds": 45}),
-           ("property_viewed", {"duration_seconds": 8}), ("property_saved", {}), ("property_swiped", {"direction": "right"}),
+           ("property_viewed", {"duration_seconds": 8}), ("property_saved", {}),
+           ("property_swiped", {"direction": "right"}),
            ("property_swiped", {"direction": "left"}), ("property_detail_opened", {})]
     batch = []
     for j in range(window):
