@@ -120,6 +120,11 @@ async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
         await producer.stop()
 
 
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _drain(s, urls: list[str], n_input: int, limit: float = 1800.0) -> dict:
     """Wait until the workers at ``urls`` accounted for ``n_input`` interactions; their
     summed counters and the seconds it took."""
@@ -296,6 +301,7 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000, loads=(200.0, 500.0,
                 catalog.append((r.key, r.value))
             elif len(inter) < events:
                 inter.append((r.key, r.value))
+        out["events"] = len(inter)  # what the simulator gave, at most ``events``
         # 1. ceiling, same events, same broker
         out["ceiling_events_per_second"] = round(asyncio.run(_ceiling(s, inter)), 1)
         # 2. the worker on a backlog
@@ -315,7 +321,7 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000, loads=(200.0, 500.0,
         n_leads = _total(m, "leadstream_leads")
         out["bytes_per_lead"] = round(_total(m, "leadstream_lead_state_bytes")
                                       / max(n_leads, 1))
-        rss = _total(m, "process_resident_memory_bytes")
+        out["worker_rss_mb"] = round(_rss(proc.pid) / 2**20, 1)  # after the backlog
         # 3. latency at offered loads, on the same (now idle) worker
         out["latency"] = {}
         start = 0
@@ -324,7 +330,6 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000, loads=(200.0, 500.0,
             start += int(load * seconds)
             out["latency"][f"{load:g}"] = r
         out["latency_ms"] = {k: v["latency_ms"] for k, v in out["latency"].items()}
-        out["worker_rss_mb"] = round(rss / 2**20, 1)
         # 4. the same backlog split over two workers: throughput, nothing lost, quality
         if two_workers:
             for p in procs:
@@ -355,7 +360,8 @@ def print_pipeline(r: dict) -> None:
     c.print(f"ceiling (aiokafka consume-decode-produce): {r['ceiling_events_per_second']:,.0f}"
             f" events/s; one worker: [bold]{r['pipeline_events_per_second']:,.0f} events/s[/]"
             f" ({r['ratio_to_ceiling']:.1%} of the ceiling); lead state (stored) "
-            f"{r['bytes_per_lead']:,} B/lead")
+            f"{r['bytes_per_lead']:,} B/lead; worker RSS {r['worker_rss_mb']:,} MB after the "
+            "backlog")
     t = Table("offered events/s", "achieved", "lists", "p50 ms", "p95 ms", "p99 ms",
               "event-time lag p99 ms")
     for load, v in r["latency"].items():

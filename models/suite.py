@@ -70,16 +70,25 @@ class Ranked:
     model_version: str = SUITE_VERSION
 
 
-def _standardise(s: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    vals = s[mask]
-    if vals.size < 2:
-        return np.zeros_like(s, dtype=np.float64)
-    mean = float(vals.sum()) / vals.size
-    d = vals - mean
-    sd = math.sqrt(float(d @ d) / vals.size)  # np.std, without its Python-level overhead
-    if sd < 1e-12:
-        return np.zeros_like(s, dtype=np.float64)
-    return (s - mean) / sd
+def _standardise(S: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each row of ``S`` minus its mean over the ``mask``ed columns, over their standard
+    deviation (a row without spread over fewer than two candidates becomes 0).
+
+    >>> Z = _standardise(np.array([[1.0, 2.0, 3.0, 100.0], [5.0, 5.0, 5.0, 0.0]]),
+    ...                  np.array([True, True, True, False]))
+    >>> Z.round(3).tolist()
+    [[-1.225, 0.0, 1.225, 120.025], [0.0, 0.0, 0.0, 0.0]]
+    """
+    m = int(np.count_nonzero(mask))
+    if m < 2:
+        return np.zeros(S.shape, dtype=np.float64)
+    w = mask.astype(np.float64)  # masked sums as matrix-vector products: no fancy indexing
+    D = S - ((S @ w) / m)[:, None]
+    sd = np.sqrt(((D * D) @ w) / m)
+    flat = sd < 1e-12
+    D /= np.where(flat, 1.0, sd)[:, None]
+    D[flat] = 0.0
+    return D
 
 
 class ModelSuite(base.Base):
@@ -280,7 +289,7 @@ class ModelSuite(base.Base):
             "itemitem": f["itemitem"] * w("w_itemitem") * 0.8 * min(1.0, recent / 3.0),
             "mf": f["mf"] * w("w_mf") * min(1.0, self.mf.lead_support.get(lead_id, 0) / 20.0),
         }
-        parts = {}
+        names, ws, rows = [], [], []
         for name, w in weights.items():
             if w <= 0:
                 continue
@@ -288,12 +297,17 @@ class ModelSuite(base.Base):
                  else self.component_scores(name, catalog, lead_id, lead))
             if s is None:
                 continue
-            z = _standardise(np.asarray(s[:n], dtype=np.float64), mask)
-            if name == "mf":  # listings nobody engaged with have untrained factors
-                self.mf._ensure(n)
-                z = np.where(self.mf.support[:n] > 0, z, 0.0)
-            parts[name] = (w, z)
-        return parts
+            names.append(name)
+            ws.append(w)
+            rows.append(s[:n])
+        if not names:
+            return {}
+        Z = _standardise(np.array(rows, dtype=np.float64), mask)  # all components at once
+        if "mf" in names:  # listings nobody engaged with have untrained factors
+            self.mf._ensure(n)
+            j = names.index("mf")
+            Z[j] = np.where(self.mf.support[:n] > 0, Z[j], 0.0)
+        return {name: (w, Z[j]) for j, (name, w) in enumerate(zip(names, ws, strict=True))}
 
     def _blend(self, parts: dict, n: int) -> np.ndarray:
         """The hybrid: weighted standardised components plus a small popularity prior that
