@@ -92,7 +92,7 @@ def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
         handle(raw, key)
     rate = window / (time.perf_counter() - start)
     sizes = [len(v) for v in table.values()]
-    return {"leads": leads, "window_events": window,
+    return {"leads": leads, "leads_held": len(table), "window_events": window,
             "events_per_second": round(rate, 1),
             "populate_events_per_second": round(leads / populate_s, 1),
             "rss_bytes_per_lead": round(grown / leads),

@@ -289,3 +289,35 @@ def test_bench_features_command_reports_its_figures(capsys):
     assert r["stream"]["events"] > 0 and r["features"]["numerical"] >= 54
     # the table holds the stored bytes plus the key and object overheads
     assert r["bytes_per_lead"] > r["stored_bytes_per_lead_mean"]
+
+
+def test_stored_record_is_compressed_and_old_records_still_read():
+    from features import record
+
+    s = F.LeadFeatures()
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    for i in range(40):
+        F.update(s, make_event("property_viewed", event_id=f"e{i}", lead_id="L", session_id="s",
+                               timestamp=t0 + timedelta(minutes=i), property_id=f"P{i % 7}",
+                               payload={"duration_seconds": 30}), None, now=1000.0 + i)
+    feats = F.encode(s)
+    profile = orjson.dumps({"saved": {f"P{i:06d}": 1.7e9 + i for i in range(100)}})
+    blob = record.pack(feats, profile)
+    assert record.unpack(blob) == (feats, profile)
+    assert len(blob) < 0.8 * (len(feats) + len(profile))
+    # the sweep reads the last update and open sessions without decompressing
+    assert record.peek(blob) == F.peek(feats) == (1039.0, 1)
+    # a record written before compression (LR1) is still read, and peeked
+    old = b"LR1" + len(feats).to_bytes(4, "big") + feats + profile
+    assert record.unpack(old) == (feats, profile)
+    assert record.peek(old) == F.peek(feats)
+    with pytest.raises(ValueError, match="unknown version"):
+        record.unpack(b"XX9" + blob[3:])
+
+
+def test_bench_scale_holds_every_lead_in_one_record_each():
+    from leadstream.benchscale import run_one
+
+    r = run_one(300, window=300)
+    assert r["leads_held"] == 300 and r["events_per_second"] > 0
+    assert 0 < r["record_bytes_mean"] < 4096
