@@ -420,12 +420,14 @@ class ModelSuite(base.Base):
             "week": self._recent_pop(len(catalog)) if "recent_popularity" in parts else None,
             "described": {},
         }
+        # per row, the two largest positive contributions (components in ``parts`` order
+        # on a tie), as component indices
+        top2 = np.argsort(-contrib, axis=0, kind="stable")[:2].T.tolist()
+        positive = (contrib > 0).T.tolist()
         out = []
         for j, i in enumerate(rows.tolist()):
-            order = sorted(((float(contrib[a, j]), names[a]) for a in range(len(names))
-                            if contrib[a, j] > 0), reverse=True)
-            texts = [t for _, name in order[:2]
-                     if (t := self._reason_text(name, catalog, i, j, ctx))]
+            texts = [t for a in top2[j] if positive[j][a]
+                     if (t := self._reason_text(names[a], catalog, i, j, ctx))]
             if texts:
                 out.append("; ".join(texts))
             else:
