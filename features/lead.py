@@ -470,6 +470,11 @@ def argmax_label(weights: dict[str, float], default: str = "unknown") -> str:
     return min(k for k, w in weights.items() if w >= best * (1 - 1e-9))
 
 
+# the angle of each hour of the day's middle, for the circular mean of activity hours
+_HOUR_SIN = [math.sin(2 * math.pi * (h + 0.5) / 24) for h in range(24)]
+_HOUR_COS = [math.cos(2 * math.pi * (h + 0.5) / 24) for h in range(24)]
+
+
 def _wstats(v: array, i: int) -> tuple[float, float]:
     """(mean, standard deviation) of the West statistics at slot ``i``."""
     w = v[i]
@@ -554,9 +559,8 @@ def compute(s: LeadFeatures, as_of: float | None = None, *,
     tod = {TIME_OF_DAY[q]: sum(hours[6 * q: 6 * q + 6]) for q in range(4)}
     dow = [m30(L.m_dow + i) for i in range(7)]
     dow_tot = sum(dow)
-    ang = [2 * math.pi * (h + 0.5) / 24 for h in range(24)]
-    hs = _ratio(sum(w * math.sin(a) for w, a in zip(hours, ang, strict=True)), hour_tot)
-    hc = _ratio(sum(w * math.cos(a) for w, a in zip(hours, ang, strict=True)), hour_tot)
+    hs = _ratio(sum(w * x for w, x in zip(hours, _HOUR_SIN, strict=True)), hour_tot)
+    hc = _ratio(sum(w * x for w, x in zip(hours, _HOUR_COS, strict=True)), hour_tot)
     ev24, ev7, ev30 = win(L.w_events, 1), win(L.w_events, 2), win(L.w_events, 3)
 
     def since(t_slot: int) -> float:

@@ -70,18 +70,19 @@ class ItemItemModel(base.Base):
         if not recent:
             return None
         self._ensure(n)
-        s = np.zeros(n)
-        found = False
+        idxs, vals = [], []
         g = 1.0
         for i, _w in reversed(recent):
             sims = self._sims(i)
             if sims is not None:
-                idx, sim = sims
-                keep = idx < n
-                np.add.at(s, idx[keep], g * sim[keep])
-                found = True
+                idxs.append(sims[0])
+                vals.append(g * sims[1])
             g *= self.recency_decay
-        return s if found else None
+        if not idxs:
+            return None
+        idx, val = np.concatenate(idxs), np.concatenate(vals)
+        keep = idx < n
+        return np.bincount(idx[keep], weights=val[keep], minlength=n)[:n]  # sums repeats
 
     def best_reason(self, recent: list[tuple[int, float]], row: int) -> tuple[int, float] | None:
         """The recent listing that contributes most to ``row``'s score, with its similarity."""

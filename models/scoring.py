@@ -72,22 +72,26 @@ def tier(score: float) -> str:
     return "hot" if score >= 70 else "warm" if score >= 40 else "cold"
 
 
+_PHRASES = {
+    "engagement_7d": lambda v: f"engagement score {v:.0f} this week",
+    "saves_7d": lambda v: f"saved {v:.0f} listing{'s' if round(v) != 1 else ''} this week",
+    "bookings_lifetime": lambda v: f"requested {v:.0f} viewing{'s' if v != 1 else ''}",
+    "offers_lifetime": lambda v: f"made {v:.0f} offer{'s' if v != 1 else ''}",
+    "contact_clicks_30d": lambda v: "asked to contact an agent",
+    "response_ratio_lifetime": lambda v: f"answers {v:.0%} of agent contacts",
+    "sessions_7d": lambda v: f"{v:.0f} sessions this week",
+    "recency_hours": lambda v: (f"active {v:.0f} h ago" if v < 48
+                                else f"quiet for {v / 24:.0f} days"),
+    "active_days_30d": lambda v: f"active on {v:.0f} of the last 30 days",
+    "decision_ratio_30d": lambda v: "decides on most listings viewed",
+    "booking_completion_ratio_lifetime": lambda v: "shows up to viewings",
+    "agent_contacts_30d": lambda v: f"contacted {v:.0f} times by agents",
+}
+
+
 def _phrase(name: str, raw: dict[str, float]) -> str:
-    v = raw.get(name, 0.0)
-    return {
-        "engagement_7d": f"engagement score {v:.0f} this week",
-        "saves_7d": f"saved {v:.0f} listing{'s' if round(v) != 1 else ''} this week",
-        "bookings_lifetime": f"requested {v:.0f} viewing{'s' if v != 1 else ''}",
-        "offers_lifetime": f"made {v:.0f} offer{'s' if v != 1 else ''}",
-        "contact_clicks_30d": "asked to contact an agent",
-        "response_ratio_lifetime": f"answers {v:.0%} of agent contacts",
-        "sessions_7d": f"{v:.0f} sessions this week",
-        "recency_hours": (f"active {v:.0f} h ago" if v < 48 else f"quiet for {v / 24:.0f} days"),
-        "active_days_30d": f"active on {v:.0f} of the last 30 days",
-        "decision_ratio_30d": "decides on most listings viewed",
-        "booking_completion_ratio_lifetime": "shows up to viewings",
-        "agent_contacts_30d": f"contacted {v:.0f} times by agents",
-    }.get(name, name)
+    f = _PHRASES.get(name)
+    return f(raw.get(name, 0.0)) if f else name
 
 
 @dataclass
@@ -129,7 +133,8 @@ class LeadScorer(base.Base):
             return float(self.model.predict_proba_one(self.scaler.transform_one(x))[True])
         return self.heuristic(x)[0]
 
-    def score(self, numerical: dict[str, float]) -> Score:
+    def score(self, numerical: dict[str, float], explain: bool = True) -> Score:
+        """The lead's score, tier and (``explain``: else empty) the reasons for it."""
         x = inputs(numerical)
         if self.trained:
             xs = self.scaler.transform_one(x)
@@ -139,11 +144,13 @@ class LeadScorer(base.Base):
         else:
             p, contrib = self.heuristic(x)
             model = "heuristic-1"
+        value = round(100 * p, 1)
+        if not explain:
+            return Score(value, tier(value), [], model, p)
         top = [k for k, c in sorted(contrib.items(), key=lambda kv: -kv[1]) if c > 0.05][:3]
         reasons = [_phrase(k, numerical) for k in top]
         if numerical.get("recency_hours", 0.0) >= 72:
             reasons.append(_phrase("recency_hours", numerical))
-        value = round(100 * p, 1)
         return Score(value, tier(value), reasons or ["little activity yet"], model, p)
 
 

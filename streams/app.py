@@ -126,6 +126,8 @@ def create_app(settings) -> faust.App:
         safe: every offset commit first waits for the producer to deliver all it holds."""
         await producer.send(out_topics[topic], key, value, partition, None, headers)
 
+    changelog = leads.changelog_topic.get_topic_name()
+
     @app.agent(interactions, name="process_interactions")
     async def process_interactions(stream):
         await catalog_ready.wait()
@@ -148,7 +150,12 @@ def create_app(settings) -> faust.App:
                 await emit(dlq, event.key, event.value,
                            headers=out.dead.headers(msg.topic, msg.partition, msg.offset))
             if out.features is not None:
-                leads[key] = record.pack(out.features, out.profile or stored_profile)
+                # what ``leads[key] = value`` does for the memory store, minus Faust's
+                # per-write machinery: the value in the table, then in its changelog
+                # partition (the input's); the commit's flush waits for it like any send
+                value = record.pack(out.features, out.profile or stored_profile)
+                leads.data[key] = value
+                await producer.send(changelog, key, value, msg.partition, None, None)
             if out.recommendation is not None:
                 await emit(recommendations, event.key, out.recommendation)
             if out.score is not None:

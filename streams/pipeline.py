@@ -275,7 +275,7 @@ class Pipeline:
             label = LABELS[ev.payload.outcome]
             scorer.learn_one(numerical, label)
             self.metrics.score_labels.labels(label="converted" if label else "not").inc()
-        sc = scorer.score(numerical)
+        sc = scorer.score(numerical, explain=False)  # the reasons only when published
         ts = ev.timestamp.timestamp()
         crm = et in ("agent_contacted_lead", "lead_responded", "outcome_recorded")
         if profile.last_score is None:
@@ -289,6 +289,7 @@ class Pipeline:
             why = "score_changed"
         else:
             return None
+        sc = scorer.score(numerical)
         profile.last_score, profile.last_tier, profile.last_score_ts = sc.score, sc.tier, ts
         when, reason = contact_at(features.activity_hours(feats), ev.timestamp, sc, numerical)
         self.metrics.scores.labels(tier=sc.tier).inc()
