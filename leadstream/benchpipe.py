@@ -278,7 +278,8 @@ def _wait_ready(url: str, procs: list, log: Path, limit: float = 120.0) -> None:
     raise RuntimeError(f"worker at {url} not ready")
 
 
-def bench_pipeline(events: int = 20_000, leads: int = 2000, loads=(200.0, 500.0, 1000.0),
+def bench_pipeline(events: int = 20_000, leads: int = 2000,
+                   loads=(200.0, 500.0, 750.0, 1000.0),
                    seconds: float = 10.0, latency_leads: int = 10_000, seed: int = 7,
                    two_workers: bool = True) -> dict:
     from leadstream.simulate import SimConfig, Simulator

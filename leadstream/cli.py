@@ -940,7 +940,7 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="benchmarks that print their figures")
     be.add_argument("what", choices=["features", "scoring", "pipeline", "scale", "soak"])
     be.add_argument("--events", type=int, default=20_000, help="pipeline: backlog size")
-    be.add_argument("--loads", default="200,500,1000", help="pipeline: offered events/s")
+    be.add_argument("--loads", default="200,500,750,1000", help="pipeline: offered events/s")
     be.add_argument("--seconds", type=float, default=10.0, help="pipeline: per offered load")
     be.add_argument("--sizes", default="1000,10000,100000",
                     help="scoring: catalog sizes, comma-separated")
