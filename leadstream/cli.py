@@ -796,6 +796,11 @@ def cmd_bench(args, settings: Settings) -> int:
         r = bench.bench_scoring(sizes=tuple(int(x) for x in args.sizes.split(",")),
                                 seed=args.seed)
         show = bench.print_scoring
+    elif args.what == "stages":
+        from leadstream import benchstages
+
+        r = benchstages.bench_stages(leads=args.leads, seed=args.seed)
+        show = benchstages.print_stages
     elif args.what == "scale":
         from leadstream import benchscale
 
@@ -938,7 +943,7 @@ def build_parser() -> argparse.ArgumentParser:
     mo.set_defaults(func=cmd_models)
 
     be = sub.add_parser("bench", help="benchmarks that print their figures")
-    be.add_argument("what", choices=["features", "scoring", "pipeline", "scale", "soak"])
+    be.add_argument("what", choices=["features", "scoring", "pipeline", "stages", "scale", "soak"])
     be.add_argument("--events", type=int, default=20_000, help="pipeline: backlog size")
     be.add_argument("--loads", default="200,500,750,1000", help="pipeline: offered events/s")
     be.add_argument("--seconds", type=float, default=10.0, help="pipeline: per offered load")

@@ -400,3 +400,20 @@ def test_a_poisoned_catalog_is_rejected_per_record_and_leaves_the_models_untouch
     assert pipe.load_listing(listing("P1", 330e3), b"P1")
     assert len(pipe.catalog) == before[0]
     assert pipe.catalog.attributes("P1")["price"] == 330e3
+
+
+def test_bench_stages_times_nested_stages_and_restores_the_code():
+    from leadstream.benchstages import bench_stages
+
+    apply = Pipeline.apply
+    r = bench_stages(leads=20, saves=300)
+    assert Pipeline.apply is apply  # the timers are gone after the run
+    for name in ("mixed", "saves"):
+        v = r["streams"][name]
+        st = {k: x["us_per_event"] for k, x in v["stages"].items()}
+        assert v["events"] > 0 and v["stages"]["ingest: parse and validate"]["calls"] >= v[
+            "events"]
+        assert st["    rank (top_k)"] <= st["  rank + explain"] <= st["recommend"]
+        assert st["recommend"] <= st["apply (all of it)"] <= v["us_per_event"]
+    # every save is a strong signal to a lead that had none: each gets a list
+    assert r["streams"]["saves"]["stages"]["recommend"]["calls"] == 300
