@@ -28,6 +28,16 @@ def machine() -> dict:
             "machine": platform.machine(), "date": datetime.now(UTC).date().isoformat()}
 
 
+def console(name: str, detail: str, r: dict):
+    """A rich console, after the benchmark's header line (what ran, on which machine)."""
+    from rich.console import Console
+
+    c = Console(highlight=False)
+    c.print(f"[bold]leadstream bench {name}[/]  {detail}; Python {r['machine']['python']}, "
+            f"{r['machine']['cpus']} CPUs")
+    return c
+
+
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(int(q * len(xs)), len(xs) - 1)]
@@ -270,13 +280,10 @@ def bench_scoring(sizes=(1_000, 10_000, 100_000), leads: int = 2000, events: int
 
 
 def print_scoring(r: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console(highlight=False)
-    c.print(f"[bold]leadstream bench scoring[/]  {r['events_learned']:,} events learned per "
-            f"catalog, {r['leads']:,} leads, {r['queries']} queries; Python "
-            f"{r['machine']['python']}, {r['machine']['cpus']} CPUs")
+    c = console("scoring", f"{r['events_learned']:,} events learned per catalog, "
+                f"{r['leads']:,} leads, {r['queries']} queries", r)
     t = Table("listings", "top-10 p50 ms", "top-10 p99 ms", "with explanations p50 ms",
               "p99 ms", "learn p50 µs")
     for n, f in r["catalogs"].items():

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from leadstream.bench import machine
+from leadstream.bench import console, machine
 
 
 def _rss() -> int:
@@ -115,13 +115,10 @@ def bench_scale(sizes=(10_000, 100_000, 1_000_000), window: int = 20_000,
 
 
 def print_scale(r: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console(highlight=False)
-    c.print(f"[bold]leadstream bench scale[/]  the worker's per-record code with no broker; "
-            f"{r['window_events']:,} events on random leads per size; Python "
-            f"{r['machine']['python']}, {r['machine']['cpus']} CPUs")
+    c = console("scale", f"the worker's per-record code with no broker; "
+                f"{r['window_events']:,} events on random leads per size", r)
     t = Table("leads", "events/s", "vs smallest", "memory per lead (RSS)", "record mean",
               "process RSS")
     for n, v in r["sizes"].items():

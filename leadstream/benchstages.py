@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from leadstream.bench import machine
+from leadstream.bench import console, machine
 
 # (label, owner, attribute): the stages timed, outermost first
 _STAGES = [
@@ -128,12 +128,9 @@ def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7) -> dict:
 
 
 def print_stages(r: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console(highlight=False)
-    c.print(f"[bold]leadstream bench stages[/]  the worker's per-record code, no broker; "
-            f"Python {r['machine']['python']}, {r['machine']['cpus']} CPUs")
+    c = console("stages", "the worker's per-record code, no broker", r)
     for name, v in r["streams"].items():
         t = Table("stage", "µs per event", "calls", "µs per call",
                   title=f"{name}: {v['events']:,} events, {v['us_per_event']} µs per event")
