@@ -88,6 +88,11 @@ class Metrics:
             "Idle leads forgotten (no event for lead_ttl_seconds)",
             registry=r,
         )
+        self.leads_handed_over = Counter(
+            "leadstream_leads_handed_over",
+            "Copies of leads dropped because their partition moved to another worker",
+            registry=r,
+        )
         self.partition_stalls = Counter(
             "leadstream_partition_stalls",
             "Input partitions found stalled (records waiting, read position not moving) "

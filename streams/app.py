@@ -239,25 +239,44 @@ def create_app(settings) -> faust.App:
         finally:
             await consumer.stop()
 
+    def held_partitions() -> set[int]:
+        """The input partitions this worker holds now (empty while rebalancing)."""
+        if app.rebalancing:
+            return set()
+        return {tp.partition for tp in app.assignor.assigned_actives()
+                if tp.topic == interactions.get_topic_name()}
+
     @app.timer(interval=settings.lead_sweep_interval_seconds)
     async def forget_idle_leads():
-        """Delete leads idle for longer than the TTL from the table (and its changelog)."""
+        """Delete leads idle for longer than the TTL from the table (and its changelog).
+
+        Drop, without a tombstone, copies of leads whose partition another worker holds
+        now: Faust's memory store keeps the keys written here when their partition moves,
+        and such a copy, idle here, must never delete the live lead from the changelog."""
         keys = list(leads.data.keys())
         total = sessions = 0
         for start in range(0, len(keys), 5000):
+            mine = held_partitions()
+            if not mine:
+                return  # rebalancing: sweep next time
             chunk = []
             for k in keys[start:start + 5000]:
                 blob = leads.data.get(k)
-                if blob:
-                    total += len(blob)
-                    sessions += record.peek(blob)[1]
-                    chunk.append((k, blob))
+                if not blob:
+                    continue
+                if partition_for(k, n) not in mine:
+                    del leads.data[k]
+                    pipeline.forget(k.decode("utf-8", "replace"))
+                    pipeline.metrics.leads_handed_over.inc()
+                    continue
+                total += len(blob)
+                sessions += record.peek(blob)[1]
+                chunk.append((k, blob))
             for k in pipeline.expired(chunk, time.time()):
                 pipeline.forget(k.decode("utf-8", "replace"))
-                part = partition_for(k, n)
                 if k in leads.data:
                     del leads.data[k]
-                    leads.send_changelog(part, k, None, value_serializer="raw")
+                    leads.send_changelog(partition_for(k, n), k, None, value_serializer="raw")
                 pipeline.metrics.leads_expired.inc()
             await asyncio.sleep(0)
         pipeline.metrics.lead_state_bytes.set(total)

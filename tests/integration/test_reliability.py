@@ -120,7 +120,8 @@ def _stream(seed: int):
 
 def test_workers_joining_leaving_and_killed_move_tables_with_their_partitions(
         settings, worker_factory, tmp_path):
-    s = settings.model_copy(update={"kafka_session_timeout_seconds": 6.0})
+    s = settings.model_copy(update={"kafka_session_timeout_seconds": 6.0,
+                                    "lead_sweep_interval_seconds": 2.0})
     records, unique = _stream(seed=37)
     third = len(records) // 3
     parts = [records[:third], records[third:2 * third], records[2 * third:]]
@@ -140,6 +141,12 @@ def test_workers_joining_leaving_and_killed_move_tables_with_their_partitions(
     w2 = worker_factory(other("w2"))  # joins: ready once it holds partitions
     publish_part(1)
     w2.wait_for(lambda: processed(w2) > 0, what="w2 processing its partitions")
+    # every lead held by exactly one worker: the copies w1 kept of leads whose partitions
+    # moved to w2 are dropped by its sweep (never tombstoned: w2 holds them live)
+    leads01 = set(_expected(parts[0] + parts[1], s))
+    w2.wait_for(lambda: w1.total("leadstream_leads") + w2.total("leadstream_leads")
+                == len(leads01), timeout=60, what="each lead held by one worker")
+    assert w1.total("leadstream_leads_handed_over_total") > 0
     assert w2.stop(signal.SIGTERM) == 0  # leaves cleanly mid-stream
     w3 = worker_factory(other("w3"))
     publish_part(2)
