@@ -239,10 +239,10 @@ def create_app(settings) -> faust.App:
         finally:
             await consumer.stop()
 
-    def held_partitions() -> set[int]:
-        """The input partitions this worker holds now (empty while rebalancing)."""
+    def held_partitions() -> set[int] | None:
+        """The input partitions this worker holds now (None while rebalancing)."""
         if app.rebalancing:
-            return set()
+            return None
         return {tp.partition for tp in app.assignor.assigned_actives()
                 if tp.topic == interactions.get_topic_name()}
 
@@ -257,8 +257,8 @@ def create_app(settings) -> faust.App:
         total = sessions = 0
         for start in range(0, len(keys), 5000):
             mine = held_partitions()
-            if not mine:
-                return  # rebalancing: sweep next time
+            if mine is None:
+                return  # rebalancing: sweep next time (a worker may also hold none)
             chunk = []
             for k in keys[start:start + 5000]:
                 blob = leads.data.get(k)

@@ -144,8 +144,17 @@ def test_workers_joining_leaving_and_killed_move_tables_with_their_partitions(
     # every lead held by exactly one worker: the copies w1 kept of leads whose partitions
     # moved to w2 are dropped by its sweep (never tombstoned: w2 holds them live)
     leads01 = set(_expected(parts[0] + parts[1], s))
-    w2.wait_for(lambda: w1.total("leadstream_leads") + w2.total("leadstream_leads")
-                == len(leads01), timeout=60, what="each lead held by one worker")
+    held = []
+
+    def each_lead_held_once():
+        held[:] = [w1.total("leadstream_leads"), w2.total("leadstream_leads"),
+                   w1.total("leadstream_leads_handed_over_total"), len(leads01)]
+        return held[0] + held[1] == held[3]
+
+    try:
+        w2.wait_for(each_lead_held_once, timeout=90, what="each lead held by one worker")
+    except AssertionError:
+        raise AssertionError(f"leads held by w1, w2; handed over by w1; expected: {held}")
     assert w1.total("leadstream_leads_handed_over_total") > 0
     assert w2.stop(signal.SIGTERM) == 0  # leaves cleanly mid-stream
     w3 = worker_factory(other("w3"))
