@@ -154,7 +154,7 @@ def test_workers_joining_leaving_and_killed_move_tables_with_their_partitions(
     try:
         w2.wait_for(each_lead_held_once, timeout=90, what="each lead held by one worker")
     except AssertionError:
-        raise AssertionError(f"leads held by w1, w2; handed over by w1; expected: {held}")
+        raise AssertionError(f"leads held by w1, w2; handed over by w1; expected: {held}") from None
     assert w1.total("leadstream_leads_handed_over_total") > 0
     assert w2.stop(signal.SIGTERM) == 0  # leaves cleanly mid-stream
     w3 = worker_factory(other("w3"))
