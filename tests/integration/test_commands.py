@@ -86,3 +86,20 @@ def test_top_shows_rates_models_and_recommendations_of_a_live_worker(settings, w
     assert "latest recommendations" in out and "conf " in out
     assert "hybrid" in out  # online quality per model
     assert w.total("leadstream_events_processed_total") > 0
+
+
+def test_bench_pipeline_accounts_for_every_event_with_one_and_two_workers(kafka, monkeypatch):
+    from leadstream.benchpipe import bench_pipeline
+
+    monkeypatch.setenv("LEADSTREAM_KAFKA_BOOTSTRAP", kafka.bootstrap)
+    monkeypatch.setenv("LEADSTREAM_HOME", str(HOME))
+    r = bench_pipeline(events=800, leads=60, loads=(40.0,), seconds=2.0, latency_leads=100)
+    assert 0 < r["pipeline_events_per_second"] < r["ceiling_events_per_second"]
+    assert r["bytes_per_lead"] > 0 and r["worker_rss_mb"] > 0
+    lat = r["latency"]["40"]
+    assert lat["recommendations"] == lat["events"] == 80  # every save got its list
+    assert 0 < lat["latency_ms"]["p50"] <= lat["latency_ms"]["p99"]
+    two = r["two_workers"]
+    assert two["accounted"] == two["input"] == r["events"]
+    assert two["leads_compared"] > 0 and two["leads_differing"] == 0
+    assert two["recommendation_hits"] > 0 and two["events_per_second"] > 0
