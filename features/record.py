@@ -8,10 +8,11 @@ offset in the features says "already applied", so the event is skipped as a repl
 the profile never gets it. One value per lead makes the update of both atomic (one
 changelog record) and halves the changelog writes per event.
 
-The value is compressed with Zstandard (level 1): a lead with a month of history holds
-about 5.5 KB of features and profile, 3.2 KB stored, for about 25 µs per event (compress
-and decompress). A small uncompressed head keeps what the idle-lead sweep reads
-(:func:`peek`), so the sweep never decompresses.
+The value is compressed with Zstandard (level 1): a lead with two weeks of history holds
+about 4.8 KB of features and profile, 2.8 KB stored (``leadstream bench features``), for
+about 24 µs per event to compress and decompress (``leadstream bench stages``). A small
+uncompressed head keeps what the idle-lead sweep reads (:func:`peek`), so the sweep
+never decompresses.
 
 >>> from features import lead
 >>> feats = lead.encode(lead.LeadFeatures())

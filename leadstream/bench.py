@@ -10,6 +10,7 @@ per feature extraction (its hand-off note); the ratio is printed beside it.
 from __future__ import annotations
 
 import gc
+import os
 import platform
 import statistics
 import time
@@ -22,10 +23,14 @@ BATCH_ENGINE_MS = 1.5  # the batch engine's feature extraction, from its hand-of
 
 
 def machine() -> dict:
-    import os
-
     return {"python": platform.python_version(), "cpus": os.cpu_count(),
             "machine": platform.machine(), "date": datetime.now(UTC).date().isoformat()}
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of a process (Linux ``/proc``), in bytes."""
+    with open(f"/proc/{pid}/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def console(name: str, detail: str, r: dict):
@@ -164,15 +169,12 @@ def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
 
 
 def print_features(r: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console(highlight=False)
     st = r["stream"]
-    c.print(f"[bold]leadstream bench features[/]  {st['events']} events, {st['leads']} leads, "
-            f"{st['days']:g} simulated days (seed {st['seed']}); "
-            f"{r['features']['numerical']} numerical + {r['features']['categorical']} "
-            f"categorical features; Python {r['machine']['python']}, {r['machine']['cpus']} CPUs")
+    c = console("features", f"{st['events']} events, {st['leads']} leads, {st['days']:g} "
+                f"simulated days (seed {st['seed']}); {r['features']['numerical']} numerical + "
+                f"{r['features']['categorical']} categorical features", r)
     t = Table("figure", "p50", "p99", "note")
     t.add_row("update (µs/event)", f"{r['update_us_p50']}", f"{r['update_us_p99']}",
               f"{r['speedup_vs_reference_p50']}x faster than the batch engine's "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from leadstream.bench import _pct, machine
+from leadstream.bench import _pct, console, machine, rss_bytes
 from leadstream.top import scrape as _metrics
 from leadstream.top import total as _total
 
@@ -57,17 +57,42 @@ def embedded_or_configured(kind: str):
     return base, work, broker
 
 
-def _start_worker(s, log: Path, extra_env: dict | None = None) -> subprocess.Popen:
+def _spawn(s, log: Path, extra_env: dict | None = None) -> subprocess.Popen:
+    """A ``leadstream worker`` process for settings ``s``, logging to ``log``."""
     with open(log, "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"],
+        return subprocess.Popen([sys.executable, "-m", "leadstream", "worker"],
                                 env={**_env(s), **(extra_env or {})},
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _start_worker(s, log: Path, extra_env: dict | None = None) -> subprocess.Popen:
+    proc = _spawn(s, log, extra_env)
     try:
         _wait_ready(f"http://127.0.0.1:{s.web_port}", [proc], log)
     except RuntimeError:
         proc.kill()
         raise
     return proc
+
+
+def _stop(procs: list) -> None:
+    """SIGTERM each worker, SIGKILL the ones still running 30 s later."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    procs.clear()
+
+
+def save_event(event_id: str, lead: str, property_id: str) -> bytes:
+    """A ``property_saved`` event at the current time: each one is due a new list."""
+    return orjson.dumps({
+        "event_id": event_id, "lead_id": lead, "event_type": "property_saved",
+        "timestamp": datetime.now(UTC).isoformat(), "session_id": "bench",
+        "property_id": property_id})
 
 
 async def _produce(s, topic: str, records) -> None:
@@ -118,11 +143,6 @@ async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
     finally:
         await consumer.stop()
         await producer.stop()
-
-
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _drain(s, urls: list[str], n_input: int, limit: float = 1800.0) -> dict:
@@ -195,10 +215,7 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
                 await asyncio.sleep(delay)
             lead = f"BL{(start + i) % leads:06d}"
             eid = f"lat-{load:g}-{i}"
-            body = orjson.dumps({
-                "event_id": eid, "lead_id": lead, "event_type": "property_saved",
-                "timestamp": datetime.now(UTC).isoformat(), "session_id": "bench",
-                "property_id": f"P{(start + i) % 900:06d}"})
+            body = save_event(eid, lead, f"P{(start + i) % 900:06d}")
             sent[eid] = time.perf_counter()
             await producer.send(s.topic("interactions"), body, key=lead.encode())
         offered = n_total / (time.perf_counter() - t0)
@@ -229,26 +246,15 @@ def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
     asyncio.run(apply_topics(s))
     asyncio.run(_produce(s, s.topic("properties"), catalog))
     asyncio.run(_produce(s, s.topic("interactions"), inter))
-    procs = []
+    procs = [_spawn(s, work / "worker-2a.log"), _spawn(s2, work / "worker-2b.log")]
     try:
-        with open(work / "worker-2a.log", "ab") as a, open(work / "worker-2b.log", "ab") as b:
-            for st, fh in ((s, a), (s2, b)):
-                procs.append(subprocess.Popen([sys.executable, "-m", "leadstream", "worker"],
-                                              env=_env(st), stdout=fh, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
         urls = [f"http://127.0.0.1:{x.web_port}" for x in (s, s2)]
-        for u in urls:
-            _wait_ready(u, procs, work / "worker-2a.log")
+        for u, name in zip(urls, ("2a", "2b"), strict=True):
+            _wait_ready(u, procs, work / f"worker-{name}.log")
         two = _drain(s, urls, len(inter))
         counts = _event_counts(urls[0], list(counts_one))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
     rate = two["accounted"] / two["seconds"]
     hits1, hits2 = one["leadstream_recommendation_hits_total"], two[
         "leadstream_recommendation_hits_total"]
@@ -322,7 +328,7 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         n_leads = _total(m, "leadstream_leads")
         out["bytes_per_lead"] = round(_total(m, "leadstream_lead_state_bytes")
                                       / max(n_leads, 1))
-        out["worker_rss_mb"] = round(_rss(proc.pid) / 2**20, 1)  # after the backlog
+        out["worker_rss_mb"] = round(rss_bytes(proc.pid) / 2**20, 1)  # after the backlog
         # 3. latency at offered loads, on the same (now idle) worker
         out["latency"] = {}
         start = 0
@@ -333,31 +339,20 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         out["latency_ms"] = {k: v["latency_ms"] for k, v in out["latency"].items()}
         # 4. the same backlog split over two workers: throughput, nothing lost, quality
         if two_workers:
-            for p in procs:
-                p.terminate()
-                p.wait(30)
-            procs.clear()
+            _stop(procs)
             out["two_workers"] = _two_workers(base, work, catalog, inter, one, counts_one)
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
         if broker is not None:
             broker.stop()
     return out
 
 
 def print_pipeline(r: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console(highlight=False)
-    c.print(f"[bold]leadstream bench pipeline[/]  {r['events']:,} simulated events of "
-            f"{r['leads']:,} leads; Python {r['machine']['python']}, {r['machine']['cpus']} CPUs,"
-            " broker on the same machine")
+    c = console("pipeline", f"{r['events']:,} simulated events of {r['leads']:,} leads, "
+                "broker on the same machine", r)
     c.print(f"ceiling (aiokafka consume-decode-produce): {r['ceiling_events_per_second']:,.0f}"
             f" events/s; one worker: [bold]{r['pipeline_events_per_second']:,.0f} events/s[/]"
             f" ({r['ratio_to_ceiling']:.1%} of the ceiling); lead state (stored) "

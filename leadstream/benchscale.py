@@ -19,7 +19,6 @@ history is larger than after one event: ``leadstream bench features`` measures t
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -28,12 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from leadstream.bench import console, machine
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from leadstream.bench import console, machine, rss_bytes
 
 
 def _event(i: int, lead: str, et: str, pid: str, ts: datetime, **extra) -> bytes:
@@ -68,14 +62,14 @@ def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
             table[key] = record.pack(out.features, out.profile or prof)
 
     rng = random.Random(seed)
-    base = _rss()
+    base = rss_bytes()
     start = time.perf_counter()
     for i in range(leads):
         lead = f"SL{i:08d}"
         handle(_event(i, lead, "property_viewed", rng.choice(pids), t0,
                       payload={"duration_seconds": 60}), lead.encode())
     populate_s = time.perf_counter() - start
-    grown = _rss() - base
+    grown = rss_bytes() - base
     mix = [("property_viewed", {"duration_seconds": 45}),
            ("property_viewed", {"duration_seconds": 8}), ("property_saved", {}),
            ("property_swiped", {"direction": "right"}),
@@ -97,7 +91,7 @@ def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
             "populate_events_per_second": round(leads / populate_s, 1),
             "rss_bytes_per_lead": round(grown / leads),
             "record_bytes_mean": round(sum(sizes) / len(sizes)),
-            "rss_mb": round(_rss() / 2**20, 1)}
+            "rss_mb": round(rss_bytes() / 2**20, 1)}
 
 
 def bench_scale(sizes=(10_000, 100_000, 1_000_000), window: int = 20_000,

@@ -21,9 +21,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import orjson
-
 from leadstream.bench import console, machine
+from leadstream.benchpipe import save_event
 
 # (label, owner, attribute): the stages timed, outermost first
 _STAGES = [
@@ -73,13 +72,9 @@ def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7) -> dict:
     catalog, mixed = [], []
     for r in sim.records():
         (catalog if r.topic == "properties" else mixed).append((r.key, r.value))
-    save_stream = []
-    for i in range(saves):
-        lead = f"BL{i % 10_000:06d}"
-        save_stream.append((lead.encode(), orjson.dumps({
-            "event_id": f"lat-{i}", "lead_id": lead, "event_type": "property_saved",
-            "timestamp": datetime.now(UTC).isoformat(), "session_id": "bench",
-            "property_id": f"P{i % 900:06d}"})))
+    save_stream = [(f"BL{i % 10_000:06d}".encode(),
+                    save_event(f"lat-{i}", f"BL{i % 10_000:06d}", f"P{i % 900:06d}"))
+                   for i in range(saves)]
     pipe = P.Pipeline(Settings(), 4)
     for key, value in catalog:
         pipe.load_listing(value, key)

@@ -23,16 +23,9 @@ from pathlib import Path
 
 import orjson
 
-from leadstream.bench import machine
+from leadstream.bench import console, machine, rss_bytes
 from leadstream.top import scrape as _metrics
 from leadstream.top import total as _total
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def _errors(log: Path, since: int) -> list[str]:
@@ -82,7 +75,7 @@ async def _offer(s, url: str, rate: float, minutes: float, active: int, rotate_s
                     "processed": _total(m, "leadstream_events_processed_total"),
                     "lag": _total(m, "leadstream_consumer_lag"),
                     "leads": _total(m, "leadstream_leads"),
-                    "rss_mb": round(_rss_bytes(worker_pid) / 2**20, 1),
+                    "rss_mb": round(rss_bytes(worker_pid) / 2**20, 1),
                     "errors": len(_errors(log, since)),
                 })
                 next_sample += sample_seconds
@@ -162,14 +155,11 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
 
 
 def print_soak(r: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console(highlight=False)
-    c.print(f"[bold]leadstream bench soak[/]  {r['minutes']:g} min at "
-            f"{r['offered_events_per_second']:,.0f} events/s, {r['active_leads']:,} active leads "
-            f"rotating every {r['rotate_seconds']:g} s, lead TTL {r['lead_ttl_seconds']:g} s; "
-            f"Python {r['machine']['python']}, {r['machine']['cpus']} CPUs")
+    c = console("soak", f"{r['minutes']:g} min at {r['offered_events_per_second']:,.0f} "
+                f"events/s, {r['active_leads']:,} active leads rotating every "
+                f"{r['rotate_seconds']:g} s, lead TTL {r['lead_ttl_seconds']:g} s", r)
     t = Table("t (s)", "sent", "processed", "lag", "leads held", "RSS MB", "error lines")
     for x in r["samples"]:
         t.add_row(f"{x['t_seconds']:g}", f"{x['sent']:,}", f"{x['processed']:,.0f}",

@@ -145,22 +145,17 @@ class ContentModel(base.Base):
         self._ensure(n)
         return self.X[:n] @ (p / norm)
 
-    def importance(self, lead: str, row: int) -> dict[str, float]:
-        """Each block's share of the listing's (positive) similarity with the lead."""
-        shares = self.importances(lead, np.array([row]))
-        if shares is None or not shares.any():
-            return {}
-        return {name: float(v) for name, v in zip(BLOCKS, shares[0], strict=True) if v > 0}
-
     def importances(self, lead: str, rows: np.ndarray) -> np.ndarray | None:
-        """``importance`` of several rows at once: (rows x blocks) shares, in ``BLOCKS``
-        order, 0 where a block's term is not positive (None: the lead has no profile)."""
+        """Each block's share of each row's (positive) similarity with the lead: (rows x
+        blocks) shares in ``BLOCKS`` order, 0 where a block's term is not positive or the
+        row has no vector (None: the lead has no profile)."""
         p = self.profile(lead)
         if p is None:
             return None
         rows = np.asarray(rows, dtype=np.int64)
-        known = (rows < len(self.has)) & self.has[np.minimum(rows, len(self.has) - 1)] if len(
-            self.has) else np.zeros(len(rows), dtype=bool)
+        n = len(self.has)
+        known = ((rows < n) & self.has[np.minimum(rows, n - 1)] if n
+                 else np.zeros(len(rows), dtype=bool))
         terms = (self.X[np.where(known, rows, 0)] * p) @ _BLOCK_SUM  # (rows x blocks)
         terms = np.where(known[:, None] & (terms > 0), terms, 0.0)
         tot = terms.sum(axis=1, keepdims=True)

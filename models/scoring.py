@@ -101,6 +101,7 @@ class Score:
     reasons: list[str]
     model: str
     probability: float = field(default=0.0)
+    contrib: dict[str, float] = field(default_factory=dict, repr=False)  # for the reasons
 
 
 class LeadScorer(base.Base):
@@ -134,7 +135,8 @@ class LeadScorer(base.Base):
         return self.heuristic(x)[0]
 
     def score(self, numerical: dict[str, float], explain: bool = True) -> Score:
-        """The lead's score, tier and (``explain``: else empty) the reasons for it."""
+        """The lead's score, tier and (``explain``: else empty, see ``explain``) the
+        reasons for it."""
         x = inputs(numerical)
         if self.trained:
             xs = self.scaler.transform_one(x)
@@ -145,13 +147,18 @@ class LeadScorer(base.Base):
             p, contrib = self.heuristic(x)
             model = "heuristic-1"
         value = round(100 * p, 1)
-        if not explain:
-            return Score(value, tier(value), [], model, p)
-        top = [k for k, c in sorted(contrib.items(), key=lambda kv: -kv[1]) if c > 0.05][:3]
+        sc = Score(value, tier(value), [], model, p, contrib)
+        return self.explain(sc, numerical) if explain else sc
+
+    @staticmethod
+    def explain(sc: Score, numerical: dict[str, float]) -> Score:
+        """``sc`` with its reasons: the inputs adding most to it, in words."""
+        top = [k for k, c in sorted(sc.contrib.items(), key=lambda kv: -kv[1]) if c > 0.05][:3]
         reasons = [_phrase(k, numerical) for k in top]
         if numerical.get("recency_hours", 0.0) >= 72:
             reasons.append(_phrase("recency_hours", numerical))
-        return Score(value, tier(value), reasons or ["little activity yet"], model, p)
+        sc.reasons = reasons or ["little activity yet"]
+        return sc
 
 
 def contact_at(hours: list[float], event_time: datetime, score: Score,

@@ -117,16 +117,15 @@ def create_app(settings) -> faust.App:
                       "(features/record.py)")
 
     producer = app.producer
+    changelog = leads.changelog_topic
     out_topics = {t: t.get_topic_name() for t in (interactions, recommendations, lead_scores,
-                                                   agent_insights, agent_facts, dlq)}
+                                                   agent_insights, agent_facts, dlq, changelog)}
 
     async def emit(topic, key: bytes | None, value: bytes, partition: int | None = None,
                    headers=None) -> None:
         """Hand a record to the producer: cheaper than ``Topic.send`` per event, and as
         safe: every offset commit first waits for the producer to deliver all it holds."""
         await producer.send(out_topics[topic], key, value, partition, None, headers)
-
-    changelog = leads.changelog_topic.get_topic_name()
 
     @app.agent(interactions, name="process_interactions")
     async def process_interactions(stream):
@@ -155,7 +154,7 @@ def create_app(settings) -> faust.App:
                 # partition (the input's); the commit's flush waits for it like any send
                 value = record.pack(out.features, out.profile or stored_profile)
                 leads.data[key] = value
-                await producer.send(changelog, key, value, msg.partition, None, None)
+                await emit(changelog, key, value, partition=msg.partition)
             if out.recommendation is not None:
                 await emit(recommendations, event.key, out.recommendation)
             if out.score is not None:

@@ -289,7 +289,7 @@ class Pipeline:
             why = "score_changed"
         else:
             return None
-        sc = scorer.score(numerical)
+        scorer.explain(sc, numerical)
         profile.last_score, profile.last_tier, profile.last_score_ts = sc.score, sc.tier, ts
         when, reason = contact_at(features.activity_hours(feats), ev.timestamp, sc, numerical)
         self.metrics.scores.labels(tier=sc.tier).inc()
