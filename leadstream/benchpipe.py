@@ -6,7 +6,12 @@
    per second from its readiness until every offset is accounted for;
 3. **latency**: a running worker fed at fixed offered loads (strong-signal events of
    ``latency_leads`` leads, each due a recommendation); producer send to the
-   recommendation's arrival at a consumer, p50/p95/p99, and event time to emission.
+   recommendation's arrival at a consumer, p50/p95/p99, and event time to emission;
+   then the same loads of simulated traffic of every kind (views, swipes, searches,
+   sessions, saves, ...) of ``latency_leads`` leads, sent as live events
+   (:func:`restamp`), where only the events due a list (a session start, a strong signal,
+   a lead's first event, a changed top-k) are timed;
+4. **two workers**: the same backlog split over two worker processes.
 
 Uses the embedded Apache Kafka unless ``LEADSTREAM_KAFKA_BOOTSTRAP`` is set.
 """
@@ -177,8 +182,26 @@ def _event_counts(url: str, leads: list[str]) -> dict[str, int]:
     return out
 
 
-async def _latency(s, url: str, load: float, seconds: float, leads: int, start: int) -> dict:
-    """Offer ``load`` strong-signal events/s for ``seconds``; latency of their lists."""
+def restamp(value: bytes, event_id: str) -> bytes:
+    """A simulated event as live traffic: a fresh ``event_id`` and the current time.
+
+    >>> ev = orjson.loads(restamp(b'{"event_id": "e1", "timestamp": "2026-03-01T00:00:00Z"}',
+    ...                           "mx-1"))
+    >>> ev["event_id"], ev["timestamp"] > "2026-03-02"
+    ('mx-1', True)
+    """
+    ev = orjson.loads(value)
+    ev["event_id"] = event_id
+    ev["timestamp"] = datetime.now(UTC).isoformat()
+    return orjson.dumps(ev)
+
+
+async def _latency(s, url: str, load: float, seconds: float, leads: int, start: int,
+                   mixed: list[tuple[bytes, bytes]] | None = None) -> dict:
+    """Offer ``load`` events/s for ``seconds``; the latency of the lists they are due.
+
+    Saves (each due a list) of ``leads`` leads; or, with ``mixed``, simulated traffic of
+    all kinds (``restamp``ed, from ``start``), of which only some events are due a list."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     consumer = AIOKafkaConsumer(s.topic("recommendations"), group_id=None,
@@ -213,15 +236,26 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            lead = f"BL{(start + i) % leads:06d}"
-            eid = f"lat-{load:g}-{i}"
-            body = save_event(eid, lead, f"P{(start + i) % 900:06d}")
+            if mixed is None:
+                key = f"BL{(start + i) % leads:06d}".encode()
+                eid = f"lat-{load:g}-{i}"
+                body = save_event(eid, key.decode(), f"P{(start + i) % 900:06d}")
+            else:
+                key, value = mixed[(start + i) % len(mixed)]
+                eid = f"mx-{load:g}-{i}"
+                body = restamp(value, eid)
             sent[eid] = time.perf_counter()
-            await producer.send(s.topic("interactions"), body, key=lead.encode())
+            await producer.send(s.topic("interactions"), body, key=key)
         offered = n_total / (time.perf_counter() - t0)
         deadline = time.perf_counter() + 30
-        while len(lat) < n_total and time.perf_counter() < deadline:
-            await asyncio.sleep(0.2)
+        if mixed is None:  # every save gets its list
+            while len(lat) < n_total and time.perf_counter() < deadline:
+                await asyncio.sleep(0.2)
+        else:  # only some events are due one: until none arrived for 3 s
+            seen = -1
+            while seen != len(lat) and time.perf_counter() < deadline:
+                seen = len(lat)
+                await asyncio.sleep(3.0)
     finally:
         rx.cancel()
         await producer.stop()
@@ -293,7 +327,8 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
     from streams.topics import apply_topics
 
     base, work, broker = embedded_or_configured("bench")
-    out = {"benchmark": "pipeline", "machine": machine(), "events": events, "leads": leads}
+    out = {"benchmark": "pipeline", "machine": machine(), "events": events, "leads": leads,
+           "latency_leads": latency_leads}
     procs = []
     try:
         s = base.model_copy(update={"topic_prefix": f"b{uuid.uuid4().hex[:6]}-",
@@ -337,6 +372,24 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
             start += int(load * seconds)
             out["latency"][f"{load:g}"] = r
         out["latency_ms"] = {k: v["latency_ms"] for k, v in out["latency"].items()}
+        # 3b. the same loads of simulated traffic of ``latency_leads`` leads (all kinds)
+        n_mixed = int(sum(loads) * seconds)
+        sim = Simulator(SimConfig(leads=latency_leads, properties=1000, days=1.0, seed=seed,
+                                  new_listings_per_day=0, sold_per_day=0,
+                                  start=datetime.now(UTC) - timedelta(days=4)))
+        mixed = []
+        for r in sim.records():
+            if r.topic == "interactions":
+                mixed.append((r.key, r.value))
+                if len(mixed) >= n_mixed:
+                    break
+        out["latency_mixed"] = {}
+        start = 0
+        for load in loads:
+            r = asyncio.run(_latency(s, url, load, seconds, latency_leads, start, mixed))
+            start += int(load * seconds)
+            out["latency_mixed"][f"{load:g}"] = r
+        out["latency_mixed_ms"] = {k: v["latency_ms"] for k, v in out["latency_mixed"].items()}
         # 4. the same backlog split over two workers: throughput, nothing lost, quality
         if two_workers:
             _stop(procs)
@@ -358,13 +411,17 @@ def print_pipeline(r: dict) -> None:
             f" ({r['ratio_to_ceiling']:.1%} of the ceiling); lead state (stored) "
             f"{r['bytes_per_lead']:,} B/lead; worker RSS {r['worker_rss_mb']:,} MB after the "
             "backlog")
-    t = Table("offered events/s", "achieved", "lists", "p50 ms", "p95 ms", "p99 ms",
-              "event-time lag p99 ms")
-    for load, v in r["latency"].items():
-        lm = v["latency_ms"]
-        t.add_row(load, f"{v['offered_events_per_second']:,.0f}", str(v["recommendations"]),
-                  str(lm["p50"]), str(lm["p95"]), str(lm["p99"]), str(v["event_time_lag_ms_p99"]))
-    c.print(t)
+    n = f"{r.get('latency_leads', 10_000):,} leads"
+    for key, title in (("latency", f"every event a save (each due a list), {n}"),
+                       ("latency_mixed", f"simulated traffic of all kinds (some due a list), {n}")):
+        t = Table("offered events/s", "achieved", "events", "lists", "p50 ms", "p95 ms",
+                  "p99 ms", "event-time lag p99 ms", title=f"event to list: {title}")
+        for load, v in r.get(key, {}).items():
+            lm = v["latency_ms"]
+            t.add_row(load, f"{v['offered_events_per_second']:,.0f}", f"{v['events']:,}",
+                      f"{v['recommendations']:,}", str(lm["p50"]), str(lm["p95"]),
+                      str(lm["p99"]), str(v["event_time_lag_ms_p99"]))
+        c.print(t)
     w = r.get("two_workers")
     if w:
         c.print(f"two workers: {w['events_per_second']:,.0f} events/s ({w['speedup_vs_one']:.2f}x "

@@ -99,6 +99,9 @@ def test_bench_pipeline_accounts_for_every_event_with_one_and_two_workers(kafka,
     lat = r["latency"]["40"]
     assert lat["recommendations"] == lat["events"] == 80  # every save got its list
     assert 0 < lat["latency_ms"]["p50"] <= lat["latency_ms"]["p99"]
+    mixed = r["latency_mixed"]["40"]  # simulated traffic: only some events are due a list
+    assert mixed["events"] == 80 and 0 < mixed["recommendations"] < 80
+    assert 0 < mixed["latency_ms"]["p50"] <= mixed["latency_ms"]["p99"]
     two = r["two_workers"]
     assert two["accounted"] == two["input"] == r["events"]
     assert two["leads_compared"] > 0 and two["leads_differing"] == 0
