@@ -39,7 +39,26 @@ class ItemItemModel(base.Base):
             new[: len(self.N)] = self.N
             self.N = new
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_arrays", None)  # a cache, rebuilt on demand
+        return state
+
+    def _row_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Row ``i``'s neighbours and co-occurrence weights as arrays, cached until the
+        row changes (``_bump``): most rows are ranked against far more often than learnt."""
+        cache = self.__dict__.setdefault("_arrays", {})
+        got = cache.get(i)
+        if got is None:
+            nb = self.co.get(i)
+            if not nb:
+                return None
+            got = cache[i] = (np.fromiter(nb.keys(), dtype=np.int64, count=len(nb)),
+                              np.fromiter(nb.values(), dtype=np.float64, count=len(nb)))
+        return got
+
     def _bump(self, i: int, j: int, w: float) -> None:
+        self.__dict__.get("_arrays", {}).pop(i, None)
         nb = self.co.setdefault(i, {})
         nb[j] = nb.get(j, 0.0) + w
         if len(nb) > self.max_neighbours:
@@ -57,30 +76,26 @@ class ItemItemModel(base.Base):
                 self._bump(i, row, w)
                 self._bump(row, i, w)
 
-    def _sims(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
-        nb = self.co.get(i)
-        if not nb:
-            return None
-        idx = np.fromiter(nb.keys(), dtype=np.int64, count=len(nb))
-        c = np.fromiter(nb.values(), dtype=np.float64, count=len(nb))
-        return idx, c / np.sqrt(max(self.N[i], 1e-9) * np.maximum(self.N[idx], 1e-9))
-
     def scores(self, recent: list[tuple[int, float]], n: int) -> np.ndarray | None:
         """Summed similarity to the lead's recent listings (newest last); None if no signal."""
         if not recent:
             return None
         self._ensure(n)
-        idxs, vals = [], []
+        idxs, cs, seg = [], [], []  # each recent row's neighbours, weights, row weight
         g = 1.0
         for i, _w in reversed(recent):
-            sims = self._sims(i)
-            if sims is not None:
-                idxs.append(sims[0])
-                vals.append(g * sims[1])
+            got = self._row_arrays(i)
+            if got is not None:
+                idxs.append(got[0])
+                cs.append(got[1])
+                seg.append(g / math.sqrt(max(self.N[i], 1e-9)))
             g *= self.recency_decay
         if not idxs:
             return None
-        idx, val = np.concatenate(idxs), np.concatenate(vals)
+        idx = np.concatenate(idxs)
+        # cosine C[i, j] / sqrt(N[i] N[j]), times the recent row's recency weight
+        val = (np.concatenate(cs) * np.repeat(seg, [len(a) for a in idxs])
+               / np.sqrt(np.maximum(self.N[idx], 1e-9)))
         keep = idx < n
         return np.bincount(idx[keep], weights=val[keep], minlength=n)[:n]  # sums repeats
 
