@@ -234,12 +234,16 @@ class ModelSuite(base.Base):
                 mask &= catalog.beds[:n] <= f["beds_max"]
             if "baths_min" in f:
                 mask &= catalog.baths[:n] >= f["baths_min"]
+            # a lookup table per code, cheaper than np.isin; its last slot, never set,
+            # is where an unknown row's code -1 looks
             if f.get("property_types"):
-                codes = [TYPE_CODE[t] for t in f["property_types"]]
-                mask &= np.isin(catalog.type_code[:n], codes)
+                ok = np.zeros(len(TYPE_CODE) + 1, dtype=bool)
+                ok[[TYPE_CODE[t] for t in f["property_types"]]] = True
+                mask &= ok[catalog.type_code[:n]]
             if f.get("cities"):
-                codes = [catalog._city_code[c] for c in f["cities"] if c in catalog._city_code]
-                mask &= np.isin(catalog.city_code[:n], codes)
+                ok = np.zeros(len(catalog.cities) + 1, dtype=bool)
+                ok[[catalog._city_code[c] for c in f["cities"] if c in catalog._city_code]] = True
+                mask &= ok[catalog.city_code[:n]]
         for excluded in (lead.rejected, lead.saved, lead.booked):
             for pid in excluded:
                 i = catalog.index.get(pid)
@@ -355,7 +359,7 @@ class ModelSuite(base.Base):
 
         With ``parts`` (a dict) and the hybrid, the weighted components are left in it."""
         mask = self.candidate_mask(catalog, lead, include_unlisted)
-        m = int(mask.sum())
+        m = int(np.count_nonzero(mask))
         k = min(k, m)
         if k == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0), mask

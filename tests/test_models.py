@@ -163,6 +163,32 @@ def test_cold_start_new_lead_and_new_listing_and_explanations():
     assert rec.confidence > new.confidence
 
 
+def test_candidates_follow_type_and_city_filters_and_never_include_unknown_rows():
+    cat, suite = Catalog(), ModelSuite(seed=1)
+    for pid, city, t in (("A", "Austin", "condo"), ("B", "Austin", "house"),
+                         ("C", "Denver", "condo"), ("D", "Denver", "townhouse")):
+        cat.upsert(_listing(pid, 400_000, city, t))
+    cat.index_of("E")  # seen only in events: no type, no city
+    lead = LeadProfile()
+    lead.filters = {"property_types": ["condo", "other"], "cities": ["Denver", "Paris"]}
+
+    def ids(**kw):
+        return [cat.ids[i] for i in np.flatnonzero(suite.candidate_mask(cat, lead, **kw))]
+
+    assert ids() == ids(include_unlisted=True) == ["C"]
+    lead.filters = {"property_types": ["other", "condo"]}  # "other": the last type code
+    assert ids(include_unlisted=True) == ["A", "C"]
+    lead.filters = {"cities": ["Denver"]}  # the last city code
+    assert ids(include_unlisted=True) == ["C", "D"]
+    lead.filters = {"cities": ["Paris"]}  # no listing there
+    assert ids(include_unlisted=True) == []
+    lead.filters = {"property_types": ["house"]}
+    lead.saved = {"B": 0.0}
+    assert ids(include_unlisted=True) == []
+    lead.filters, lead.saved = {}, {}
+    assert ids() == ["A", "B", "C", "D"] and ids(include_unlisted=True)[-1] == "E"
+
+
 def test_snapshot_store_versions_and_refuses_unknown_rollback(tmp_path):
     store = SnapshotStore(tmp_path, keep=3)
     for i in range(5):
