@@ -102,10 +102,15 @@ class ItemItemModel(base.Base):
     def best_reason(self, recent: list[tuple[int, float]], row: int) -> tuple[int, float] | None:
         """The recent listing that contributes most to ``row``'s score, with its similarity."""
         best = None
+        co, N = self.co, self.N
+        n_row = None
         for i, _w in recent:
-            c = self.co.get(i, {}).get(row)
+            nb = co.get(i)
+            c = nb.get(row) if nb else None
             if c:
-                sim = c / math.sqrt(max(self.N[i], 1e-9) * max(self.N[row], 1e-9))
+                if n_row is None:
+                    n_row = max(float(N[row]), 1e-9)
+                sim = c / math.sqrt(max(float(N[i]), 1e-9) * n_row)
                 if best is None or sim > best[1]:
                     best = (i, round(sim, 6))
         return best
