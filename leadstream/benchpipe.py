@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,15 @@ def embedded_or_configured(kind: str):
         broker = start_kafka(base.home, free_port(), work / "kafka")
         base = base.model_copy(update={"kafka_bootstrap": broker.bootstrap})
     return base, work, broker
+
+
+def finish_work(work: Path, keep: bool) -> None:
+    """Remove a benchmark's work directory (broker data, worker logs), or, when ``keep``
+    (the run failed), say where it is."""
+    if keep:
+        print(f"worker logs and broker data kept in {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _spawn(s, log: Path, extra_env: dict | None = None) -> subprocess.Popen:
@@ -330,6 +340,7 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
     out = {"benchmark": "pipeline", "machine": machine(), "events": events, "leads": leads,
            "latency_leads": latency_leads}
     procs = []
+    failed = True
     try:
         s = base.model_copy(update={"topic_prefix": f"b{uuid.uuid4().hex[:6]}-",
                                     "web_port": free_port(), "worker_data_dir": work / "w1"})
@@ -394,10 +405,12 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         if two_workers:
             _stop(procs)
             out["two_workers"] = _two_workers(base, work, catalog, inter, one, counts_one)
+        failed = False
     finally:
         _stop(procs)
         if broker is not None:
             broker.stop()
+        finish_work(work, keep=failed)
     return out
 
 

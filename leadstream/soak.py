@@ -88,7 +88,12 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
          rotate_seconds: float = 60.0, lead_ttl_seconds: float = 120.0,
          sample_seconds: float = 10.0, seed: int = 7) -> dict:
     """Run the soak; returns samples and verdicts (see the module docstring)."""
-    from leadstream.benchpipe import _produce, _start_worker, embedded_or_configured
+    from leadstream.benchpipe import (
+        _produce,
+        _start_worker,
+        embedded_or_configured,
+        finish_work,
+    )
     from leadstream.simulate import SimConfig, Simulator
     from ops.broker import free_port
     from streams.topics import apply_topics
@@ -113,6 +118,9 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
         samples = asyncio.run(_offer(s, url, rate, minutes, active, rotate_seconds,
                                      properties, proc.pid, log, ready_at, sample_seconds))
         errors = _errors(log, ready_at)
+    except BaseException:
+        finish_work(work, keep=True)
+        raise
     finally:
         if proc is not None:
             proc.terminate()
@@ -137,6 +145,7 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
         "lag_bounded": lag_steady <= 10 * rate,
         "no_errors": not errors,
     }
+    finish_work(work, keep=not all(verdicts.values()))  # a failed soak keeps its logs
     return {
         "benchmark": "soak", "verdicts": verdicts, "passed": all(verdicts.values()),
         "machine": machine(), "minutes": minutes,

@@ -7,8 +7,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -93,7 +95,9 @@ def test_bench_pipeline_accounts_for_every_event_with_one_and_two_workers(kafka,
 
     monkeypatch.setenv("LEADSTREAM_KAFKA_BOOTSTRAP", kafka.bootstrap)
     monkeypatch.setenv("LEADSTREAM_HOME", str(HOME))
+    before = set(Path(tempfile.gettempdir()).glob("leadstream-bench-*"))
     r = bench_pipeline(events=800, leads=60, loads=(40.0,), seconds=2.0, latency_leads=100)
+    assert set(Path(tempfile.gettempdir()).glob("leadstream-bench-*")) == before  # cleaned up
     assert 0 < r["pipeline_events_per_second"] < r["ceiling_events_per_second"]
     assert r["bytes_per_lead"] > 0 and r["worker_rss_mb"] > 0
     lat = r["latency"]["40"]
