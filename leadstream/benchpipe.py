@@ -34,6 +34,7 @@ from pathlib import Path
 import orjson
 
 from leadstream.bench import _pct, console, machine, rss_bytes
+from leadstream.simulate import restamp
 from leadstream.top import scrape as _metrics
 from leadstream.top import total as _total
 
@@ -190,20 +191,6 @@ def _event_counts(url: str, leads: list[str]) -> dict[str, int]:
                 raise
             out[lead] = 0
     return out
-
-
-def restamp(value: bytes, event_id: str) -> bytes:
-    """A simulated event as live traffic: a fresh ``event_id`` and the current time.
-
-    >>> ev = orjson.loads(restamp(b'{"event_id": "e1", "timestamp": "2026-03-01T00:00:00Z"}',
-    ...                           "mx-1"))
-    >>> ev["event_id"], ev["timestamp"] > "2026-03-02"
-    ('mx-1', True)
-    """
-    ev = orjson.loads(value)
-    ev["event_id"] = event_id
-    ev["timestamp"] = datetime.now(UTC).isoformat()
-    return orjson.dumps(ev)
 
 
 async def _latency(s, url: str, load: float, seconds: float, leads: int, start: int,
@@ -375,15 +362,8 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         out["bytes_per_lead"] = round(_total(m, "leadstream_lead_state_bytes")
                                       / max(n_leads, 1))
         out["worker_rss_mb"] = round(rss_bytes(proc.pid) / 2**20, 1)  # after the backlog
-        # 3. latency at offered loads, on the same (now idle) worker
-        out["latency"] = {}
-        start = 0
-        for load in loads:
-            r = asyncio.run(_latency(s, url, load, seconds, latency_leads, start))
-            start += int(load * seconds)
-            out["latency"][f"{load:g}"] = r
-        out["latency_ms"] = {k: v["latency_ms"] for k, v in out["latency"].items()}
-        # 3b. the same loads of simulated traffic of ``latency_leads`` leads (all kinds)
+        # 3. latency at offered loads, on the same (now idle) worker: saves, then the
+        # same loads of simulated traffic of ``latency_leads`` leads (all kinds)
         n_mixed = int(sum(loads) * seconds)
         sim = Simulator(SimConfig(leads=latency_leads, properties=1000, days=1.0, seed=seed,
                                   new_listings_per_day=0, sold_per_day=0,
@@ -394,13 +374,14 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
                 mixed.append((r.key, r.value))
                 if len(mixed) >= n_mixed:
                     break
-        out["latency_mixed"] = {}
-        start = 0
-        for load in loads:
-            r = asyncio.run(_latency(s, url, load, seconds, latency_leads, start, mixed))
-            start += int(load * seconds)
-            out["latency_mixed"][f"{load:g}"] = r
-        out["latency_mixed_ms"] = {k: v["latency_ms"] for k, v in out["latency_mixed"].items()}
+        for key, stream in (("latency", None), ("latency_mixed", mixed)):
+            out[key] = {}
+            start = 0
+            for load in loads:
+                r = asyncio.run(_latency(s, url, load, seconds, latency_leads, start, stream))
+                start += int(load * seconds)
+                out[key][f"{load:g}"] = r
+            out[f"{key}_ms"] = {k: v["latency_ms"] for k, v in out[key].items()}
         # 4. the same backlog split over two workers: throughput, nothing lost, quality
         if two_workers:
             _stop(procs)

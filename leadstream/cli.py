@@ -271,6 +271,8 @@ async def publish_simulation(settings: Settings, sim, *, rate: float | None, rea
     """Publish a simulator's records; ``realtime`` restamps interactions with the clock."""
     from aiokafka import AIOKafkaProducer
 
+    from leadstream.simulate import restamp
+
     counts = counts if counts is not None else {}
     producer = AIOKafkaProducer(linger_ms=5, **settings.kafka_client_kwargs())
     await producer.start()
@@ -284,9 +286,7 @@ async def publish_simulation(settings: Settings, sim, *, rate: float | None, rea
                 if limit is not None and sent >= limit:
                     break
                 if realtime and rec.valid:
-                    obj = orjson.loads(value)
-                    obj["timestamp"] = datetime.now(UTC).isoformat()
-                    value = orjson.dumps(obj)
+                    value = restamp(value)
                 sent += 1
                 counts["valid" if rec.valid else "invalid"] = counts.get(
                     "valid" if rec.valid else "invalid", 0) + 1

@@ -60,6 +60,21 @@ class SimConfig:
     sold_per_day: float = 6.0
 
 
+def restamp(value: bytes, event_id: str | None = None) -> bytes:
+    """A simulated event as live traffic: the current time (and a fresh ``event_id``).
+
+    >>> ev = orjson.loads(restamp(b'{"event_id": "e1", "timestamp": "2026-03-01T00:00:00Z"}',
+    ...                           "mx-1"))
+    >>> ev["event_id"], ev["timestamp"] > "2026-03-02"
+    ('mx-1', True)
+    """
+    ev = orjson.loads(value)
+    if event_id is not None:
+        ev["event_id"] = event_id
+    ev["timestamp"] = datetime.now(UTC).isoformat()
+    return orjson.dumps(ev)
+
+
 @dataclass(slots=True)
 class Record:
     """One record to publish: topic ('interactions' or 'properties'), key, raw value."""

@@ -32,6 +32,7 @@ class ItemItemModel(base.Base):
         self.recency_decay = recency_decay
         self.co: dict[int, dict[int, float]] = {}
         self.N = np.zeros(0)
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # see _row_arrays
 
     def _ensure(self, n: int) -> None:
         if n > len(self.N):
@@ -41,24 +42,26 @@ class ItemItemModel(base.Base):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("_arrays", None)  # a cache, rebuilt on demand
+        del state["_arrays"]  # a cache, rebuilt on demand (and absent from old snapshots)
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _arrays={})
 
     def _row_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Row ``i``'s neighbours and co-occurrence weights as arrays, cached until the
         row changes (``_bump``): most rows are ranked against far more often than learnt."""
-        cache = self.__dict__.setdefault("_arrays", {})
-        got = cache.get(i)
+        got = self._arrays.get(i)
         if got is None:
             nb = self.co.get(i)
             if not nb:
                 return None
-            got = cache[i] = (np.fromiter(nb.keys(), dtype=np.int64, count=len(nb)),
+            got = self._arrays[i] = (np.fromiter(nb.keys(), dtype=np.int64, count=len(nb)),
                               np.fromiter(nb.values(), dtype=np.float64, count=len(nb)))
         return got
 
     def _bump(self, i: int, j: int, w: float) -> None:
-        self.__dict__.get("_arrays", {}).pop(i, None)
+        self._arrays.pop(i, None)
         nb = self.co.setdefault(i, {})
         nb[j] = nb.get(j, 0.0) + w
         if len(nb) > self.max_neighbours:
