@@ -177,9 +177,13 @@ def test_full_restart_keeps_features_models_and_recommendations(settings, worker
     w = worker_factory(settings)  # nothing left running: tables and models from disk/broker
     assert orjson.loads(w.get("/models")[1])["events_learned"] == learned
     _assert_every_lead_equals_one_run(w, want, len(unique))
+    # a lead whose filters no active listing passes has no list (which lead that is
+    # depends on the simulated start's time of day); every other lead has one
+    no_match = "no active listing matches the lead's filters"
+    assert sum(1 for rec in before.values() if rec["items"]) >= 0.8 * len(before)
     for lead, rec in before.items():
         after = orjson.loads(w.get(f"/leads/{lead}/recommendations")[1])
-        assert rec["items"], lead
+        assert rec["items"] or rec["explanation"] == no_match, lead
         assert [i["property_id"] for i in after["items"]] == \
             [i["property_id"] for i in rec["items"]], lead
         for a, b in zip(after["items"], rec["items"], strict=True):
