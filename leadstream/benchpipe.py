@@ -1,7 +1,10 @@
 """``leadstream bench pipeline``: the worker against its own ceiling, on a real broker.
 
 1. **ceiling**: an aiokafka consume-decode-produce passthrough of the same events
-   (no processing), measured in the same run;
+   (no processing), measured in the same run; and the **Faust floor**
+   (:mod:`leadstream.benchfloor`): the same passthrough as a Faust agent configured like
+   the worker, which splits the gap between the ceiling and the pipeline into Faust's
+   share and leadstream's;
 2. **pipeline**: a worker process started on a topic already holding the events; events
    per second from its readiness until every offset is accounted for;
 3. **latency**: a running worker fed at fixed offered loads (strong-signal events of
@@ -159,6 +162,32 @@ async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+def _floor(s, work: Path, n: int, limit: float = 300.0) -> float:
+    """The Faust floor (:mod:`leadstream.benchfloor`) on the ceiling's input topic, which
+    holds ``n`` events: events per second."""
+    import selectors
+
+    cmd = [sys.executable, "-m", "leadstream.benchfloor", s.kafka_bootstrap,
+           f"{s.topic_prefix}floor", f"{s.topic_prefix}bench-in", f"{s.topic_prefix}bench-out",
+           str(n), str(work / "floor")]
+    log = work / "floor.log"
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
+                                start_new_session=True)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline() if sel.select(timeout=1.0) else b""
+            if line.strip():
+                r = orjson.loads(line)
+                return r["events"] / r["seconds"]
+        raise RuntimeError("the Faust floor gave no figure:\n" + log.read_text()[-2000:])
+    finally:
+        _stop([proc])
 
 
 def _drain(s, urls: list[str], n_input: int, limit: float = 1800.0) -> dict:
@@ -344,6 +373,8 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         out["events"] = len(inter)  # what the simulator gave, at most ``events``
         # 1. ceiling, same events, same broker
         out["ceiling_events_per_second"] = round(asyncio.run(_ceiling(s, inter)), 1)
+        # 1b. the Faust floor: a Faust agent doing the passthrough on the same topic
+        out["faust_floor_events_per_second"] = round(_floor(s, work, len(inter)), 1)
         # 2. the worker on a backlog
         asyncio.run(_produce(s, s.topic("properties"), catalog))
         asyncio.run(_produce(s, s.topic("interactions"), inter))
@@ -355,6 +386,7 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         rate = one["accounted"] / one["seconds"]
         out["pipeline_events_per_second"] = round(rate, 1)
         out["ratio_to_ceiling"] = round(rate / out["ceiling_events_per_second"], 4)
+        out["ratio_to_faust_floor"] = round(rate / out["faust_floor_events_per_second"], 4)
         counts_one = _event_counts(url, sorted({k.decode() for k, _ in inter if k}))
         time.sleep(6)  # one idle-lead sweep measures the state
         m = _metrics(url)
@@ -401,8 +433,11 @@ def print_pipeline(r: dict) -> None:
     c = console("pipeline", f"{r['events']:,} simulated events of {r['leads']:,} leads, "
                 "broker on the same machine", r)
     c.print(f"ceiling (aiokafka consume-decode-produce): {r['ceiling_events_per_second']:,.0f}"
-            f" events/s; one worker: [bold]{r['pipeline_events_per_second']:,.0f} events/s[/]"
-            f" ({r['ratio_to_ceiling']:.1%} of the ceiling); lead state (stored) "
+            f" events/s; Faust floor (the same in a Faust agent): "
+            f"{r['faust_floor_events_per_second']:,.0f} events/s; one worker: "
+            f"[bold]{r['pipeline_events_per_second']:,.0f} events/s[/]"
+            f" ({r['ratio_to_ceiling']:.1%} of the ceiling, {r['ratio_to_faust_floor']:.1%} of "
+            "the Faust floor); lead state (stored) "
             f"{r['bytes_per_lead']:,} B/lead; worker RSS {r['worker_rss_mb']:,} MB after the "
             "backlog")
     n = f"{r.get('latency_leads', 10_000):,} leads"

@@ -99,6 +99,8 @@ def test_bench_pipeline_accounts_for_every_event_with_one_and_two_workers(kafka,
     r = bench_pipeline(events=800, leads=60, loads=(40.0,), seconds=2.0, latency_leads=100)
     assert set(Path(tempfile.gettempdir()).glob("leadstream-bench-*")) == before  # cleaned up
     assert 0 < r["pipeline_events_per_second"] < r["ceiling_events_per_second"]
+    # the Faust floor (a Faust agent passing the same events through) ran and finished
+    assert r["pipeline_events_per_second"] < r["faust_floor_events_per_second"]
     assert r["bytes_per_lead"] > 0 and r["worker_rss_mb"] > 0
     lat = r["latency"]["40"]
     assert lat["recommendations"] == lat["events"] == 80  # every save got its list

@@ -1,0 +1,58 @@
+"""The Faust floor of ``leadstream bench pipeline``: what one Faust worker costs per event
+before leadstream does anything.
+
+A Faust app configured like the worker (raw serializers, at-least-once commits, memory
+store) whose one agent reads a topic holding ``N`` events, decodes each with orjson and
+hands one record per event straight to the producer (as the worker's ``emit`` does). It
+prints ``{"events": N, "seconds": S}`` (from the first event to the ``N``-th) on stdout
+and runs until it is stopped. ``bench pipeline`` starts it as::
+
+    python -m leadstream.benchfloor BOOTSTRAP GROUP SOURCE_TOPIC DEST_TOPIC N DATA_DIR
+
+The gap between this floor and the ceiling is Faust's; between the floor and the
+pipeline, leadstream's.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def main(argv: list[str]) -> None:
+    import faust
+    import orjson
+    from faust.worker import Worker
+
+    bootstrap, group, source, dest, n, datadir = argv
+    total = int(n)
+    app = faust.App(group, broker=[f"kafka://{b}" for b in bootstrap.split(",")],
+                    store="memory://", value_serializer="raw", key_serializer="raw",
+                    web_enabled=False, datadir=datadir, autodiscover=False,
+                    consumer_auto_offset_reset="earliest",
+                    processing_guarantee="at_least_once", stream_wait_empty=False)
+    src = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw",
+                    value_serializer="raw")
+
+    @app.agent(src, name="floor")
+    async def floor(stream):
+        seen, t0 = 0, None
+        async for event in stream.events():
+            if t0 is None:
+                t0 = time.perf_counter()
+            value = orjson.dumps(orjson.loads(event.value))
+            await app.producer.send(dest, event.key, value, None, None, None)
+            seen += 1
+            if seen == total:
+                print(orjson.dumps({"events": seen, "seconds": time.perf_counter() - t0})
+                      .decode(), flush=True)
+
+    class _Worker(Worker):
+        def on_setup_root_logger(self, logger, level: int) -> None:
+            self.spinner = None  # as the leadstream worker: no DEBUG root logger
+
+    _Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
