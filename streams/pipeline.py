@@ -27,7 +27,7 @@ from features import record
 from features.normalize import FeatureNormalizer
 from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, parse_event, parse_listing
-from leadstream.outputs import LeadScore, PreferenceDrift, Recommendation
+from leadstream.outputs import PreferenceDrift
 from models.catalog import Catalog, money
 from models.experiments import attribute, load_experiments, log_recommendation
 from models.quality import OnlineQuality
@@ -44,6 +44,18 @@ _REC_NS = uuid.UUID("6f1d3c1e-9a55-4a8e-9f0e-7b7f3c2d1a10")
 def partition_for(key: bytes, n_partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as the Java client and aiokafka use it."""
     return (murmur2(key) & 0x7FFFFFFF) % n_partitions
+
+
+def _encode(record: dict) -> bytes:
+    """JSON of an output record built as a plain dict in the field order of its model in
+    ``leadstream.outputs`` (which defines its schema): the bytes
+    ``Model(**record).model_dump(mode="json")`` would give, without building the model
+    per event (tests/test_pipeline.py checks every kind against its model).
+
+    >>> _encode({"at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "score": 0.5})
+    b'{"at":"2026-01-02T03:04:05Z","score":0.5}'
+    """
+    return orjson.dumps(record, option=orjson.OPT_UTC_Z)
 
 
 @dataclass(slots=True)
@@ -293,11 +305,11 @@ class Pipeline:
         profile.last_score, profile.last_tier, profile.last_score_ts = sc.score, sc.tier, ts
         when, reason = contact_at(features.activity_hours(feats), ev.timestamp, sc, numerical)
         self.metrics.scores.labels(tier=sc.tier).inc()
-        out = LeadScore(lead_id=ev.lead_id, score=sc.score, tier=sc.tier, reasons=sc.reasons,
-                        model=sc.model, contact_at=when, contact_reason=reason,
-                        source_event_id=ev.event_id, event_time=ev.timestamp,
-                        emitted_at=datetime.now(UTC), trigger=why)
-        return orjson.dumps(out.model_dump(mode="json"))
+        return _encode({  # a leadstream.outputs.LeadScore, encoded directly (see _encode)
+            "lead_id": ev.lead_id, "score": sc.score, "tier": sc.tier, "reasons": sc.reasons,
+            "model": sc.model, "contact_at": when, "contact_reason": reason,
+            "source_event_id": ev.event_id, "event_time": ev.timestamp,
+            "emitted_at": datetime.now(UTC), "trigger": why})
 
     def _measure(self, lead_id: str, profile: LeadProfile, pid: str) -> None:
         """Online quality before learning: was the listing in what the lead was shown, and
@@ -417,26 +429,26 @@ class Pipeline:
                                profile.last_rec_items)
             self.metrics.experiment.labels(experiment=exp.name, arm=arm.name,
                                            kind="recommendations").inc()
-        rec = Recommendation(
-            recommendation_id=rec_id,
-            lead_id=ev.lead_id,
-            trigger=trigger,
-            source_event_id=ev.event_id,
-            event_time=ev.timestamp,
-            emitted_at=now,
-            model_version=f"{ranked.model_version}@v{self.model_version}",
-            confidence=ranked.confidence,
-            explanation=ranked.explanation,
-            items=ranked.items,
-            experiment=exp.name if exp is not None else None,
-            arm=arm.name if arm is not None else None,
-        )
+        rec = {  # a leadstream.outputs.Recommendation, encoded directly (see _encode)
+            "recommendation_id": rec_id,
+            "lead_id": ev.lead_id,
+            "trigger": trigger,
+            "source_event_id": ev.event_id,
+            "event_time": ev.timestamp,
+            "emitted_at": now,
+            "model_version": f"{ranked.model_version}@v{self.model_version}",
+            "confidence": ranked.confidence,
+            "explanation": ranked.explanation,
+            "items": ranked.items,
+            "experiment": exp.name if exp is not None else None,
+            "arm": arm.name if arm is not None else None,
+        }
         m = self.metrics
         m.recommendations.labels(trigger=trigger).inc()
         m.event_to_rec.observe(max((now - ev.timestamp).total_seconds(), 0.0))
         if received is not None:
             m.receipt_to_rec.observe(max(time.time() - received, 0.0))
-        return orjson.dumps(rec.model_dump(mode="json"))
+        return _encode(rec)
 
     # ---- catalog ------------------------------------------------------------------
     def check_listing(self, raw: bytes | None, key: bytes | None, topic: str):

@@ -417,3 +417,35 @@ def test_bench_stages_times_nested_stages_and_restores_the_code():
         assert st["recommend"] <= st["apply (all of it)"] <= v["us_per_event"]
     # every save is a strong signal to a lead that had none: each gets a list
     assert r["streams"]["saves"]["stages"]["recommend"]["calls"] == 300
+
+
+def test_published_records_are_exactly_what_their_output_models_would_write():
+    """Recommendations and lead scores are encoded from plain dicts (no model built per
+    event): every one a simulated stream produces validates against its model in
+    ``leadstream.outputs`` (the published schema: no missing or extra field, bounds) and
+    is the JSON that model writes (datetimes in UTC as ...Z, field for field)."""
+    from features import record
+    from leadstream.outputs import LeadScore, Recommendation
+    from leadstream.simulate import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(leads=40, properties=120, days=1.0, seed=3,
+                              start=datetime.now(UTC) - timedelta(days=2)))
+    p = Pipeline(Settings(), 4)
+    table, outs = {}, {Recommendation: [], LeadScore: []}
+    for r in sim.records():
+        if r.topic == "properties":
+            p.load_listing(r.value, r.key)
+            continue
+        res = p.ingest(r.value, r.key, partition_for(r.key, 4) if r.key else 0)
+        if isinstance(res, DeadLetter | Rekey):
+            continue
+        feats, prof = record.unpack(table.get(res.lead_id))
+        out = p.apply(res, prof, feats)
+        if out.features is not None:
+            table[res.lead_id] = record.pack(out.features, out.profile or prof)
+        outs[Recommendation] += [out.recommendation] if out.recommendation else []
+        outs[LeadScore] += [out.score] if out.score else []
+    for model, raws in outs.items():
+        assert len(raws) > 20, model
+        for raw in raws:
+            assert orjson.loads(raw) == model.model_validate_json(raw).model_dump(mode="json")
