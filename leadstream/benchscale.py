@@ -38,10 +38,9 @@ def _event(i: int, lead: str, et: str, pid: str, ts: datetime, **extra) -> bytes
 
 def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
     """One size, in this process: populate ``leads`` leads, then time ``window`` events."""
-    from features import record
     from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
-    from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
+    from streams.pipeline import DeadLetter, Pipeline, Rekey
 
     pipe = Pipeline(Settings(), 4)
     sim = Simulator(SimConfig(leads=10, properties=1000, days=1, seed=seed))
@@ -53,13 +52,9 @@ def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
     t0 = datetime.now(UTC) - timedelta(hours=1)
 
     def handle(raw: bytes, key: bytes) -> None:
-        res = pipe.ingest(raw, key, partition_for(key, 4))
+        res = pipe.handle(raw, key, table, time.time())
         if isinstance(res, DeadLetter | Rekey):
             raise RuntimeError(f"benchmark event refused: {res}")
-        feats, prof = record.unpack(table.get(key))
-        out = pipe.apply(res, prof, feats, time.time())
-        if out.features is not None:
-            table[key] = record.pack(out.features, out.profile or prof)
 
     rng = random.Random(seed)
     base = rss_bytes()

@@ -83,15 +83,8 @@ def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7) -> dict:
     def run(stream) -> tuple[int, float]:
         n, start = 0, time.perf_counter()
         for key, raw in stream:
-            res = pipe.ingest(raw, key, P.partition_for(key, 4) if key else 0)
-            if isinstance(res, P.DeadLetter | P.Rekey):
-                continue
-            k = res.lead_id.encode()
-            feats, prof = record.unpack(table.get(k))
-            out = pipe.apply(res, prof, feats, time.time())
-            if out.features is not None:
-                table[k] = record.pack(out.features, out.profile or prof)
-            n += 1
+            res = pipe.handle(raw, key, table, time.time())
+            n += not isinstance(res, P.DeadLetter | P.Rekey)
         return n, time.perf_counter() - start
 
     quiet = logging.getLogger("leadstream.worker")

@@ -345,6 +345,22 @@ class Pipeline:
             m.model_hr.labels(model=name).set(st["hr@10"])
             m.model_ndcg.labels(model=name).set(st["ndcg@10"])
 
+    def handle(self, raw: bytes | None, key: bytes | None, table: dict,
+               received: float | None = None):
+        """One interaction record as the worker handles it, with ``table`` (lead id bytes
+        -> stored record, ``features/record.py``) in place of the Kafka table and nothing
+        sent: for benchmarks and tests. Returns ``ingest``'s DeadLetter or Rekey, else
+        ``apply``'s result, whose new state is already in ``table``."""
+        res = self.ingest(raw, key, partition_for(key, self.n_partitions) if key else 0)
+        if isinstance(res, DeadLetter | Rekey):
+            return res
+        k = res.lead_id.encode()
+        feats, prof = record.unpack(table.get(k))
+        out = self.apply(res, prof, feats, received)
+        if out.features is not None:
+            table[k] = record.pack(out.features, out.profile or prof)
+        return out
+
     def forget(self, lead_id: str) -> None:
         """An idle lead expired: drop its per-lead model state too."""
         self.models.forget(lead_id)
