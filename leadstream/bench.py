@@ -33,6 +33,13 @@ def rss_bytes(pid: int | str = "self") -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """CPU time (user + system) a process has used so far (Linux ``/proc``), in seconds."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()  # after the command name
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def console(name: str, detail: str, r: dict):
     """A rich console, after the benchmark's header line (what ran, on which machine)."""
     from rich.console import Console

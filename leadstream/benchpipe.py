@@ -6,7 +6,8 @@
    the worker, which splits the gap between the ceiling and the pipeline into Faust's
    share and leadstream's;
 2. **pipeline**: a worker process started on a topic already holding the events; events
-   per second from its readiness until every offset is accounted for;
+   per second from its readiness until every offset is accounted for, and the worker
+   process's CPU time per event over the same span;
 3. **latency**: a running worker fed at fixed offered loads (strong-signal events of
    ``latency_leads`` leads, each due a recommendation); producer send to the
    recommendation's arrival at a consumer, p50/p95/p99, and event time to emission;
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import orjson
 
-from leadstream.bench import _pct, console, machine, rss_bytes
+from leadstream.bench import _pct, console, cpu_seconds, machine, rss_bytes
 from leadstream.simulate import restamp
 from leadstream.top import scrape as _metrics
 from leadstream.top import total as _total
@@ -382,7 +383,11 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         proc = _start_worker(s, log)
         procs.append(proc)
         url = f"http://127.0.0.1:{s.web_port}"
+        cpu0 = cpu_seconds(proc.pid)
         one = _drain(s, [url], len(inter))
+        # the worker's own CPU (its threads, not the broker's) per event of the backlog
+        out["worker_cpu_us_per_event"] = round(
+            1e6 * (cpu_seconds(proc.pid) - cpu0) / max(one["accounted"], 1), 1)
         rate = one["accounted"] / one["seconds"]
         out["pipeline_events_per_second"] = round(rate, 1)
         out["ratio_to_ceiling"] = round(rate / out["ceiling_events_per_second"], 4)
@@ -437,7 +442,8 @@ def print_pipeline(r: dict) -> None:
             f"{r['faust_floor_events_per_second']:,.0f} events/s; one worker: "
             f"[bold]{r['pipeline_events_per_second']:,.0f} events/s[/]"
             f" ({r['ratio_to_ceiling']:.1%} of the ceiling, {r['ratio_to_faust_floor']:.1%} of "
-            "the Faust floor); lead state (stored) "
+            f"the Faust floor; {r['worker_cpu_us_per_event']:,.0f} µs of worker CPU per "
+            "event); lead state (stored) "
             f"{r['bytes_per_lead']:,} B/lead; worker RSS {r['worker_rss_mb']:,} MB after the "
             "backlog")
     n = f"{r.get('latency_leads', 10_000):,} leads"

@@ -48,7 +48,7 @@ def partition_for(key: bytes, n_partitions: int) -> int:
 
 def _encode(record: dict) -> bytes:
     """JSON of an output record built as a plain dict in the field order of its model in
-    ``leadstream.outputs`` (which defines its schema): the bytes
+    ``leadstream.outputs`` (which defines its schema): the JSON
     ``Model(**record).model_dump(mode="json")`` would give, without building the model
     per event (tests/test_pipeline.py checks every kind against its model).
 
