@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     lead_sweep_interval_seconds: float = Field(
         60.0, description="how often a worker looks for idle leads to forget"
     )
+    fault_drop_one_in: int = Field(
+        0, ge=0, description="tests only: the worker's fetch loses, once, every n-th "
+        "interactions record, which the offset-order guard must notice and read again"
+    )
 
     # --- recommendations --------------------------------------------------------------
     top_k: int = 10

@@ -93,6 +93,13 @@ class Metrics:
             "Copies of leads dropped because their partition moved to another worker",
             registry=r,
         )
+        self.input_gaps = Counter(
+            "leadstream_input_gaps",
+            "Jumps in an input partition's offsets seen by the agent: verified (the broker "
+            "holds no records there) or reread (records that never reached the agent)",
+            ["partition", "kind"],
+            registry=r,
+        )
         self.partition_stalls = Counter(
             "leadstream_partition_stalls",
             "Input partitions found stalled (records waiting, read position not moving) "

@@ -30,7 +30,7 @@ from models.experiments import KINDS
 from models.snapshot import SnapshotStore
 from models.suite import MODELS
 from ops.metrics import CONTENT_TYPE_LATEST
-from streams.durable import StallWatch, make_at_least_once
+from streams.durable import AGAIN, NEXT, OrderGuard, StallWatch, make_at_least_once
 from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
 from streams.topics import load_topics
 
@@ -84,7 +84,8 @@ def create_app(settings) -> faust.App:
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         broker_rebalance_timeout=max(settings.kafka_session_timeout_seconds, 10.0),
     )
-    make_at_least_once(app)  # three Faust gaps that lose events across crashes, rebalances
+    # Faust gaps that lose events across crashes and rebalances, and the offset-order guard
+    order = make_at_least_once(app, settings.fault_drop_one_in, specs["interactions"].full_name)
     pipeline = Pipeline(settings, n, interactions_topic=specs["interactions"].full_name)
     app.pipeline = pipeline  # type: ignore[attr-defined]
     snapshots = SnapshotStore(settings.snapshot_dir())
@@ -127,12 +128,39 @@ def create_app(settings) -> faust.App:
         safe: every offset commit first waits for the producer to deliver all it holds."""
         await producer.send(out_topics[topic], key, value, partition, None, headers)
 
+    async def first_offset(tp, offset: int) -> int | None:
+        """The first offset at or after ``offset`` of ``tp`` holding a record, as the broker
+        says (None if it cannot tell within 5 s: the guard then reads the hole again)."""
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
+                                    auto_offset_reset="earliest",
+                                    **settings.kafka_client_kwargs())
+        try:
+            await asyncio.wait_for(consumer.start(), 5)
+            part = TopicPartition(tp.topic, tp.partition)
+            consumer.assign([part])
+            consumer.seek(part, offset)
+            batch = await consumer.getmany(part, timeout_ms=5000, max_records=1)
+            return batch[part][0].offset if batch.get(part) else None
+        except Exception as err:
+            log.warning("could not ask the broker about offset %d of %s: %r", offset, tp, err)
+            return None
+        finally:
+            await consumer.stop()
+
+    guard = OrderGuard(app, order, first_offset, lambda tp, kind: (
+        pipeline.metrics.input_gaps.labels(partition=str(tp.partition), kind=kind).inc()))
+
     @app.agent(interactions, name="process_interactions")
     async def process_interactions(stream):
         await catalog_ready.wait()
         async for event in stream.events():
             received = time.time()
             msg = event.message
+            verdict = await guard.admit(msg)
+            if verdict is not NEXT:  # seen before, or past a hole being read again
+                if verdict is AGAIN:
+                    pipeline.replayed_again()
+                continue
             res = pipeline.ingest(event.value, event.key, msg.partition)
             if isinstance(res, DeadLetter):
                 await emit(dlq, event.key, event.value,

@@ -139,6 +139,11 @@ class Pipeline:
             return Rekey(want, partition_for(want, self.n_partitions))
         return ev
 
+    def replayed_again(self) -> None:
+        """Count a record delivered again below its partition's next offset (skipped)."""
+        self.metrics.events_in.labels(topic=self.topic).inc()
+        self.metrics.replayed.inc()
+
     def _dead(self, reason: str, message: str, topic: str | None = None) -> DeadLetter:
         self.metrics.dead_lettered.labels(topic=topic or self.topic, reason=reason).inc()
         return DeadLetter(reason, message)

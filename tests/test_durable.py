@@ -1,0 +1,103 @@
+"""The offset-order guard in front of the interactions agent (streams/durable.py), with a
+stand-in for Faust's consumer: which records it admits, refuses and reads again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import namedtuple
+
+from streams.durable import AGAIN, GAP, NEXT, InputOrder, OrderGuard
+
+TP = namedtuple("TP", "topic partition")
+P0 = TP("interactions", 0)
+
+
+class Message:
+    def __init__(self, offset: int, tp=P0):
+        self.tp, self.offset, self.acked = tp, offset, False
+
+
+class Consumer:
+    def __init__(self, order: InputOrder, fail: bool = False):
+        self.order, self.fail = order, fail
+        self.seeks: list = []
+        self._unacked_messages: set = set()
+
+    async def seek(self, tp, offset):  # like the patched seek: the order learns of it
+        self.seeks.append((tp.partition, offset))
+        if self.fail:
+            raise RuntimeError("partition revoked")
+        self.order.sought(tp, offset)
+
+
+class App:
+    def __init__(self, consumer):
+        self.consumer = consumer
+
+
+def _guard(first: dict, fail: bool = False):
+    """A guard whose broker holds a record at the offsets ``first`` maps to."""
+    order = InputOrder()
+    consumer = Consumer(order, fail)
+    gaps: list = []
+    asked: list = []
+
+    async def first_offset(tp, offset):
+        asked.append(offset)
+        return first.get(offset)
+
+    guard = OrderGuard(App(consumer), order, first_offset, lambda tp, kind: gaps.append(kind))
+    return guard, order, consumer, gaps, asked
+
+
+def _admit(guard, *offsets):
+    async def run():
+        return [await guard.admit(m) for m in map(Message, offsets)]
+    return asyncio.run(run())
+
+
+def test_records_in_order_pass_and_redeliveries_are_skipped():
+    guard, order, consumer, gaps, _ = _guard({})
+    order.sought(P0, 10)
+    assert _admit(guard, 10, 11, 12, 11) == [NEXT, NEXT, NEXT, AGAIN]
+    assert consumer.seeks == [] and gaps == []
+
+
+def test_a_lost_record_is_read_again_and_what_follows_it_waits():
+    guard, order, consumer, gaps, asked = _guard({11: 11})  # offset 11 exists
+    order.sought(P0, 10)
+    msgs = [Message(o) for o in (10, 12, 13, 14)]
+
+    async def run():
+        return [await guard.admit(m) for m in msgs]
+
+    assert asyncio.run(run()) == [NEXT, GAP, GAP, GAP]
+    assert consumer.seeks == [(0, 11)]  # one seek back, not one per stale record
+    assert asked == [11]  # the broker asked once
+    assert gaps == ["reread"]
+    assert [m.acked for m in msgs] == [False, True, True, True]  # refused: never acked
+    # the records read again from 11 come in order
+    assert _admit(guard, 11, 12, 13) == [NEXT, NEXT, NEXT]
+
+
+def test_a_hole_the_broker_confirms_is_taken_once():
+    guard, order, consumer, gaps, _ = _guard({11: 12})  # nothing at 11 (a marker)
+    order.sought(P0, 10)
+    assert _admit(guard, 10, 12, 13) == [NEXT, NEXT, NEXT]
+    assert consumer.seeks == [] and gaps == ["verified"]
+
+
+def test_after_a_seek_stale_records_wait_and_a_real_hole_at_the_seek_is_taken():
+    guard, order, consumer, gaps, _ = _guard({20: 21})  # the committed offset 20 is a marker
+    order.sought(P0, 5)
+    assert _admit(guard, 5, 6) == [NEXT, NEXT]
+    order.sought(P0, 20)  # a rebalance: sought to the committed offset
+    assert _admit(guard, 7, 21, 22) == [AGAIN, NEXT, NEXT]
+    assert consumer.seeks == [] and gaps == ["verified"]
+
+
+def test_an_unanswered_broker_means_read_again_and_a_failed_seek_does_not_raise():
+    guard, order, consumer, gaps, _ = _guard({}, fail=True)  # the broker cannot tell
+    order.sought(P0, 0)
+    assert _admit(guard, 0, 3) == [NEXT, GAP]
+    assert consumer.seeks == [(0, 1)] and gaps == ["reread"]
