@@ -52,8 +52,7 @@ logging of the worker:
    or the partition has been sought back and has read the missing records again. One CI
    run of the SIGKILL test ended with 39 events of three leads missing although the
    worker had read every offset, and no traced run has reproduced it since; whatever the
-   cause,
-   a record that does not reach the agent now ends in a warning, a count in
+   cause, a record that does not reach the agent now ends in a warning, a count in
    ``leadstream_input_gaps_total`` and a re-read, never in a commit past it.
 """
 
