@@ -261,7 +261,7 @@ def make_flush_durable(app: faust.App) -> None:
     buffer.flush = flush
 
 
-def make_seek_complete(app: faust.App, order: InputOrder | None = None, drop_one_in: int = 0,
+def make_seek_complete(app: faust.App, order: InputOrder, drop_one_in: int = 0,
                        drop_topic: str | None = None) -> None:
     """Patch ``app``'s consumer so a seek always takes effect (points 2 and 3 above).
 
@@ -271,10 +271,10 @@ def make_seek_complete(app: faust.App, order: InputOrder | None = None, drop_one
     and only a record of the current epoch may move Faust's read offset. Seeks run on
     the consumer's thread like fetches, so a batch drained before a seek is tagged
     before that seek raises the epoch. Call it before the app starts: the fetch loop
-    binds ``getmany`` and the read-offset mapping when it starts.
+    binds ``getmany`` and the read-offset mapping when it starts. Every seek also sets
+    the next offset ``order`` expects of the partition.
     """
     consumer = app.consumer
-    order = order if order is not None else InputOrder()
     dropped: set = set()  # fault injection (tests): each record lost once
     epoch: Counter = Counter()  # per (topic, partition)
     tagged: dict[str, Counter] = {"fetch": Counter(), "delivered": Counter()}
