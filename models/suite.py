@@ -58,6 +58,9 @@ from models.weights import feedback_weight
 SUITE_VERSION = "hybrid-1"
 MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")
 _COMPONENTS = ("recent_popularity", "content", "itemitem", "mf")
+#: the explanation of an empty list: the lead's filters leave no active listing
+NO_MATCH = "no active listing matches the lead's filters"
+
 NUMBER_WORDS = {0: "studio", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 _BLOCK_NAMES = list(BLOCKS)
 
@@ -378,7 +381,7 @@ class ModelSuite(base.Base):
         top, scores, mask = self.top_k(model, catalog, lead_id, lead, k, parts=parts,
                                        overrides=overrides)
         if len(top) == 0:
-            return Ranked([], 0.0, "no active listing matches the lead's filters")
+            return Ranked([], 0.0, NO_MATCH)
         items = []
         why = self.reasons(catalog, lead_id, lead, top, parts)
         for rank, (i, sc) in enumerate(zip(top.tolist(), scores.tolist(), strict=True), start=1):

@@ -90,7 +90,25 @@ class Metrics:
         )
         self.leads_handed_over = Counter(
             "leadstream_leads_handed_over",
-            "Copies of leads dropped because their partition moved to another worker",
+            "Copies of leads dropped from memory because their partition moved to another "
+            "worker (or must be read again from the changelog)",
+            registry=r,
+        )
+        self.state_restores = Counter(
+            "leadstream_state_restores",
+            "Input partitions whose lead state was read whole from the changelog",
+            ["partition"],
+            registry=r,
+        )
+        self.state_restored_leads = Counter(
+            "leadstream_state_restored_leads",
+            "Leads read from the changelog by those restores",
+            registry=r,
+        )
+        self.state_restore_seconds = Histogram(
+            "leadstream_state_restore_seconds",
+            "Time to read one partition's lead state from the changelog",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=r,
         )
         self.input_gaps = Counter(

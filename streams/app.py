@@ -30,7 +30,16 @@ from models.experiments import KINDS
 from models.snapshot import SnapshotStore
 from models.suite import MODELS
 from ops.metrics import CONTENT_TYPE_LATEST
-from streams.durable import AGAIN, NEXT, OrderGuard, StallWatch, make_at_least_once
+from streams.durable import (
+    AGAIN,
+    NEXT,
+    OrderGuard,
+    StallWatch,
+    StateRestorer,
+    make_at_least_once,
+    make_restore_owned,
+    refuse,
+)
 from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
 from streams.topics import load_topics
 
@@ -150,12 +159,50 @@ def create_app(settings) -> faust.App:
     guard = OrderGuard(app, order, first_offset, lambda tp, kind: (
         pipeline.metrics.input_gaps.labels(partition=str(tp.partition), kind=kind).inc()))
 
+    async def read_changelog(partition: int):
+        """The ``(key, value)`` records of one partition of the lead table's changelog, from
+        its start to the end offset it has now (value None: the lead was deleted)."""
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
+                                    auto_offset_reset="earliest",
+                                    **settings.kafka_client_kwargs())
+        await asyncio.wait_for(consumer.start(), 30)
+        try:
+            tp = TopicPartition(changelog.get_topic_name(), partition)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
+                for m in batch.get(tp, ()):
+                    if m.offset < end:
+                        yield m.key, m.value
+        finally:
+            await consumer.stop()
+
+    def restored(partition: int, n_leads: int, seconds: float) -> None:
+        m = pipeline.metrics
+        m.state_restores.labels(partition=str(partition)).inc()
+        m.state_restored_leads.inc(n_leads)
+        m.state_restore_seconds.observe(seconds)
+
+    def handed_over(keys: list) -> None:
+        for k in keys:
+            pipeline.forget(k.decode("utf-8", "replace"))
+        pipeline.metrics.leads_handed_over.inc(len(keys))
+
+    restorer = StateRestorer(leads.data, lambda k: partition_for(k, n), read_changelog,
+                             on_restored=restored, on_dropped=handed_over)
+    make_restore_owned(app, leads, restorer, interactions.get_topic_name())
+
     @app.agent(interactions, name="process_interactions")
     async def process_interactions(stream):
         await catalog_ready.wait()
         async for event in stream.events():
             received = time.time()
             msg = event.message
+            if not restorer.trusted(msg.partition) and not await restorer.ready(msg.partition):
+                refuse(app, msg)  # a partition no longer this worker's: its owner reads it
+                continue
             verdict = await guard.admit(msg)
             if verdict is not NEXT:  # seen before, or past a hole being read again
                 if verdict is AGAIN:
@@ -266,45 +313,30 @@ def create_app(settings) -> faust.App:
         finally:
             await consumer.stop()
 
-    def held_partitions() -> set[int] | None:
-        """The input partitions this worker holds now (None while rebalancing)."""
-        if app.rebalancing:
-            return None
-        return {tp.partition for tp in app.assignor.assigned_actives()
-                if tp.topic == interactions.get_topic_name()}
-
     @app.timer(interval=settings.lead_sweep_interval_seconds)
     async def forget_idle_leads():
         """Delete leads idle for longer than the TTL from the table (and its changelog).
 
-        Drop, without a tombstone, copies of leads whose partition another worker holds
-        now: Faust's memory store keeps the keys written here when their partition moves,
-        and such a copy, idle here, must never delete the live lead from the changelog."""
+        Only leads of partitions whose state this worker holds whole (restored from the
+        changelog, or held since): copies of other partitions are dropped at each
+        rebalance (``streams.durable.StateRestorer``) and never tombstoned from here."""
         keys = list(leads.data.keys())
         total = sessions = 0
         for start in range(0, len(keys), 5000):
-            mine = held_partitions()
-            if mine is None:
-                return  # rebalancing: sweep next time (a worker may also hold none)
             chunk = []
             for k in keys[start:start + 5000]:
                 blob = leads.data.get(k)
-                if not blob:
-                    continue
-                if partition_for(k, n) not in mine:
-                    del leads.data[k]
-                    pipeline.forget(k.decode("utf-8", "replace"))
-                    pipeline.metrics.leads_handed_over.inc()
+                if not blob or not restorer.trusted(partition_for(k, n)):
                     continue
                 total += len(blob)
                 sessions += record.peek(blob)[1]
                 chunk.append((k, blob))
             for k in pipeline.expired(chunk, time.time()):
-                pipeline.forget(k.decode("utf-8", "replace"))
-                if k in leads.data:
+                if k in leads.data and restorer.trusted(partition_for(k, n)):
+                    pipeline.forget(k.decode("utf-8", "replace"))
                     del leads.data[k]
                     leads.send_changelog(partition_for(k, n), k, None, value_serializer="raw")
-                pipeline.metrics.leads_expired.inc()
+                    pipeline.metrics.leads_expired.inc()
             await asyncio.sleep(0)
         pipeline.metrics.lead_state_bytes.set(total)
         pipeline.metrics.open_sessions.set(sessions)
@@ -415,6 +447,13 @@ def create_app(settings) -> faust.App:
             return self.bytes(pipeline.metrics.exposition(),
                               content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    def held_partitions() -> set[int] | None:
+        """The input partitions this worker holds now (None while rebalancing)."""
+        if app.rebalancing:
+            return None
+        return {tp.partition for tp in app.assignor.assigned_actives()
+                if tp.topic == interactions.get_topic_name()}
+
     @app.page("/health/live")
     class Live(View):
         async def get(self, request):
@@ -423,15 +462,31 @@ def create_app(settings) -> faust.App:
     @app.page("/health/ready")
     class Ready(View):
         async def get(self, request):
-            ready = catalog_ready.is_set() and bool(app.assignor.assigned_actives())
-            return self.json({"ready": ready, "catalog_listings": len(pipeline.catalog)},
+            held = held_partitions()
+            restoring = sorted(p for p in held or () if not restorer.trusted(p))
+            ready = catalog_ready.is_set() and bool(held) and not restoring
+            return self.json({"ready": ready, "catalog_listings": len(pipeline.catalog),
+                              "partitions": sorted(held or ()),
+                              "restoring_partitions": restoring},
                              status=200 if ready else 503)
+
+    async def stored(view, lead_id: str):
+        """The lead's stored value once its partition's state is whole here (None: no such
+        lead), or a 503 response while it is being read from the changelog."""
+        key = lead_id.encode()
+        if not await restorer.ready(partition_for(key, n), timeout=10.0):
+            return None, view.json({"error": "this lead's partition is being restored or "
+                                             "moving to another worker; retry"}, status=503)
+        return leads.get(key), None
 
     @app.page("/leads/{lead_id}")
     class LeadView(View):
         @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            state = record.unpack(leads.get(lead_id.encode()))[1]
+            value, busy = await stored(self, lead_id)
+            if busy is not None:
+                return busy
+            state = record.unpack(value)[1]
             if state is None:
                 return self.json({"error": f"unknown lead {lead_id!r}"}, status=404)
             return self.json({"lead_id": lead_id, "profile": orjson.loads(state)})
@@ -442,7 +497,10 @@ def create_app(settings) -> faust.App:
 
         @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            profile = record.unpack(leads.get(lead_id.encode()))[1]
+            value, busy = await stored(self, lead_id)
+            if busy is not None:
+                return busy
+            profile = record.unpack(value)[1]
             return self.json(pipeline.current_recommendations(lead_id, profile))
 
     @app.page("/leads/{lead_id}/features")
@@ -451,7 +509,10 @@ def create_app(settings) -> faust.App:
 
         @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            blob = record.unpack(leads.get(lead_id.encode()))[0]
+            value, busy = await stored(self, lead_id)
+            if busy is not None:
+                return busy
+            blob = record.unpack(value)[0]
             if blob is None:
                 return self.json({"error": f"unknown lead {lead_id!r}"}, status=404)
             as_of = None if request.query.get("at") == "last_event" else time.time()

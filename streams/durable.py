@@ -54,12 +54,28 @@ logging of the worker:
    worker had read every offset, and no traced run has reproduced it since; whatever the
    cause, a record that does not reach the agent now ends in a warning, a count in
    ``leadstream_input_gaps_total`` and a re-read, never in a commit past it.
+
+6. **Lead state restored by the worker, not by Faust's recovery.** Two more CI runs of
+   the SIGKILL test ended with leads short although no offset was skipped (the guard of
+   (5) never fired, consumer lag 0): every short lead was in one input partition, in one
+   run every lead of that partition, one of them with no state at all. So a partition's
+   table contents were lost after the events were read, i.e. in the restore from the
+   changelog, which in faust-streaming 0.15 is an intricate per-generation state machine
+   (offsets kept across rebalances, buffers applied late, a memory store that deletes
+   keys of partitions it considers gone). :class:`Ownership` and :class:`StateRestorer`
+   replace it for the lead table with a rule that can be checked: a partition's leads
+   are trusted only if this worker held the partition in every generation since it last
+   read the partition's changelog; on any other assignment its in-memory copy is dropped
+   and the changelog partition is read again from its start to its end offset (with a
+   consumer of its own) before the agent handles any event of that partition. Faust's
+   recovery is switched off for that table only (:func:`make_restore_owned`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 
@@ -169,6 +185,13 @@ class InputOrder:
         self._next[tp] = offset + 1
 
 
+def refuse(app: faust.App, message) -> None:
+    """Leave ``message`` unhandled and uncommitted: Faust neither acks it nor commits past
+    it (the partition is read again from there, here or by its new owner)."""
+    message.acked = True
+    app.consumer._unacked_messages.discard(message)
+
+
 class OrderGuard:
     """Admit a partition's records to the agent only in offset order (point 5 above).
 
@@ -202,8 +225,7 @@ class OrderGuard:
             self.order.accept(tp, offset)
             self.on_gap(tp, "verified")
             return NEXT
-        message.acked = True  # refused: Faust neither acks nor commits it
-        self.app.consumer._unacked_messages.discard(message)
+        refuse(self.app, message)
         if not self.order.rewinding(tp):
             log.warning("input partition %d: offsets from %d never reached the agent (got %d);"
                         " reading them again", tp.partition, want, offset)
@@ -214,6 +236,169 @@ class OrderGuard:
                 log.warning("input partition %d: seek to %d failed: %r", tp.partition, want,
                             err)
         return GAP
+
+
+class Ownership:
+    """Which input partitions' lead state this worker holds whole (point 6 above).
+
+    Feed it each assignment, in order, with its consumer-group generation;
+    :meth:`assigned` returns the partitions whose state must be read again from the
+    changelog. A partition stays trusted only while every generation assigns it here: a
+    generation missed (a jump in the numbers: this worker was out of the group while
+    another may have held the partition) or a partition given away and back means
+    another worker may have written its leads meanwhile.
+
+    >>> o = Ownership()
+    >>> sorted(o.assigned(1, {0, 1, 2, 3}))          # first assignment: restore everything
+    [0, 1, 2, 3]
+    >>> for p in (0, 1, 2, 3):
+    ...     o.restored(1, p)
+    >>> o.assigned(2, {0, 1}), sorted(o.trusted)     # 2 and 3 moved to another worker
+    (set(), [0, 1])
+    >>> sorted(o.assigned(3, {0, 1, 3}))              # 3 comes back: its leads moved on there
+    [3]
+    >>> o.restored(2, 3)                              # a restore of an older generation
+    >>> sorted(o.trusted)
+    [0, 1]
+    >>> sorted(o.assigned(5, {0, 1}))                 # generation 4 missed: trust nothing
+    [0, 1]
+    """
+
+    __slots__ = ("generation", "trusted")
+
+    def __init__(self) -> None:
+        self.generation: int | None = None
+        self.trusted: set = set()
+
+    def assigned(self, generation: int, partitions) -> set:
+        partitions = set(partitions)
+        follows = self.generation is not None and generation == self.generation + 1
+        self.trusted = self.trusted & partitions if follows else set()
+        self.generation = generation
+        return partitions - self.trusted
+
+    def restored(self, generation: int, partition) -> None:
+        if generation == self.generation:
+            self.trusted.add(partition)
+
+
+class StateRestorer:
+    """Keeps ``data`` (lead key -> stored value) holding exactly the leads of the input
+    partitions this worker owns, each read whole from its changelog partition (point 6).
+
+    ``partition_of(key)`` is a key's partition; ``read(partition)`` is an async iterator
+    of the ``(key, value or None)`` records of that changelog partition from its start
+    to the end offset it had when the read began. :meth:`on_assigned` drops every lead
+    of a partition not trusted (``on_dropped(keys)`` gets those of partitions no longer
+    assigned) and starts the restores (``on_restored(partition, leads, seconds)`` after
+    each); :meth:`ready` waits for one.
+    """
+
+    def __init__(self, data, partition_of: Callable, read: Callable, on_restored=None,
+                 on_dropped=None, retry_delay: float = 1.0):
+        self.data, self.partition_of, self.read = data, partition_of, read
+        self.retry_delay = retry_delay
+        self.on_restored = on_restored or (lambda partition, n_keys, seconds: None)
+        self.on_dropped = on_dropped or (lambda keys: None)
+        self.ownership = Ownership()
+        self._tasks: dict = {}
+
+    def on_assigned(self, generation: int, partitions) -> None:
+        partitions = set(partitions)
+        restore = self.ownership.assigned(generation, partitions)
+        keep = self.ownership.trusted
+        gone = []  # leads of partitions moved away (the others are about to be read again)
+        for k in [k for k in self.data if self.partition_of(k) not in keep]:
+            del self.data[k]
+            if self.partition_of(k) not in partitions:
+                gone.append(k)
+        self.on_dropped(gone)
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks = {p: asyncio.ensure_future(self._restore(generation, p)) for p in restore}
+
+    async def _restore(self, generation: int, partition) -> None:
+        delay = self.retry_delay
+        while True:
+            started = time.monotonic()
+            restored: dict = {}
+            try:
+                async for key, value in self.read(partition):
+                    if value is None:
+                        restored.pop(key, None)
+                    else:
+                        restored[key] = value
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # broker away: keep trying, the agent waits
+                log.warning("lead state of partition %s: reading its changelog failed (%r); "
+                            "trying again in %.1f s", partition, err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if self.ownership.generation != generation:
+                return  # reassigned meanwhile (this task is normally cancelled first)
+            for k in [k for k in self.data if self.partition_of(k) == partition]:
+                del self.data[k]  # an interrupted earlier restore's leftovers
+            self.data.update(restored)
+            self.ownership.restored(generation, partition)
+            self.on_restored(partition, len(restored), time.monotonic() - started)
+            log.info("lead state of partition %s restored: %d leads in %.2f s", partition,
+                     len(restored), time.monotonic() - started)
+            return
+
+    def trusted(self, partition) -> bool:
+        return partition in self.ownership.trusted
+
+    async def ready(self, partition, timeout: float | None = None) -> bool:
+        """Wait until ``partition``'s leads are restored: True; False if this worker does
+        not own it (an event of a revoked partition) or ``timeout`` seconds passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while partition not in self.ownership.trusted:
+            task = self._tasks.get(partition)
+            if task is None:
+                return False
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(asyncio.shield(task), left)
+            except TimeoutError:
+                return False
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # the waiter itself was cancelled
+        return True
+
+
+def make_restore_owned(app: faust.App, table, restorer: StateRestorer, topic: str) -> None:
+    """Switch Faust's changelog recovery off for ``table`` and hand each assignment of
+    ``topic`` (the table's input) to ``restorer`` instead (point 6 above).
+
+    Faust then never reads the table's changelog partitions (they stay paused; the
+    restorer reads them with a consumer of its own) and never deletes its keys.
+    """
+    tables = app.tables
+    on_rebalance = tables.on_rebalance
+
+    def skip(add):
+        def wrapped(t, tp) -> None:
+            if t is not table:
+                add(t, tp)
+        wrapped.skips = True  # type: ignore[attr-defined]
+        return wrapped
+
+    async def rebalanced(assigned, revoked, newly_assigned, generation_id=0) -> None:
+        recovery = tables.recovery  # created when the table manager starts
+        if not getattr(recovery.add_active, "skips", False):
+            recovery.add_active = skip(recovery.add_active)
+            recovery.add_standby = skip(recovery.add_standby)
+        if generation_id == app.consumer_generation_id:  # else Faust ignores it too
+            restorer.on_assigned(generation_id,
+                                 {tp.partition for tp in assigned if tp.topic == topic})
+        await on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+    tables.on_rebalance = rebalanced
 
 
 def make_at_least_once(app: faust.App, drop_one_in: int = 0,

@@ -101,3 +101,88 @@ def test_an_unanswered_broker_means_read_again_and_a_failed_seek_does_not_raise(
     order.sought(P0, 0)
     assert _admit(guard, 0, 3) == [NEXT, GAP]
     assert consumer.seeks == [(0, 1)] and gaps == ["reread"]
+
+
+# ---- lead state restored by the worker (point 6) ---------------------------------------
+
+def _restorer(changelog: dict, data: dict, gate: asyncio.Event | None = None):
+    """A restorer over ``data`` whose changelog partition p holds ``changelog[p]`` (a list
+    of (key, value) records); keys are b"<partition>:<name>". ``gate`` holds reads back."""
+    from streams.durable import StateRestorer
+
+    dropped, restored = [], []
+
+    async def read(p):
+        if gate is not None:
+            await gate.wait()
+        for kv in changelog.get(p, []):
+            yield kv
+
+    r = StateRestorer(data, lambda k: int(k.split(b":")[0]), read,
+                      on_restored=lambda p, n, s: restored.append((p, n)),
+                      on_dropped=dropped.extend)
+    return r, dropped, restored
+
+
+def test_restore_reads_each_partition_whole_with_deletions_and_drops_moved_leads():
+    async def run():
+        changelog = {0: [(b"0:a", b"1"), (b"0:b", b"1"), (b"0:a", b"2"), (b"0:b", None)],
+                     1: [(b"1:c", b"5")]}
+        data = {b"0:a": b"stale", b"0:old": b"x", b"2:z": b"copy"}  # a previous owner's copy
+        r, dropped, restored = _restorer(changelog, data)
+        r.on_assigned(1, {0, 1})
+        assert data == {}  # nothing trusted yet: every copy is dropped before the reads
+        assert dropped == [b"2:z"]  # of a partition moved away: its model state goes too
+        assert await r.ready(0) and await r.ready(1)
+        assert data == {b"0:a": b"2", b"1:c": b"5"}  # last value wins, tombstones delete
+        assert sorted(restored) == [(0, 1), (1, 1)]
+
+        data[b"1:c"] = b"6"  # the agent writes on
+        r.on_assigned(2, {1})  # the next generation keeps 1 and gives 0 away
+        assert data == {b"1:c": b"6"} and dropped == [b"2:z", b"0:a"]
+        assert r.trusted(1) and not await r.ready(0)  # an event of 0: not ours any more
+        assert len(restored) == 2  # 1 was held throughout: not read again
+
+        r.on_assigned(4, {1})  # generation 3 missed: another worker may have held 1
+        assert not r.trusted(1) and await r.ready(1)
+        assert data == {b"1:c": b"5"}  # the changelog's value, not the local copy
+
+    asyncio.run(run())
+
+
+def test_a_restore_overtaken_by_a_rebalance_is_dropped_and_waiters_follow_the_new_one():
+    async def run():
+        gate = asyncio.Event()
+        changelog = {0: [(b"0:a", b"1")]}
+        data: dict = {}
+        r, _, restored = _restorer(changelog, data, gate)
+        r.on_assigned(1, {0})
+        waiter = asyncio.ensure_future(r.ready(0))
+        assert not await r.ready(0, timeout=0.05)  # still reading
+        changelog[0].append((b"0:a", b"2"))
+        r.on_assigned(2, {0})  # reassigned mid-read: the first read is cancelled
+        gate.set()
+        assert await waiter  # the agent waiting on partition 0 goes on after the new read
+        assert data == {b"0:a": b"2"} and restored == [(0, 1)]
+
+    asyncio.run(run())
+
+
+def test_a_failed_read_is_retried_until_it_succeeds():
+    async def run():
+        from streams.durable import StateRestorer
+
+        calls = []
+
+        async def read(p):
+            calls.append(p)
+            if len(calls) == 1:
+                raise ConnectionError("broker away")
+            yield b"0:a", b"1"
+
+        data: dict = {}
+        r = StateRestorer(data, lambda k: 0, read, retry_delay=0.01)
+        r.on_assigned(1, {0})
+        assert await r.ready(0, timeout=5) and data == {b"0:a": b"1"} and len(calls) == 2
+
+    asyncio.run(run())

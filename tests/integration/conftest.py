@@ -72,7 +72,8 @@ class Worker:
         self.log = log
         with open(log, "ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "leadstream", "worker"], env=settings_env(s),
+                [sys.executable, "-m", "leadstream", "worker", "--loglevel", "info"],
+                env=settings_env(s),
                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{s.web_port}"
 

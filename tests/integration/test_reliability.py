@@ -20,6 +20,7 @@ from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.settings import Settings
 from leadstream.simulate import SimConfig, Simulator
 from models.catalog import Catalog
+from models.suite import NO_MATCH
 from ops.broker import free_port, start_kafka
 from streams.topics import apply_topics
 
@@ -71,7 +72,12 @@ def test_sigkill_mid_stream_twice_loses_nothing_and_applies_nothing_twice(settin
         # can hang in Faust's table recovery across two rebalances (see the issue notes)
         time.sleep(s.kafka_session_timeout_seconds + 2)
         w = worker_factory(s)
-    _assert_every_lead_equals_one_run(w, _expected(records, s), len(unique))
+    want = _expected(records, s)
+    _assert_every_lead_equals_one_run(w, want, len(unique))
+    # the last worker read each partition's leads from the changelog before its events
+    assert {dict(lab)["partition"] for (name, lab), v in w.metrics().items()
+            if name == "leadstream_state_restores_total" and v >= 1} == {"0", "1", "2", "3"}
+    assert w.total("leadstream_state_restored_leads_total") >= 0.8 * len(want)
 
 
 def test_records_lost_before_the_agent_are_read_again_never_committed_past(settings,
@@ -115,6 +121,15 @@ def test_transaction_markers_are_verified_gaps_not_losses(settings, worker_facto
     assert w.total("leadstream_input_gaps_total", kind="reread") == 0
 
 
+def _logs(w) -> str:
+    """Every worker log of the test (``w``'s and those before it), for a failure message."""
+    out = []
+    for log in sorted(w.log.parent.glob("worker*.log")):
+        text = log.read_text(errors="replace")
+        out.append(f"--- {log.name} ({len(text)} chars) ---\n{text[-12000:]}")
+    return "\n".join(out)
+
+
 def _assert_every_lead_equals_one_run(w, want: dict, n_unique: int, timeout: float = 180) -> None:
     """Once ``w`` (or the worker it routes to) caught up: every lead's features and profile
     equal the uninterrupted run ``want``, and each event id was applied exactly once."""
@@ -141,7 +156,7 @@ def _assert_every_lead_equals_one_run(w, want: dict, n_unique: int, timeout: flo
     gaps = {k: v for k, v in w.metrics().items()
             if k[0] in ("leadstream_input_gaps_total", "leadstream_events_replayed_total")}
     assert not behind, (f"leads whose state differs (got, want): {behind}; lag: {lag}; "
-                        f"gaps, replays: {gaps}; worker log: {w.log.read_text()[-3000:]}")
+                        f"gaps, replays: {gaps}; worker logs:\n{_logs(w)}")
     applied = 0
     for lead, f in want.items():
         got = orjson.loads(w.get(f"/leads/{lead}/features?at=last_event")[1])
@@ -225,11 +240,10 @@ def test_full_restart_keeps_features_models_and_recommendations(settings, worker
     _assert_every_lead_equals_one_run(w, want, len(unique))
     # a lead whose filters no active listing passes has no list (which lead that is
     # depends on the simulated start's time of day); every other lead has one
-    no_match = "no active listing matches the lead's filters"
     assert sum(1 for rec in before.values() if rec["items"]) >= 0.8 * len(before)
     for lead, rec in before.items():
         after = orjson.loads(w.get(f"/leads/{lead}/recommendations")[1])
-        assert rec["items"] or rec["explanation"] == no_match, lead
+        assert rec["items"] or rec["explanation"] == NO_MATCH, lead
         assert [i["property_id"] for i in after["items"]] == \
             [i["property_id"] for i in rec["items"]], lead
         for a, b in zip(after["items"], rec["items"], strict=True):
