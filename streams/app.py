@@ -37,6 +37,7 @@ from streams.durable import (
     StallWatch,
     StateRestorer,
     make_at_least_once,
+    make_delivery_checked,
     make_restore_owned,
     refuse,
 )
@@ -127,6 +128,7 @@ def create_app(settings) -> faust.App:
                       "(features/record.py)")
 
     producer = app.producer
+    watch = make_delivery_checked(app)
     changelog = leads.changelog_topic
     out_topics = {t: t.get_topic_name() for t in (interactions, recommendations, lead_scores,
                                                    agent_insights, agent_facts, dlq, changelog)}
@@ -134,8 +136,9 @@ def create_app(settings) -> faust.App:
     async def emit(topic, key: bytes | None, value: bytes, partition: int | None = None,
                    headers=None) -> None:
         """Hand a record to the producer: cheaper than ``Topic.send`` per event, and as
-        safe: every offset commit first waits for the producer to deliver all it holds."""
-        await producer.send(out_topics[topic], key, value, partition, None, headers)
+        safe: every offset commit first waits for the producer to deliver all it holds, and
+        refuses if any of these records failed (``streams.durable``, point 7)."""
+        watch(await producer.send(out_topics[topic], key, value, partition, None, headers))
 
     async def first_offset(tp, offset: int) -> int | None:
         """The first offset at or after ``offset`` of ``tp`` holding a record, as the broker

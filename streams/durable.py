@@ -69,6 +69,12 @@ logging of the worker:
    and the changelog partition is read again from its start to its end offset (with a
    consumer of its own) before the agent handles any event of that partition. Faust's
    recovery is switched off for that table only (:func:`make_restore_owned`).
+
+7. **No commit after a failed delivery.** ``Producer.flush()`` returns when every record
+   handed to the Kafka client is done, delivered or failed; a failed changelog write
+   would then be committed past like a delivered one. :func:`make_delivery_checked`
+   makes the flush before each commit raise once any watched record failed, so the
+   worker stops (and is restarted from the last good commit) instead of committing.
 """
 
 from __future__ import annotations
@@ -399,6 +405,31 @@ def make_restore_owned(app: faust.App, table, restorer: StateRestorer, topic: st
         await on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     tables.on_rebalance = rebalanced
+
+
+def make_delivery_checked(app: faust.App) -> Callable[[asyncio.Future], None]:
+    """Patch ``app``'s producer so ``flush()`` (which every offset commit awaits first)
+    raises once a watched record failed to be delivered (point 7 above). Returns
+    ``watch(future)`` for the futures the producer's ``send`` returns."""
+    producer = app.producer
+    flush = producer.flush
+    failed: list = []
+
+    def done(fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            if not failed:
+                log.error("a record was not delivered (%r): no offset is committed from "
+                          "now on, the worker stops", fut.exception())
+            failed.append(fut.exception())
+
+    async def checked_flush() -> None:
+        await flush()
+        if failed:
+            raise RuntimeError(f"{len(failed)} records were not delivered (first: "
+                               f"{failed[0]!r}): refusing to commit past them")
+
+    producer.flush = checked_flush
+    return lambda fut: fut.add_done_callback(done)
 
 
 def make_at_least_once(app: faust.App, drop_one_in: int = 0,

@@ -186,3 +186,35 @@ def test_a_failed_read_is_retried_until_it_succeeds():
         assert await r.ready(0, timeout=5) and data == {b"0:a": b"1"} and len(calls) == 2
 
     asyncio.run(run())
+
+
+def test_a_failed_delivery_makes_the_flush_before_a_commit_raise():
+    from streams.durable import make_delivery_checked
+
+    class Producer:
+        async def flush(self):
+            pass
+
+    class FaustApp:
+        producer = Producer()
+
+    async def run():
+        app = FaustApp()
+        watch = make_delivery_checked(app)
+        ok, lost = asyncio.get_running_loop().create_future(), \
+            asyncio.get_running_loop().create_future()
+        watch(ok)
+        watch(lost)
+        ok.set_result("metadata")
+        await asyncio.sleep(0)
+        await app.producer.flush()  # everything delivered so far: the commit may go on
+        lost.set_exception(TimeoutError("no broker"))
+        await asyncio.sleep(0)
+        try:
+            await app.producer.flush()
+        except RuntimeError as err:
+            assert "1 records were not delivered" in str(err)
+        else:
+            raise AssertionError("flush must refuse once a record was lost")
+
+    asyncio.run(run())
