@@ -77,6 +77,27 @@ def simulated_events(leads: int, days: float, seed: int):
     return events, attrs
 
 
+def lead_records(leads: int, days: float, seed: int) -> list[bytes]:
+    """The table values (``features/record.py``: features and profile in one record) of
+    ``leads`` simulated leads after ``days`` of history, as the worker stores them (last
+    updated now, so none is idle)."""
+    from features import lead as F
+    from features import record
+    from features.profile import LeadProfile
+    from features.profile import update as profile_update
+
+    events, attrs = simulated_events(leads, days, seed)
+    now = time.time()
+    feats: dict[str, F.LeadFeatures] = {}
+    profiles: dict[str, LeadProfile] = {}
+    for ev in events:
+        listing = attrs.get(ev.property_id) if ev.property_id else None
+        F.update(feats.setdefault(ev.lead_id, F.LeadFeatures()), ev, listing, now=now)
+        profile_update(profiles.setdefault(ev.lead_id, LeadProfile()), ev, listing)
+    return [record.pack(F.encode(feats[lead]), orjson.dumps(p.to_dict()))
+            for lead, p in profiles.items()]
+
+
 def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
                    memory_leads: int = 100_000) -> dict:
     from features import lead as F

@@ -807,6 +807,12 @@ def cmd_bench(args, settings: Settings) -> int:
         r = benchscale.bench_scale(sizes=tuple(int(x) for x in args.lead_counts.split(",")),
                                    window=args.window, seed=args.seed)
         show = benchscale.print_scale
+    elif args.what == "restore":
+        from leadstream import benchrestore
+
+        r = benchrestore.bench_restore(leads=args.restore_leads, sim_leads=args.leads,
+                                       days=args.days, seed=args.seed)
+        show = benchrestore.print_restore
     elif args.what == "soak":
         from leadstream import soak
 
@@ -943,7 +949,8 @@ def build_parser() -> argparse.ArgumentParser:
     mo.set_defaults(func=cmd_models)
 
     be = sub.add_parser("bench", help="benchmarks that print their figures")
-    be.add_argument("what", choices=["features", "scoring", "pipeline", "stages", "scale", "soak"])
+    be.add_argument("what", choices=["features", "scoring", "pipeline", "stages", "scale", "soak",
+                                     "restore"])
     be.add_argument("--events", type=int, default=20_000, help="pipeline: backlog size")
     be.add_argument("--loads", default="200,500,750,1000", help="pipeline: offered events/s")
     be.add_argument("--seconds", type=float, default=10.0, help="pipeline: per offered load")
@@ -964,6 +971,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="soak: the worker's LEADSTREAM_LEAD_TTL_SECONDS")
     be.add_argument("--memory-leads", type=int, default=100_000,
                     help="leads in the memory measurement")
+    be.add_argument("--restore-leads", type=int, default=100_000,
+                    help="restore: leads in the changelog the worker reads back")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
     return p

@@ -61,6 +61,27 @@ def _credentials(settings):
     return faust.SSLCredentials(kw["ssl_context"])
 
 
+async def read_partition(settings, topic: str, partition: int):
+    """The ``(key, value)`` records of one partition of ``topic``, from its start to the end
+    offset it has when the read begins (value None: a deletion), with a consumer of its own:
+    how a worker reads a partition of the lead table's changelog back."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
+                                auto_offset_reset="earliest", **settings.kafka_client_kwargs())
+    await asyncio.wait_for(consumer.start(), 30)
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
+            for m in batch.get(tp, ()):
+                if m.offset < end:
+                    yield m.key, m.value
+    finally:
+        await consumer.stop()
+
+
 def create_app(settings) -> faust.App:
     """Build the worker's Faust app for ``settings`` (bootstrap must be set)."""
     if not settings.kafka_bootstrap:
@@ -162,26 +183,6 @@ def create_app(settings) -> faust.App:
     guard = OrderGuard(app, order, first_offset, lambda tp, kind: (
         pipeline.metrics.input_gaps.labels(partition=str(tp.partition), kind=kind).inc()))
 
-    async def read_changelog(partition: int):
-        """The ``(key, value)`` records of one partition of the lead table's changelog, from
-        its start to the end offset it has now (value None: the lead was deleted)."""
-        consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
-                                    auto_offset_reset="earliest",
-                                    **settings.kafka_client_kwargs())
-        await asyncio.wait_for(consumer.start(), 30)
-        try:
-            tp = TopicPartition(changelog.get_topic_name(), partition)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
-                for m in batch.get(tp, ()):
-                    if m.offset < end:
-                        yield m.key, m.value
-        finally:
-            await consumer.stop()
-
     def restored(partition: int, n_leads: int, seconds: float) -> None:
         m = pipeline.metrics
         m.state_restores.labels(partition=str(partition)).inc()
@@ -193,7 +194,8 @@ def create_app(settings) -> faust.App:
             pipeline.forget(k.decode("utf-8", "replace"))
         pipeline.metrics.leads_handed_over.inc(len(keys))
 
-    restorer = StateRestorer(leads.data, lambda k: partition_for(k, n), read_changelog,
+    restorer = StateRestorer(leads.data, lambda k: partition_for(k, n),
+                             lambda p: read_partition(settings, changelog.get_topic_name(), p),
                              on_restored=restored, on_dropped=handed_over)
     make_restore_owned(app, leads, restorer, interactions.get_topic_name())
 

@@ -80,6 +80,7 @@ logging of the worker:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
@@ -329,11 +330,12 @@ class StateRestorer:
             started = time.monotonic()
             restored: dict = {}
             try:
-                async for key, value in self.read(partition):
-                    if value is None:
-                        restored.pop(key, None)
-                    else:
-                        restored[key] = value
+                async with contextlib.aclosing(self.read(partition)) as records:
+                    async for key, value in records:
+                        if value is None:
+                            restored.pop(key, None)
+                        else:
+                            restored[key] = value
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # broker away: keep trying, the agent waits

@@ -113,3 +113,16 @@ def test_bench_pipeline_accounts_for_every_event_with_one_and_two_workers(kafka,
     assert two["accounted"] == two["input"] == r["events"]
     assert two["leads_compared"] > 0 and two["leads_differing"] == 0
     assert two["recommendation_hits"] > 0 and two["events_per_second"] > 0
+
+
+def test_bench_restore_reads_every_lead_back(kafka, monkeypatch):
+    from leadstream.benchrestore import bench_restore
+
+    monkeypatch.setenv("LEADSTREAM_KAFKA_BOOTSTRAP", kafka.bootstrap)
+    monkeypatch.setenv("LEADSTREAM_HOME", str(HOME))
+    r = bench_restore(leads=3000, sim_leads=40, days=3.0)
+    full = r["restore"]
+    assert r["every_lead_restored"] and full["leads_held"] == 3000
+    assert full["restored_leads"] >= 3000 and full["restores"] >= 4  # each partition read
+    assert r["reference_empty"]["leads_held"] == 0
+    assert full["changelog_bytes"] > 3000 * 500 and r["leads_per_second"] > 0
