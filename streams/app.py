@@ -196,7 +196,8 @@ def create_app(settings) -> faust.App:
 
     restorer = StateRestorer(leads.data, lambda k: partition_for(k, n),
                              lambda p: read_partition(settings, changelog.get_topic_name(), p),
-                             on_restored=restored, on_dropped=handed_over)
+                             on_restored=restored, on_dropped=handed_over,
+                             settle=producer.flush)
     make_restore_owned(app, leads, restorer, interactions.get_topic_name())
 
     @app.agent(interactions, name="process_interactions")
@@ -205,13 +206,18 @@ def create_app(settings) -> faust.App:
         async for event in stream.events():
             received = time.time()
             msg = event.message
-            if not restorer.trusted(msg.partition) and not await restorer.ready(msg.partition):
-                refuse(app, msg)  # a partition no longer this worker's: its owner reads it
-                continue
+            if not restorer.trusted(msg.partition) and (
+                    not await restorer.ready(msg.partition)
+                    or msg.generation_id != app.consumer_generation_id):
+                refuse(app, msg)  # not this worker's any more, or fetched before a rebalance:
+                continue          # read again from the committed offset, here or by the owner
             verdict = await guard.admit(msg)
             if verdict is not NEXT:  # seen before, or past a hole being read again
                 if verdict is AGAIN:
                     pipeline.replayed_again()
+                continue
+            if not restorer.trusted(msg.partition):  # moved while the guard asked the broker
+                refuse(app, msg)
                 continue
             res = pipeline.ingest(event.value, event.key, msg.partition)
             if isinstance(res, DeadLetter):

@@ -298,12 +298,14 @@ class StateRestorer:
     to the end offset it had when the read began. :meth:`on_assigned` drops every lead
     of a partition not trusted (``on_dropped(keys)`` gets those of partitions no longer
     assigned) and starts the restores (``on_restored(partition, leads, seconds)`` after
-    each); :meth:`ready` waits for one.
+    each); :meth:`ready` waits for one. ``settle()``, awaited before each read, delivers
+    what this worker itself still has on its way to the changelog (the producer's flush).
     """
 
     def __init__(self, data, partition_of: Callable, read: Callable, on_restored=None,
-                 on_dropped=None, retry_delay: float = 1.0):
+                 on_dropped=None, retry_delay: float = 1.0, settle=None):
         self.data, self.partition_of, self.read = data, partition_of, read
+        self.settle = settle
         self.retry_delay = retry_delay
         self.on_restored = on_restored or (lambda partition, n_keys, seconds: None)
         self.on_dropped = on_dropped or (lambda keys: None)
@@ -330,6 +332,8 @@ class StateRestorer:
             started = time.monotonic()
             restored: dict = {}
             try:
+                if self.settle is not None:  # this worker's own writes, still on their way
+                    await self.settle()
                 async with contextlib.aclosing(self.read(partition)) as records:
                     async for key, value in records:
                         if value is None:

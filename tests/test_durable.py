@@ -218,3 +218,23 @@ def test_a_failed_delivery_makes_the_flush_before_a_commit_raise():
             raise AssertionError("flush must refuse once a record was lost")
 
     asyncio.run(run())
+
+
+def test_the_workers_own_writes_are_settled_before_each_read():
+    async def run():
+        from streams.durable import StateRestorer
+
+        log: list = []
+
+        async def settle():
+            log.append("settle")
+
+        async def read(p):
+            log.append(f"read {p}")
+            yield b"0:a", b"1"
+
+        r = StateRestorer({}, lambda k: 0, read, settle=settle)
+        r.on_assigned(1, {0})
+        assert await r.ready(0) and log == ["settle", "read 0"]
+
+    asyncio.run(run())
