@@ -368,8 +368,8 @@ class StateRestorer:
         deadline = None if timeout is None else time.monotonic() + timeout
         while partition not in self.ownership.trusted:
             task = self._tasks.get(partition)
-            if task is None:
-                return False
+            if task is None or (task.done() and not task.cancelled()):
+                return False  # not assigned here (or a restore left for a newer generation)
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
