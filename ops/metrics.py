@@ -91,7 +91,7 @@ class Metrics:
         self.leads_handed_over = Counter(
             "leadstream_leads_handed_over",
             "Copies of leads dropped from memory because their partition moved to another "
-            "worker (or must be read again from the changelog)",
+            "worker",
             registry=r,
         )
         self.state_restores = Counter(

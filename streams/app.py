@@ -67,8 +67,8 @@ async def read_partition(settings, topic: str, partition: int):
     how a worker reads a partition of the lead table's changelog back."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
                                 auto_offset_reset="earliest", **settings.kafka_client_kwargs())
-    await asyncio.wait_for(consumer.start(), 30)
     try:
+        await asyncio.wait_for(consumer.start(), 30)
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
@@ -154,7 +154,7 @@ def create_app(settings) -> faust.App:
     out_topics = {t: t.get_topic_name() for t in (interactions, recommendations, lead_scores,
                                                    agent_insights, agent_facts, dlq, changelog)}
 
-    async def emit(topic, key: bytes | None, value: bytes, partition: int | None = None,
+    async def emit(topic, key: bytes | None, value: bytes | None, partition: int | None = None,
                    headers=None) -> None:
         """Hand a record to the producer: cheaper than ``Topic.send`` per event, and as
         safe: every offset commit first waits for the producer to deliver all it holds, and
@@ -197,7 +197,8 @@ def create_app(settings) -> faust.App:
     restorer = StateRestorer(leads.data, lambda k: partition_for(k, n),
                              lambda p: read_partition(settings, changelog.get_topic_name(), p),
                              on_restored=restored, on_dropped=handed_over,
-                             settle=producer.flush)
+                             settle=producer.flush,
+                             on_failure=lambda err: asyncio.ensure_future(app.crash(err)))
     make_restore_owned(app, leads, restorer, interactions.get_topic_name())
 
     @app.agent(interactions, name="process_interactions")
@@ -231,16 +232,17 @@ def create_app(settings) -> faust.App:
             stored_features, stored_profile = record.unpack(leads.get(key))
             out = pipeline.apply(res, stored_profile, stored_features, received,
                                  offset=msg.offset)
-            if out.dead is not None:
-                await emit(dlq, event.key, event.value,
-                           headers=out.dead.headers(msg.topic, msg.partition, msg.offset))
             if out.features is not None:
                 # what ``leads[key] = value`` does for the memory store, minus Faust's
                 # per-write machinery: the value in the table, then in its changelog
-                # partition (the input's); the commit's flush waits for it like any send
+                # partition (the input's); the commit's flush waits for it like any send.
+                # Nothing is awaited since the partition was last found trusted above.
                 value = record.pack(out.features, out.profile or stored_profile)
                 leads.data[key] = value
                 await emit(changelog, key, value, partition=msg.partition)
+            if out.dead is not None:
+                await emit(dlq, event.key, event.value,
+                           headers=out.dead.headers(msg.topic, msg.partition, msg.offset))
             if out.recommendation is not None:
                 await emit(recommendations, event.key, out.recommendation)
             if out.score is not None:
@@ -346,8 +348,10 @@ def create_app(settings) -> faust.App:
                 if k in leads.data and restorer.trusted(partition_for(k, n)):
                     pipeline.forget(k.decode("utf-8", "replace"))
                     del leads.data[k]
-                    leads.send_changelog(partition_for(k, n), k, None, value_serializer="raw")
                     pipeline.metrics.leads_expired.inc()
+                    # the producer the agent writes through, so a lead's later value never
+                    # lands in the changelog ahead of this tombstone
+                    await emit(changelog, k, None, partition=partition_for(k, n))
             await asyncio.sleep(0)
         pipeline.metrics.lead_state_bytes.set(total)
         pipeline.metrics.open_sessions.set(sessions)

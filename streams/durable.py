@@ -164,11 +164,12 @@ class InputOrder:
     'next'
     """
 
-    __slots__ = ("_next", "_sought")
+    __slots__ = ("_next", "_seeks", "_sought")
 
     def __init__(self) -> None:
         self._next: dict = {}
         self._sought: dict = {}
+        self._seeks: Counter = Counter()
 
     def check(self, tp, offset: int) -> str:
         want = self._next.get(tp)
@@ -182,6 +183,15 @@ class InputOrder:
 
     def sought(self, tp, offset: int) -> None:
         self._next[tp] = self._sought[tp] = offset
+        self._seeks[tp] += 1
+
+    def seek_failed(self, tp) -> None:
+        """The last seek of ``tp`` did not happen: records are not being read again."""
+        self._sought.pop(tp, None)
+
+    def seeks(self, tp) -> int:
+        """How many seeks of ``tp`` there have been (one moved it if this changed)."""
+        return self._seeks[tp]
 
     def rewinding(self, tp) -> bool:
         """Whether a seek to the expected offset is in effect (stale records may arrive)."""
@@ -210,10 +220,13 @@ class OrderGuard:
 
     def __init__(self, app: faust.App, order: InputOrder,
                  first_offset: Callable[..., Awaitable[int | None]],
-                 on_gap: Callable[..., None] = lambda tp, kind: None):
+                 on_gap: Callable[..., None] = lambda tp, kind: None,
+                 patience: float = 5.0):
         self.app, self.order = app, order
         self.first_offset, self.on_gap = first_offset, on_gap
+        self.patience = patience
         self._first: dict = {}  # tp -> (expected offset, first offset there)
+        self._waiting: dict = {}  # tp -> when records began to be refused awaiting a seek
 
     async def admit(self, message) -> str:
         """``"next"``: handle ``message``. ``"again"``: it was handled before (skip it; it is
@@ -221,18 +234,31 @@ class OrderGuard:
         tp, offset = message.tp, message.offset
         verdict = self.order.check(tp, offset)
         if verdict is not GAP:
+            if self._waiting and verdict is NEXT:
+                self._waiting.pop(tp, None)
             return verdict
         want = self.order.expected(tp)
         cached = self._first.get(tp)
         first = cached[1] if cached and cached[0] == want else None
         if first is None:
+            seeks = self.order.seeks(tp)
             first = await self.first_offset(tp, want)
+            if self.order.seeks(tp) != seeks:  # sought meanwhile (a rebalance): it comes again
+                refuse(self.app, message)
+                return GAP
             self._first[tp] = (want, first)
         if first == offset:  # nothing between: a real gap
             self.order.accept(tp, offset)
             self.on_gap(tp, "verified")
             return NEXT
         refuse(self.app, message)
+        now = time.monotonic()
+        since = self._waiting.setdefault(tp, now)
+        if self.order.rewinding(tp) and now - since > self.patience:
+            log.warning("input partition %d: offset %d has not come back %.0f s after a seek "
+                        "to it; seeking again", tp.partition, want, now - since)
+            self._waiting[tp] = now
+            self.order.seek_failed(tp)
         if not self.order.rewinding(tp):
             log.warning("input partition %d: offsets from %d never reached the agent (got %d);"
                         " reading them again", tp.partition, want, offset)
@@ -300,33 +326,50 @@ class StateRestorer:
     assigned) and starts the restores (``on_restored(partition, leads, seconds)`` after
     each); :meth:`ready` waits for one. ``settle()``, awaited before each read, delivers
     what this worker itself still has on its way to the changelog (the producer's flush).
+    A read that fails is retried; any other error of a restore goes to
+    ``on_failure(exc)`` (the worker stops) rather than leaving a partition silently
+    unserved. Nothing else may write the leads of a partition that is not trusted.
     """
 
     def __init__(self, data, partition_of: Callable, read: Callable, on_restored=None,
-                 on_dropped=None, retry_delay: float = 1.0, settle=None):
+                 on_dropped=None, retry_delay: float = 1.0, settle=None, on_failure=None):
         self.data, self.partition_of, self.read = data, partition_of, read
         self.settle = settle
         self.retry_delay = retry_delay
         self.on_restored = on_restored or (lambda partition, n_keys, seconds: None)
         self.on_dropped = on_dropped or (lambda keys: None)
+        self.on_failure = on_failure
         self.ownership = Ownership()
+        self._assigned: set = set()
         self._tasks: dict = {}
 
     def on_assigned(self, generation: int, partitions) -> None:
         partitions = set(partitions)
+        last = self.ownership.generation
+        follows = last is not None and generation == last + 1
         restore = self.ownership.assigned(generation, partitions)
         keep = self.ownership.trusted
         gone = []  # leads of partitions moved away (the others are about to be read again)
-        for k in [k for k in self.data if self.partition_of(k) not in keep]:
-            del self.data[k]
-            if self.partition_of(k) not in partitions:
-                gone.append(k)
+        for k in list(self.data):
+            p = self.partition_of(k)
+            if p not in keep:
+                del self.data[k]
+                if p not in partitions:
+                    gone.append(k)
         self.on_dropped(gone)
-        for task in self._tasks.values():
-            task.cancel()
-        self._tasks = {p: asyncio.ensure_future(self._restore(generation, p)) for p in restore}
+        # a read under way goes on if the partition stayed here through the rebalance:
+        # nobody else can have written it meanwhile
+        tasks = {}
+        for p, task in self._tasks.items():
+            if follows and p in restore and p in self._assigned and not task.done():
+                tasks[p] = task
+            else:
+                task.cancel()
+        for p in restore - tasks.keys():
+            tasks[p] = asyncio.ensure_future(self._restore(p))
+        self._tasks, self._assigned = tasks, partitions
 
-    async def _restore(self, generation: int, partition) -> None:
+    async def _restore(self, partition) -> None:
         delay = self.retry_delay
         while True:
             started = time.monotonic()
@@ -348,28 +391,34 @@ class StateRestorer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            if self.ownership.generation != generation:
-                return  # reassigned meanwhile (this task is normally cancelled first)
-            for k in [k for k in self.data if self.partition_of(k) == partition]:
-                del self.data[k]  # an interrupted earlier restore's leftovers
+            break
+        try:
+            if self._tasks.get(partition) is not asyncio.current_task():
+                return  # superseded by a rebalance (normally cancelled before this)
             self.data.update(restored)
-            self.ownership.restored(generation, partition)
-            self.on_restored(partition, len(restored), time.monotonic() - started)
+            self.ownership.restored(self.ownership.generation, partition)
+            seconds = time.monotonic() - started
+            self.on_restored(partition, len(restored), seconds)
             log.info("lead state of partition %s restored: %d leads in %.2f s", partition,
-                     len(restored), time.monotonic() - started)
-            return
+                     len(restored), seconds)
+        except Exception as err:
+            log.exception("lead state of partition %s: restore failed", partition)
+            if self.on_failure is None:
+                raise
+            self.on_failure(err)
 
     def trusted(self, partition) -> bool:
         return partition in self.ownership.trusted
 
     async def ready(self, partition, timeout: float | None = None) -> bool:
         """Wait until ``partition``'s leads are restored: True; False if this worker does
-        not own it (an event of a revoked partition) or ``timeout`` seconds passed."""
+        not own it (an event of a revoked partition), its restore failed, or ``timeout``
+        seconds passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while partition not in self.ownership.trusted:
             task = self._tasks.get(partition)
-            if task is None or (task.done() and not task.cancelled()):
-                return False  # not assigned here (or a restore left for a newer generation)
+            if task is None or task.done():
+                return partition in self.ownership.trusted
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
@@ -378,8 +427,11 @@ class StateRestorer:
             except TimeoutError:
                 return False
             except asyncio.CancelledError:
-                if not task.cancelled():
+                me = asyncio.current_task()
+                if me is not None and me.cancelling():
                     raise  # the waiter itself was cancelled
+            except Exception:  # noqa: BLE001 (the restore's own failure: see on_failure)
+                return False
         return True
 
 
@@ -490,11 +542,16 @@ def make_seek_complete(app: faust.App, order: InputOrder, drop_one_in: int = 0,
     Each partition has an epoch, raised when a seek of it has completed; each fetched
     batch is tagged with the epochs current when the fetch completed. A record whose
     partition was seeked since is dropped (it is fetched again from the new position),
-    and only a record of the current epoch may move Faust's read offset. Seeks run on
-    the consumer's thread like fetches, so a batch drained before a seek is tagged
-    before that seek raises the epoch. Call it before the app starts: the fetch loop
-    binds ``getmany`` and the read-offset mapping when it starts. Every seek also sets
-    the next offset ``order`` expects of the partition.
+    and only a record of the current epoch may move Faust's read offset. Both steps run
+    on the consumer's thread, in the same step as the seek and as the fetch's return:
+    a batch fetched after a seek always carries that seek's epoch. (Raising the epoch on
+    the event loop's thread once the seek had returned, as an earlier version did, let a
+    fetch from the new position complete in between and be tagged with the old epoch:
+    the records from the sought offset on were then dropped as stale, and the partition
+    starved or, before the order guard, was committed past; CI lost every lead of one
+    partition that way.) Call it before the app starts: the fetch loop binds ``getmany``
+    and the read-offset mapping when it starts. Every seek also sets the next offset
+    ``order`` expects of the partition.
     """
     consumer = app.consumer
     dropped: set = set()  # fault injection (tests): each record lost once
@@ -516,10 +573,22 @@ def make_seek_complete(app: faust.App, order: InputOrder, drop_one_in: int = 0,
 
     consumer._read_offset = ReadOffsets(lambda: None, consumer._read_offset)
     fetch, getmany = consumer._getmany, consumer.getmany
+    thread = consumer._thread
+    fetch_records = thread._fetch_records
+
+    class Tagged(dict):
+        """A fetched batch with the epochs current when it was fetched."""
+
+        epochs: Counter
+
+    async def fetch_records_tagged(*args, **kwargs):
+        records = Tagged(await fetch_records(*args, **kwargs))
+        records.epochs = epoch.copy()  # consumer's thread, the step the fetch returned in
+        return records
 
     async def fetch_tagged(active_partitions, timeout):
         records = await fetch(active_partitions, timeout)
-        tagged["fetch"] = epoch.copy()  # in the step that receives the batch
+        tagged["fetch"] = getattr(records, "epochs", None) or epoch.copy()
         return records
 
     async def getmany_current(timeout: float):
@@ -539,32 +608,43 @@ def make_seek_complete(app: faust.App, order: InputOrder, drop_one_in: int = 0,
         finally:
             await batch.aclose()
 
-    thread = consumer._thread
+    def seek_in_thread(tp, offset: int) -> None:
+        thread.seek(tp, offset)
+        epoch[(tp.topic, tp.partition)] += 1  # the same step: no fetch returns in between
 
     async def seek_now(tp, offset: int) -> None:
         key = (tp.topic, tp.partition)
         seeking[key] += 1
+        # the order first: a record the agent gets from here on is measured against the
+        # sought offset, whenever the event loop resumes after the seek
+        order.sought(tp, offset)
         try:
-            await thread.call_thread(thread.seek, tp, offset)
-            epoch[key] += 1
-            order.sought(tp, offset)
+            await thread.call_thread(seek_in_thread, tp, offset)
             consumer._read_offset[tp] = offset if offset else None
+        except BaseException:
+            order.seek_failed(tp)  # the next hole the guard sees seeks again
+            raise
         finally:
             seeking[key] -= 1
 
-    seek_to_committed = consumer.seek_to_committed
+    async def seek_to_committed_in_thread():
+        committed = await thread._ensure_consumer().seek_to_committed()  # those > 0
+        for tp, offset in committed.items():
+            if offset:  # the step the seeks were made in: no fetch returned in between
+                epoch[(tp.topic, tp.partition)] += 1
+        return committed
 
     async def seek_complete():
-        committed = await seek_to_committed()  # seeks those with an offset > 0
+        committed = await thread.call_thread(seek_to_committed_in_thread)
         changelogs = app.tables.changelog_topics
         for tp, offset in committed.items():
             if offset:
-                epoch[(tp.topic, tp.partition)] += 1
                 order.sought(tp, offset)
             elif tp.topic not in changelogs:
                 await seek_now(tp, 0)
         return committed
 
+    thread._fetch_records = fetch_records_tagged
     consumer._getmany = fetch_tagged
     consumer.getmany = getmany_current
     consumer.seek = seek_now

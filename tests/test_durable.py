@@ -4,6 +4,7 @@ stand-in for Faust's consumer: which records it admits, refuses and reads again.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import namedtuple
 
 from streams.durable import AGAIN, GAP, NEXT, InputOrder, OrderGuard
@@ -103,6 +104,41 @@ def test_an_unanswered_broker_means_read_again_and_a_failed_seek_does_not_raise(
     assert consumer.seeks == [(0, 1)] and gaps == ["reread"]
 
 
+def test_a_seek_while_the_broker_is_asked_refuses_the_record_instead_of_taking_the_hole():
+    order = InputOrder()
+    consumer = Consumer(order)
+
+    async def first_offset(tp, offset):  # a rebalance seeks the partition meanwhile
+        order.sought(tp, 10)
+        return 13  # the broker's answer (13 follows the hole) is about the old position
+
+    guard = OrderGuard(App(consumer), order, first_offset)
+    order.sought(P0, 10)
+    held = Message(13)
+    assert _admit(guard, 10, 11) == [NEXT, NEXT]
+    assert asyncio.run(guard.admit(held)) == GAP and held.acked  # refused, not applied
+    assert order.expected(P0) == 10  # the sought position stands: 10, 11, 12 come again
+    assert _admit(guard, 10, 11, 12, 13) == [NEXT] * 4
+
+
+def test_a_sought_offset_that_never_comes_back_is_sought_again():
+    """Records past a seek target are refused while the target is awaited; if it does not
+    come (the seek's records were lost too), the partition is sought again, not starved."""
+    order = InputOrder()
+    consumer = Consumer(order)
+
+    async def first_offset(tp, offset):
+        return offset  # the broker holds the sought record
+
+    guard = OrderGuard(App(consumer), order, first_offset, patience=0.05)
+    order.sought(P0, 0)
+    assert _admit(guard, 7, 8) == [GAP, GAP]  # stale: waiting for 0
+    assert consumer.seeks == []
+    time.sleep(0.1)
+    assert _admit(guard, 9) == [GAP] and consumer.seeks == [(0, 0)]  # sought again
+    assert _admit(guard, 0, 1) == [NEXT, NEXT]
+
+
 # ---- lead state restored by the worker (point 6) ---------------------------------------
 
 def _restorer(changelog: dict, data: dict, gate: asyncio.Event | None = None):
@@ -150,20 +186,57 @@ def test_restore_reads_each_partition_whole_with_deletions_and_drops_moved_leads
     asyncio.run(run())
 
 
-def test_a_restore_overtaken_by_a_rebalance_is_dropped_and_waiters_follow_the_new_one():
+def test_a_read_goes_on_through_a_rebalance_that_keeps_its_partition_here():
     async def run():
-        gate = asyncio.Event()
-        changelog = {0: [(b"0:a", b"1")]}
+        from streams.durable import StateRestorer
+
+        gate, reads = asyncio.Event(), []
+
+        async def read(p):
+            reads.append(p)
+            await gate.wait()
+            yield b"0:a", b"1"
+
         data: dict = {}
-        r, _, restored = _restorer(changelog, data, gate)
+        r = StateRestorer(data, lambda k: 0, read)
         r.on_assigned(1, {0})
-        waiter = asyncio.ensure_future(r.ready(0))
         assert not await r.ready(0, timeout=0.05)  # still reading
-        changelog[0].append((b"0:a", b"2"))
-        r.on_assigned(2, {0})  # reassigned mid-read: the first read is cancelled
+        r.on_assigned(2, {0, 1})  # the next generation keeps 0 here: nobody else wrote it
         gate.set()
-        assert await waiter  # the agent waiting on partition 0 goes on after the new read
-        assert data == {b"0:a": b"2"} and restored == [(0, 1)]
+        assert await r.ready(0) and await r.ready(1) and data == {b"0:a": b"1"}
+        assert reads == [0, 1]  # 0 was read once
+
+    asyncio.run(run())
+
+
+def test_a_read_overtaken_by_a_missed_generation_is_closed_and_waiters_follow_the_new_one():
+    async def run():
+        from streams.durable import StateRestorer
+
+        gate, reads, closed = asyncio.Event(), [], []
+        changelog = [(b"0:a", b"1")]
+
+        async def read(p):
+            reads.append(p)
+            try:
+                await gate.wait()
+                for kv in list(changelog):
+                    yield kv
+            finally:
+                closed.append(len(reads))
+
+        data: dict = {}
+        r = StateRestorer(data, lambda k: 0, read)
+        r.on_assigned(1, {0})
+        waiter = asyncio.ensure_future(r.ready(0))  # the agent, holding an event of 0
+        await asyncio.sleep(0.01)
+        changelog.append((b"0:a", b"2"))  # another worker held 0 meanwhile and wrote on
+        r.on_assigned(3, {0})  # generation 2 missed: the read under way is not to be trusted
+        await asyncio.sleep(0.01)
+        assert len(closed) == 1  # the first read was closed when it was cancelled
+        gate.set()
+        assert await waiter  # the waiting agent goes on after the new read
+        assert data == {b"0:a": b"2"} and len(reads) == 2
 
     asyncio.run(run())
 
