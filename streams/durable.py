@@ -33,7 +33,17 @@ logging of the worker:
    :func:`make_seek_complete` drops what a batch fetched before a seek still holds for
    the partitions the seek moved, and ignores read offsets such a batch sets. (It also
    runs seeks on the consumer's thread, where fetches run: Faust calls the Kafka
-   client's ``seek`` from the event loop's thread while a fetch may be running.)
+   client's ``seek`` from the event loop's thread while a fetch may be running.) Which
+   batch is stale is decided on the consumer's thread too, in the same step as the seek
+   and as the fetch's return: deciding it on the event loop's thread after the seek had
+   returned let a fetch from the *new* position finish in between and be dropped as
+   stale. That was the loss behind four CI failures of the SIGKILL test (three input
+   partitions' leads short or never processed, lag 0): the broker's data of the last
+   one shows input partition 1 processed up to offset 187 by the killed worker, its
+   changelog complete up to there, and nothing of that partition ever processed or
+   committed by the replacement (the order guard of (5) refused every record after the
+   dropped ones, waiting for the sought offset 0; before the guard, Faust committed
+   past them).
 
 4. **No commit for skipped events.** After a generation change Faust's pure-Python stream
    iterator skips the events fetched under the previous generation and *acks* them; the
@@ -55,15 +65,13 @@ logging of the worker:
    cause, a record that does not reach the agent now ends in a warning, a count in
    ``leadstream_input_gaps_total`` and a re-read, never in a commit past it.
 
-6. **Lead state restored by the worker, not by Faust's recovery.** Two more CI runs of
-   the SIGKILL test ended with leads short although no offset was skipped (the guard of
-   (5) never fired, consumer lag 0): every short lead was in one input partition, in one
-   run every lead of that partition, one of them with no state at all. So a partition's
-   table contents were lost after the events were read, i.e. in the restore from the
-   changelog, which in faust-streaming 0.15 is an intricate per-generation state machine
-   (offsets kept across rebalances, buffers applied late, a memory store that deletes
-   keys of partitions it considers gone). :class:`Ownership` and :class:`StateRestorer`
-   replace it for the lead table with a rule that can be checked: a partition's leads
+6. **Lead state restored by the worker, not by Faust's recovery.** Faust's restore of a
+   table from its changelog is an intricate per-generation state machine in
+   faust-streaming 0.15 (offsets kept across rebalances, buffers applied late, a memory
+   store that deletes keys of partitions it considers gone); it was suspected of the
+   losses of (3) until the broker's data showed the changelog and the restored state
+   complete. :class:`Ownership` and :class:`StateRestorer` replace it for the lead table
+   with a rule that can be checked: a partition's leads
    are trusted only if this worker held the partition in every generation since it last
    read the partition's changelog; on any other assignment its in-memory copy is dropped
    and the changelog partition is read again from its start to its end offset (with a
