@@ -37,8 +37,9 @@ logging of the worker:
    batch is stale is decided on the consumer's thread too, in the same step as the seek
    and as the fetch's return: deciding it on the event loop's thread after the seek had
    returned let a fetch from the *new* position finish in between and be dropped as
-   stale. That was the loss behind four CI failures of the SIGKILL test (three input
-   partitions' leads short or never processed, lag 0): the broker's data of the last
+   stale. That was the loss behind three failures of the SIGKILL test on fresh clones
+   (two CI runs and one here; each time one input partition's leads short or never
+   processed, lag 0): the broker's data of the last
    one shows input partition 1 processed up to offset 187 by the killed worker, its
    changelog complete up to there, and nothing of that partition ever processed or
    committed by the replacement (the order guard of (5) refused every record after the
