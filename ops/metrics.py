@@ -183,6 +183,14 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.uncommitted = Gauge(
+            "leadstream_uncommitted_records",
+            "Records on the partition past this worker's last committed offset (log end - "
+            "committed): what a crash would have read again; it stays high if records are "
+            "read but never handled",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.lead_state_bytes = Gauge(
             "leadstream_lead_state_bytes",
             "Bytes of per-lead state held for all leads: features and profile, one compressed "

@@ -199,7 +199,6 @@ def create_app(settings) -> faust.App:
                              on_restored=restored, on_dropped=handed_over,
                              settle=producer.flush,
                              on_failure=lambda err: asyncio.ensure_future(app.crash(err)))
-    make_restore_owned(app, leads, restorer, interactions.get_topic_name())
 
     @app.agent(interactions, name="process_interactions")
     async def process_interactions(stream):
@@ -255,10 +254,24 @@ def create_app(settings) -> faust.App:
     agent_stats = app.Table("agent_stats_v1", default=None, partitions=1, key_type=bytes,
                             value_type=bytes, help="AgentStats JSON per agent id")
 
+    stats_restorer = StateRestorer(
+        agent_stats.data, lambda k: 0,
+        lambda p: read_partition(settings, agent_stats.changelog_topic.get_topic_name(), p),
+        settle=producer.flush, on_failure=lambda err: asyncio.ensure_future(app.crash(err)),
+        what="agent stats")
+    make_restore_owned(app, [(leads, restorer, interactions.get_topic_name()),
+                             (agent_stats, stats_restorer, agent_facts.get_topic_name())])
+
     @app.agent(agent_facts, name="aggregate_agent_facts")
     async def aggregate_agent_facts(stream):
         """Every agent's running figures, on the worker that holds the agent-facts topic."""
         async for event in stream.events():
+            msg = event.message
+            if not stats_restorer.trusted(msg.partition) and (
+                    not await stats_restorer.ready(msg.partition)
+                    or msg.generation_id != app.consumer_generation_id):
+                refuse(app, msg)
+                continue
             fact = orjson.loads(event.value)
             key = fact["agent_id"].encode()
             stored = agent_stats.get(key)
@@ -450,9 +463,12 @@ def create_app(settings) -> faust.App:
 
     def update_lag() -> None:
         metrics.consumer_lag.clear()
+        metrics.uncommitted.clear()
+        committed = app.consumer._committed_offset
         for tp, (pos, end) in positions().items():
-            metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                max(end - pos, 0))
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            metrics.consumer_lag.labels(**labels).set(max(end - pos, 0))
+            metrics.uncommitted.labels(**labels).set(max(end - (committed.get(tp) or 0), 0))
 
     @app.page("/metrics")
     class MetricsView(View):

@@ -71,13 +71,14 @@ logging of the worker:
    faust-streaming 0.15 (offsets kept across rebalances, buffers applied late, a memory
    store that deletes keys of partitions it considers gone); it was suspected of the
    losses of (3) until the broker's data showed the changelog and the restored state
-   complete. :class:`Ownership` and :class:`StateRestorer` replace it for the lead table
-   with a rule that can be checked: a partition's leads
+   complete; it also hung once here on the agent-stats table, waiting for changelog
+   records that never came. :class:`Ownership` and :class:`StateRestorer` replace it for
+   both tables with a rule that can be checked: a partition's leads
    are trusted only if this worker held the partition in every generation since it last
    read the partition's changelog; on any other assignment its in-memory copy is dropped
    and the changelog partition is read again from its start to its end offset (with a
    consumer of its own) before the agent handles any event of that partition. Faust's
-   recovery is switched off for that table only (:func:`make_restore_owned`).
+   recovery is switched off for them (:func:`make_restore_owned`).
 
 7. **No commit after a failed delivery.** ``Producer.flush()`` returns when every record
    handed to the Kafka client is done, delivered or failed; a failed changelog write
@@ -341,8 +342,10 @@ class StateRestorer:
     """
 
     def __init__(self, data, partition_of: Callable, read: Callable, on_restored=None,
-                 on_dropped=None, retry_delay: float = 1.0, settle=None, on_failure=None):
+                 on_dropped=None, retry_delay: float = 1.0, settle=None, on_failure=None,
+                 what: str = "lead state"):
         self.data, self.partition_of, self.read = data, partition_of, read
+        self.what = what
         self.settle = settle
         self.retry_delay = retry_delay
         self.on_restored = on_restored or (lambda partition, n_keys, seconds: None)
@@ -395,8 +398,8 @@ class StateRestorer:
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # broker away: keep trying, the agent waits
-                log.warning("lead state of partition %s: reading its changelog failed (%r); "
-                            "trying again in %.1f s", partition, err, delay)
+                log.warning("%s of partition %s: reading its changelog failed (%r); "
+                            "trying again in %.1f s", self.what, partition, err, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -408,10 +411,10 @@ class StateRestorer:
             self.ownership.restored(self.ownership.generation, partition)
             seconds = time.monotonic() - started
             self.on_restored(partition, len(restored), seconds)
-            log.info("lead state of partition %s restored: %d leads in %.2f s", partition,
+            log.info("%s of partition %s restored: %d keys in %.2f s", self.what, partition,
                      len(restored), seconds)
         except Exception as err:
-            log.exception("lead state of partition %s: restore failed", partition)
+            log.exception("%s of partition %s: restore failed", self.what, partition)
             if self.on_failure is None:
                 raise
             self.on_failure(err)
@@ -444,19 +447,20 @@ class StateRestorer:
         return True
 
 
-def make_restore_owned(app: faust.App, table, restorer: StateRestorer, topic: str) -> None:
-    """Switch Faust's changelog recovery off for ``table`` and hand each assignment of
-    ``topic`` (the table's input) to ``restorer`` instead (point 6 above).
+def make_restore_owned(app: faust.App, owned: list) -> None:
+    """Switch Faust's changelog recovery off for the tables of ``owned``, a list of
+    ``(table, restorer, input topic name)``, and hand each assignment of a table's input
+    topic to its :class:`StateRestorer` instead (point 6 above).
 
-    Faust then never reads the table's changelog partitions (they stay paused; the
-    restorer reads them with a consumer of its own) and never deletes its keys.
+    Faust then never reads those tables' changelog partitions (they stay paused; the
+    restorers read them with consumers of their own) and never deletes their keys.
     """
     tables = app.tables
     on_rebalance = tables.on_rebalance
 
     def skip(add):
         def wrapped(t, tp) -> None:
-            if t is not table:
+            if not any(t is table for table, _, _ in owned):
                 add(t, tp)
         wrapped.skips = True  # type: ignore[attr-defined]
         return wrapped
@@ -467,8 +471,9 @@ def make_restore_owned(app: faust.App, table, restorer: StateRestorer, topic: st
             recovery.add_active = skip(recovery.add_active)
             recovery.add_standby = skip(recovery.add_standby)
         if generation_id == app.consumer_generation_id:  # else Faust ignores it too
-            restorer.on_assigned(generation_id,
-                                 {tp.partition for tp in assigned if tp.topic == topic})
+            for _, restorer, topic in owned:
+                restorer.on_assigned(generation_id,
+                                     {tp.partition for tp in assigned if tp.topic == topic})
         await on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     tables.on_rebalance = rebalanced
@@ -597,7 +602,7 @@ def make_seek_complete(app: faust.App, order: InputOrder, drop_one_in: int = 0,
 
     async def fetch_tagged(active_partitions, timeout):
         records = await fetch(active_partitions, timeout)
-        tagged["fetch"] = getattr(records, "epochs", None) or epoch.copy()
+        tagged["fetch"] = records.epochs if isinstance(records, Tagged) else epoch.copy()
         return records
 
     async def getmany_current(timeout: float):

@@ -154,7 +154,8 @@ def _assert_every_lead_equals_one_run(w, want: dict, n_unique: int, timeout: flo
     lag = {dict(lab).get("partition"): v for (n, lab), v in w.metrics().items()
            if n == "leadstream_consumer_lag"}
     gaps = {k: v for k, v in w.metrics().items()
-            if k[0] in ("leadstream_input_gaps_total", "leadstream_events_replayed_total")}
+            if k[0] in ("leadstream_input_gaps_total", "leadstream_events_replayed_total",
+                        "leadstream_uncommitted_records")}
     assert not behind, (f"leads whose state differs (got, want): {behind}; lag: {lag}; "
                         f"gaps, replays: {gaps}; worker logs:\n{_logs(w)}")
     applied = 0
