@@ -29,14 +29,21 @@ import uuid
 from pathlib import Path
 
 from leadstream.bench import console, lead_records, machine, rss_bytes
-from leadstream.benchpipe import _spawn, _stop, _wait_ready, embedded_or_configured, finish_work
+from leadstream.benchpipe import (
+    _produce,
+    _spawn,
+    _stop,
+    _wait_ready,
+    embedded_or_configured,
+    finish_work,
+)
 from leadstream.top import scrape, total
 
 
 async def _write_changelog(s, topic: str, partitions: int, values: list[bytes],
                            leads: int) -> int:
-    """Create ``topic`` as Faust would (compacted) and write ``leads`` records to it."""
-    from aiokafka import AIOKafkaProducer
+    """Create ``topic`` as Faust would (compacted) and write ``leads`` records to it;
+    returns the bytes of values written."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(**s.kafka_client_kwargs())
@@ -46,19 +53,9 @@ async def _write_changelog(s, topic: str, partitions: int, values: list[bytes],
                                             topic_configs={"cleanup.policy": "compact"})])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(linger_ms=20, max_batch_size=1_048_576,
-                                **s.kafka_client_kwargs())
-    await producer.start()
-    written = 0
-    try:
-        for i in range(leads):
-            value = values[i % len(values)]
-            written += len(value)
-            await producer.send(topic, value, key=f"L{i:08d}".encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return written
+    await _produce(s, topic, ((f"L{i:08d}".encode(), values[i % len(values)])
+                              for i in range(leads)))
+    return sum(len(values[i % len(values)]) for i in range(leads))
 
 
 async def _restore_here(s, topic: str, partitions: int) -> tuple[float, int]:
