@@ -483,6 +483,27 @@ def _wstats(v: array, i: int) -> tuple[float, float]:
     return v[i + 1], math.sqrt(max(v[i + 2] / w, 0.0))
 
 
+def preferences(s: LeadFeatures) -> tuple[str, str, float, float, float]:
+    """``(preferred_property_type, preferred_city, price_level_30d, type_top_share_30d,
+    city_top_share_30d)``, exactly as :func:`compute` gives them, without computing every
+    other feature: what a preference-drift check needs after every event. (None of the
+    five depends on the time they are computed at: each is a ratio of weights decayed
+    alike.)
+
+    >>> s = LeadFeatures()
+    >>> preferences(s)
+    ('unknown', 'unknown', 0.0, 0.0, 0.0)
+    """
+    v = s.v
+    types = {t: v[L.m_type + i] for i, t in enumerate(PROPERTY_TYPES)}
+    p_mean_30, _ = _wstats(v, L.p30)
+    cities = s.cities
+    return (argmax_label(types), argmax_label(cities),
+            math.exp(p_mean_30) if v[L.p30] > 0 else 0.0,
+            _ratio(max(types.values()), sum(types.values())),
+            _ratio(max(cities.values(), default=0.0), sum(cities.values())))
+
+
 def compute(s: LeadFeatures, as_of: float | None = None, *,
             lateness: float = DEFAULT_LATENESS,
             session_gap: float = DEFAULT_SESSION_GAP) -> FeatureValues:

@@ -62,7 +62,7 @@ async def _restore_here(s, topic: str, partitions: int) -> tuple[float, int]:
     """(seconds, leads): the worker's restore of every partition of ``topic``, here."""
     from streams.app import read_partition
     from streams.durable import StateRestorer
-    from streams.pipeline import partition_for
+    from streams.step import partition_for
 
     data: dict = {}
     restorer = StateRestorer(data, lambda k: partition_for(k, partitions),

@@ -1,9 +1,11 @@
 """``leadstream bench scale``: memory per lead and throughput as the number of leads grows.
 
 Each size runs in a fresh process (so memory freed by one size is not reused by the next)
-through the worker's per-record code with no broker: ``Pipeline.ingest`` and ``apply``,
-the lead's state packed into one record as the ``features_by_lead`` table stores it
-(``features/record.py``), the table a dict as in Faust's memory store.
+through the worker's step with no broker (:func:`streams.step.replay`, in batches of
+``batch_max_events``), each changed lead packed into one record as the
+``features_by_lead`` table stores it (``features/record.py``), the table a dict as in
+Faust's memory store, and the ``lead_cache_size`` most recently active leads also kept
+decoded (:class:`streams.step.LeadStore`).
 
 1. **populate**: every lead gets one event (a 60-second listing view, which every model
    learns from and which triggers the lead's first recommendation);
@@ -12,7 +14,8 @@ the lead's state packed into one record as the ``features_by_lead`` table stores
 
 Memory per lead is the growth of the process's resident memory over the populate step
 divided by the leads: table keys and values plus the per-lead model state (content
-profile, matrix-factorisation factors and counts). The record of a lead with a month of
+profile, matrix-factorisation factors and counts), plus the decoded copies of at most
+``lead_cache_size`` leads (a fixed amount, so it weighs most at the smallest size). The record of a lead with a month of
 history is larger than after one event: ``leadstream bench features`` measures that.
 """
 
@@ -40,29 +43,32 @@ def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
     """One size, in this process: populate ``leads`` leads, then time ``window`` events."""
     from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
-    from streams.pipeline import DeadLetter, Pipeline, Rekey
+    from streams.step import DEAD_LETTER, REKEY, LeadStore, Step, replay
 
-    pipe = Pipeline(Settings(), 4)
+    settings = Settings()
+    pipe = Step(settings, 4)
     sim = Simulator(SimConfig(leads=10, properties=1000, days=1, seed=seed))
     for r in sim.records():
         if r.topic == "properties":
             pipe.load_listing(r.value, r.key)
     pids = pipe.catalog.ids[:]
-    table: dict[bytes, bytes] = {}
+    store = LeadStore(cache_size=settings.lead_cache_size)
+    table = store.packed
     t0 = datetime.now(UTC) - timedelta(hours=1)
 
-    def handle(raw: bytes, key: bytes) -> None:
-        res = pipe.handle(raw, key, table, time.time())
-        if isinstance(res, DeadLetter | Rekey):
-            raise RuntimeError(f"benchmark event refused: {res}")
+    def handle(pairs) -> None:
+        for res in replay(pipe, pairs, store, batch=settings.batch_max_events,
+                          received=time.time()):
+            for o in res.outputs:
+                if o.kind in (DEAD_LETTER, REKEY):
+                    raise RuntimeError(f"benchmark event refused: {o}")
 
     rng = random.Random(seed)
     base = rss_bytes()
     start = time.perf_counter()
-    for i in range(leads):
-        lead = f"SL{i:08d}"
-        handle(_event(i, lead, "property_viewed", rng.choice(pids), t0,
-                      payload={"duration_seconds": 60}), lead.encode())
+    handle((f"SL{i:08d}".encode(),
+            _event(i, f"SL{i:08d}", "property_viewed", rng.choice(pids), t0,
+                   payload={"duration_seconds": 60})) for i in range(leads))
     populate_s = time.perf_counter() - start
     grown = rss_bytes() - base
     mix = [("property_viewed", {"duration_seconds": 45}),
@@ -74,11 +80,10 @@ def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
         lead = f"SL{rng.randrange(leads):08d}"
         et, payload = rng.choice(mix)
         ts = t0 + timedelta(seconds=1 + j * 0.01)
-        batch.append((_event(leads + j, lead, et, rng.choice(pids), ts, payload=payload),
-                      lead.encode()))
+        batch.append((lead.encode(),
+                      _event(leads + j, lead, et, rng.choice(pids), ts, payload=payload)))
     start = time.perf_counter()
-    for raw, key in batch:
-        handle(raw, key)
+    handle(batch)
     rate = window / (time.perf_counter() - start)
     sizes = [len(v) for v in table.values()]
     return {"leads": leads, "leads_held": len(table), "window_events": window,

@@ -1,17 +1,19 @@
-"""``leadstream bench stages``: where the per-event time goes, with no broker.
+"""``leadstream bench stages``: where the worker's time goes, per batch and per event, with
+no broker.
 
-Runs the worker's per-record code (``Pipeline.ingest`` + ``apply``, the lead's record
-packed as the table holds it) on two streams and times each stage by wrapping the
-methods that implement it with a timer:
+Runs the worker's step (:meth:`streams.step.Step.run`, fed by
+:func:`streams.step.replay` in batches of ``batch`` records grouped by partition, as the
+agent takes them) on two streams and times each stage by wrapping the functions that
+implement it with a timer:
 
 - **mixed**: the simulator's events of ``leads`` leads (one day), as ``bench pipeline``
   feeds its backlog;
 - **saves**: then ``saves`` saves of 10,000 fresh leads, as ``bench pipeline`` offers
   load for its latency figures (every one is due a new, explained list).
 
-Stages nest (``suite.top_k`` is inside ``suite.recommend``, inside ``recommend``); the
-wrappers add about a microsecond per call, so the total is a little above an
-unwrapped run's.
+Stages nest (``suite.top_k`` is inside ``suite.recommend``, inside ``lists``); the
+wrappers add about a microsecond per call, so the total is a little above an unwrapped
+run's.
 """
 
 from __future__ import annotations
@@ -26,32 +28,33 @@ from leadstream.benchpipe import save_event
 
 # (label, owner, attribute): the stages timed, outermost first
 _STAGES = [
-    ("apply (all of it)", "Pipeline", "apply"),
-    ("ingest: parse and validate", "Pipeline", "ingest"),
-    ("recommend", "Pipeline", "_recommend"),
+    ("step (all of it)", "Step", "run"),
+    ("ingest: parse and validate", "Step", "ingest"),
+    ("lists: rank + explain the due", "Step", "_lists"),
     ("  rank + explain", "ModelSuite", "recommend"),
     ("    rank (top_k)", "ModelSuite", "top_k"),
     ("    explain (reasons)", "ModelSuite", "reasons"),
+    ("lead score (when due)", "Step", "_finish"),
     ("features: compute all", "features", "compute"),
     ("features: update", "features", "update"),
+    ("features: preferences", "features", "preferences"),
     ("models: learn", "ModelSuite", "learn_one"),
-    ("online quality sampling", "Pipeline", "_measure"),
-    ("lead score", "Pipeline", "_score"),
-    ("record pack (compress)", "record", "pack"),
-    ("record unpack (decompress)", "record", "unpack"),
+    ("online quality sampling", "Step", "_measure"),
+    ("record pack (write)", "LeadState", "pack"),
+    ("record unpack (read)", "LeadState", "unpack"),
 ]
 
 
-def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7) -> dict:
+def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7,
+                 batch: int = 500) -> dict:
     from features import lead as features
-    from features import record
     from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
     from models.suite import ModelSuite
-    from streams import pipeline as P
+    from streams import step as S
 
-    owners = {"Pipeline": P.Pipeline, "ModelSuite": ModelSuite, "features": features,
-              "record": record}
+    owners = {"Step": S.Step, "ModelSuite": ModelSuite, "features": features,
+              "LeadState": S.LeadState}
     spent: Counter = Counter()
     calls: Counter = Counter()
     originals = []
@@ -75,42 +78,46 @@ def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7) -> dict:
     save_stream = [(f"BL{i % 10_000:06d}".encode(),
                     save_event(f"lat-{i}", f"BL{i % 10_000:06d}", f"P{i % 900:06d}"))
                    for i in range(saves)]
-    pipe = P.Pipeline(Settings(), 4)
+    step = S.Step(Settings(), 4)
     for key, value in catalog:
-        pipe.load_listing(value, key)
-    table: dict[bytes, bytes] = {}
+        step.load_listing(value, key)
+    store = S.LeadStore()
 
     def run(stream) -> tuple[int, float]:
         n, start = 0, time.perf_counter()
-        for key, raw in stream:
-            res = pipe.handle(raw, key, table, time.time())
-            n += not isinstance(res, P.DeadLetter | P.Rekey)
-        return n, time.perf_counter() - start
+        for res in S.replay(step, stream, store, batch=batch, received=time.time()):
+            n += sum(o.kind in (S.DEAD_LETTER, S.REKEY) for o in res.outputs)
+        return len(stream) - n, time.perf_counter() - start
 
     quiet = logging.getLogger("leadstream.worker")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # online-quality drift warnings: not this run's point
     for label, owner, attr in _STAGES:
         obj = owners[owner]
-        fn = getattr(obj, attr)
-        originals.append((obj, attr, fn))
-        setattr(obj, attr, timed(label, fn))
-    out = {"benchmark": "stages", "machine": machine(), "streams": {}}
+        raw = vars(obj)[attr]  # as defined (a classmethod stays one)
+        originals.append((obj, attr, raw))
+        setattr(obj, attr, timed(label, getattr(obj, attr)))
+    out = {"benchmark": "stages", "machine": machine(), "batch": batch, "streams": {}}
     try:
         for name, stream in (("mixed", mixed), ("saves", save_stream)):
             spent.clear()
             calls.clear()
             n, seconds = run(stream)
+            batches = max(calls["step (all of it)"], 1)
             out["streams"][name] = {
-                "events": n, "us_per_event": round(1e6 * seconds / n, 1),
+                "events": n, "batches": batches,
+                "events_per_batch": round(n / batches, 1),
+                "us_per_event": round(1e6 * seconds / n, 1),
+                "us_per_batch": round(1e6 * seconds / batches, 1),
                 "stages": {label: {"us_per_event": round(1e6 * spent[label] / n, 1),
+                                   "us_per_batch": round(1e6 * spent[label] / batches, 1),
                                    "calls": calls[label],
                                    "us_per_call": round(1e6 * spent[label] / calls[label], 1)
                                    if calls[label] else 0.0}
                            for label, _, _ in _STAGES}}
     finally:
-        for obj, attr, fn in reversed(originals):
-            setattr(obj, attr, fn)
+        for obj, attr, raw in reversed(originals):
+            setattr(obj, attr, raw)
         quiet.setLevel(level)
     return out
 
@@ -118,10 +125,14 @@ def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7) -> dict:
 def print_stages(r: dict) -> None:
     from rich.table import Table
 
-    c = console("stages", "the worker's per-record code, no broker", r)
+    c = console("stages", f"the worker's step in batches of up to {r['batch']} records, "
+                "no broker", r)
     for name, v in r["streams"].items():
-        t = Table("stage", "µs per event", "calls", "µs per call",
-                  title=f"{name}: {v['events']:,} events, {v['us_per_event']} µs per event")
+        t = Table("stage", "µs per event", "µs per batch", "calls", "µs per call",
+                  title=f"{name}: {v['events']:,} events in {v['batches']:,} steps "
+                        f"({v['events_per_batch']} per step), {v['us_per_event']} µs per "
+                        "event")
         for label, st in v["stages"].items():
-            t.add_row(label, f"{st['us_per_event']}", f"{st['calls']:,}", f"{st['us_per_call']}")
+            t.add_row(label, f"{st['us_per_event']}", f"{st['us_per_batch']:,}",
+                      f"{st['calls']:,}", f"{st['us_per_call']}")
         c.print(t)

@@ -799,7 +799,7 @@ def cmd_bench(args, settings: Settings) -> int:
     elif args.what == "stages":
         from leadstream import benchstages
 
-        r = benchstages.bench_stages(leads=args.leads, seed=args.seed)
+        r = benchstages.bench_stages(leads=args.leads, seed=args.seed, batch=args.batch)
         show = benchstages.print_stages
     elif args.what == "scale":
         from leadstream import benchscale
@@ -973,6 +973,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="leads in the memory measurement")
     be.add_argument("--restore-leads", type=int, default=100_000,
                     help="restore: leads in the changelog the worker reads back")
+    be.add_argument("--batch", type=int, default=500,
+                    help="stages: records per step (the worker's batch_max_events)")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
     return p

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     producer_linger_ms: float = Field(
         0.0, description="how long the worker's producer waits to fill a batch: fewer, larger "
         "requests (less CPU per event under load) for that much more latency")
+    batch_max_events: int = Field(
+        500, ge=1, description="the worker takes up to this many fetched records per step "
+        "(all the input partitions it holds together)")
+    batch_max_wait_ms: float = Field(
+        5.0, gt=0, description="... or what arrived within this many milliseconds: the most "
+        "a record waits for its batch")
+    lead_cache_size: int = Field(
+        20_000, ge=0, description="recently active leads kept decoded in memory (their "
+        "stored records are kept whatever this is)")
 
     # --- ingest rules -------------------------------------------------------------------
     max_event_bytes: int = Field(65_536, description="bigger payloads are dead-lettered")

@@ -1,13 +1,14 @@
 """The Faust application: topics from topics.yaml, the lead table, agents, web views.
 
-Agents only wire: take a record, call :class:`streams.pipeline.Pipeline`, write the
-table or send, and the pipeline counts. Per-lead state lives in one changelog-backed
-table co-partitioned with ``interactions`` and keyed by the raw lead id,
-``features_by_lead``: the rolling features (``features/lead.py`` bytes) and what the
-recommender needs (``features/profile.py`` JSON) in one value (``features/record.py``),
-so one event's update of both is one changelog write. A timer forgets leads idle for longer
-than ``lead_ttl_seconds``. What every worker needs whole (the catalog index, the
-popularity model) lives in the pipeline object held by the app, never in module globals.
+Agents only wire: take a batch of records, call :meth:`streams.step.Step.run`, write the
+table and send what it returns. Per-lead state lives in one changelog-backed table
+co-partitioned with ``interactions`` and keyed by the raw lead id, ``features_by_lead``:
+the rolling features (``features/lead.py`` bytes) and what the recommender needs
+(``features/profile.py`` JSON) in one value (``features/record.py``), written once per
+batch for each lead the batch changed; recently active leads stay decoded in memory
+(:class:`streams.step.LeadStore`). A timer forgets leads idle for longer than
+``lead_ttl_seconds``. What every worker needs whole (the catalog index, the models)
+lives in the step object held by the app, never in module globals.
 """
 
 from __future__ import annotations
@@ -41,7 +42,18 @@ from streams.durable import (
     make_restore_owned,
     refuse,
 )
-from streams.pipeline import DeadLetter, Pipeline, Rekey, partition_for
+from streams.step import (
+    ALERT,
+    DEAD_LETTER,
+    FACT,
+    RECOMMENDATION,
+    REKEY,
+    SCORE,
+    LeadStore,
+    Record,
+    Step,
+    partition_for,
+)
 from streams.topics import load_topics
 
 log = logging.getLogger("leadstream.worker")
@@ -117,13 +129,13 @@ def create_app(settings) -> faust.App:
     )
     # Faust gaps that lose events across crashes and rebalances, and the offset-order guard
     order = make_at_least_once(app, settings.fault_drop_one_in, specs["interactions"].full_name)
-    pipeline = Pipeline(settings, n, interactions_topic=specs["interactions"].full_name)
-    app.pipeline = pipeline  # type: ignore[attr-defined]
+    step = Step(settings, n, interactions_topic=specs["interactions"].full_name)
+    app.step = step  # type: ignore[attr-defined]
     snapshots = SnapshotStore(settings.snapshot_dir())
     if snapshots.manifest()["current"] is not None:
         suite, rows, entry = snapshots.load()
-        pipeline.restore(suite, rows, entry["version"], entry.get("catalog_offsets"))
-        pipeline.metrics.model_version.set(entry["version"])
+        step.restore(suite, rows, entry["version"], entry.get("catalog_offsets"))
+        step.metrics.model_version.set(entry["version"])
         log.info("models restored from snapshot v%d (%d events learned)", entry["version"],
                  suite.events_learned)
     catalog_ready = asyncio.Event()
@@ -143,11 +155,12 @@ def create_app(settings) -> faust.App:
 
     # raw keys: the changelog partition of a lead is its interactions partition, and
     # Faust's router finds the worker holding a lead from the same bytes. One value per
-    # lead (features + profile, features/record.py): one atomic changelog write per event
+    # lead (features + profile, features/record.py): one atomic changelog write per batch
     leads = app.Table("features_by_lead", default=None, partitions=n, key_type=bytes,
                       value_type=bytes, help="per lead: LeadFeatures bytes + LeadProfile JSON "
                       "(features/record.py)")
 
+    store = LeadStore(leads.data, cache_size=settings.lead_cache_size)
     producer = app.producer
     watch = make_delivery_checked(app)
     changelog = leads.changelog_topic
@@ -181,18 +194,19 @@ def create_app(settings) -> faust.App:
             await consumer.stop()
 
     guard = OrderGuard(app, order, first_offset, lambda tp, kind: (
-        pipeline.metrics.input_gaps.labels(partition=str(tp.partition), kind=kind).inc()))
+        step.metrics.input_gaps.labels(partition=str(tp.partition), kind=kind).inc()))
 
     def restored(partition: int, n_leads: int, seconds: float) -> None:
-        m = pipeline.metrics
+        m = step.metrics
         m.state_restores.labels(partition=str(partition)).inc()
         m.state_restored_leads.inc(n_leads)
         m.state_restore_seconds.observe(seconds)
 
     def handed_over(keys: list) -> None:
+        store.forget_decoded()  # at every assignment: leads re-read or moved away
         for k in keys:
-            pipeline.forget(k.decode("utf-8", "replace"))
-        pipeline.metrics.leads_handed_over.inc(len(keys))
+            step.forget(k.decode("utf-8", "replace"))
+        step.metrics.leads_handed_over.inc(len(keys))
 
     restorer = StateRestorer(leads.data, lambda k: partition_for(k, n),
                              lambda p: read_partition(settings, changelog.get_topic_name(), p),
@@ -200,56 +214,52 @@ def create_app(settings) -> faust.App:
                              settle=producer.flush,
                              on_failure=lambda err: asyncio.ensure_future(app.crash(err)))
 
+    topic_of = {DEAD_LETTER: dlq, REKEY: interactions, RECOMMENDATION: recommendations,
+                SCORE: lead_scores, FACT: agent_facts, ALERT: agent_insights}
+
     @app.agent(interactions, name="process_interactions")
     async def process_interactions(stream):
+        """Per batch fetched (up to ``batch_max_events`` or ``batch_max_wait_ms``): the
+        records each partition may take, in offset order, through one step; each changed
+        lead written once; the outputs sent. Faust acks the batch's records after this
+        body returns, so every commit covers only records whose writes the producer holds
+        (the commit flushes it first)."""
         await catalog_ready.wait()
-        async for event in stream.events():
+        within = settings.batch_max_wait_ms / 1000.0
+        async for events in stream.take_events(settings.batch_max_events, within=within):
             received = time.time()
-            msg = event.message
-            if not restorer.trusted(msg.partition) and (
-                    not await restorer.ready(msg.partition)
-                    or msg.generation_id != app.consumer_generation_id):
-                refuse(app, msg)  # not this worker's any more, or fetched before a rebalance:
-                continue          # read again from the committed offset, here or by the owner
-            verdict = await guard.admit(msg)
-            if verdict is not NEXT:  # seen before, or past a hole being read again
-                if verdict is AGAIN:
-                    pipeline.replayed_again()
-                continue
-            if not restorer.trusted(msg.partition):  # moved while the guard asked the broker
-                refuse(app, msg)
-                continue
-            res = pipeline.ingest(event.value, event.key, msg.partition)
-            if isinstance(res, DeadLetter):
-                await emit(dlq, event.key, event.value,
-                           headers=res.headers(msg.topic, msg.partition, msg.offset))
-                continue
-            if isinstance(res, Rekey):
-                await emit(interactions, res.key, event.value, partition=res.partition)
-                continue
-            key = res.lead_id.encode()
-            stored_features, stored_profile = record.unpack(leads.get(key))
-            out = pipeline.apply(res, stored_profile, stored_features, received,
-                                 offset=msg.offset)
-            if out.features is not None:
-                # what ``leads[key] = value`` does for the memory store, minus Faust's
-                # per-write machinery: the value in the table, then in its changelog
-                # partition (the input's); the commit's flush waits for it like any send.
-                # Nothing is awaited since the partition was last found trusted above.
-                value = record.pack(out.features, out.profile or stored_profile)
-                leads.data[key] = value
-                await emit(changelog, key, value, partition=msg.partition)
-            if out.dead is not None:
-                await emit(dlq, event.key, event.value,
-                           headers=out.dead.headers(msg.topic, msg.partition, msg.offset))
-            if out.recommendation is not None:
-                await emit(recommendations, event.key, out.recommendation)
-            if out.score is not None:
-                await emit(lead_scores, key, out.score)
-            for agent_key, fact in out.facts or ():
-                await emit(agent_facts, agent_key, fact)
-            for alert_key, alert in out.alerts or ():
-                await emit(agent_insights, alert_key, alert)
+            parts: dict[int, list] = {}
+            for event in events:
+                msg = event.message
+                p = msg.partition
+                if not restorer.trusted(p) and (
+                        not await restorer.ready(p)
+                        or msg.generation_id != app.consumer_generation_id):
+                    refuse(app, msg)  # not this worker's any more, or fetched before a
+                    continue          # rebalance: read again from the committed offset
+                verdict = await guard.admit(msg)
+                if verdict is not NEXT:  # seen before, or past a hole being read again
+                    if verdict is AGAIN:
+                        step.replayed_again()
+                    continue
+                parts.setdefault(p, []).append(
+                    (msg, Record(event.key, event.value, msg.offset, received)))
+            for p, items in parts.items():
+                if not restorer.trusted(p):  # moved while the guard asked the broker
+                    for msg, _ in items:
+                        refuse(app, msg)
+                    continue
+                # from the trust check to the table writes nothing is awaited
+                try:
+                    res = step.run(p, [r for _, r in items], store)
+                except Exception:
+                    store.forget_decoded()  # live copies may be half-updated
+                    raise
+                writes = [(key, store.put(key, state)) for key, state in res.changed.items()]
+                for key, value in writes:
+                    await emit(changelog, key, value, partition=p)
+                for o in res.outputs:
+                    await emit(topic_of[o.kind], o.key, o.value, o.partition, o.headers)
 
     agent_stats = app.Table("agent_stats_v1", default=None, partitions=1, key_type=bytes,
                             value_type=bytes, help="AgentStats JSON per agent id")
@@ -291,7 +301,7 @@ def create_app(settings) -> faust.App:
             rec = AgentInsight(generated_at=now, **ins)
             await agent_insights.send(key=agent.encode(),
                                       value=orjson.dumps(rec.model_dump(mode="json")))
-            pipeline.metrics.agent_insights.inc()
+            step.metrics.agent_insights.inc()
 
     @app.page("/agents")
     class AgentsView(View):
@@ -304,7 +314,7 @@ def create_app(settings) -> faust.App:
     async def validate_listings(stream):
         async for event in stream.events():
             msg = event.message
-            res = pipeline.check_listing(event.value, event.key, msg.topic)
+            res = step.check_listing(event.value, event.key, msg.topic)
             if res is not None:
                 await dlq.send(key=event.key, value=event.value,
                                headers=res.headers(msg.topic, msg.partition, msg.offset))
@@ -326,16 +336,16 @@ def create_app(settings) -> faust.App:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for msgs in batch.values():
                     for m in msgs:
-                        pipeline.load_listing(m.value, m.key, m.partition, m.offset)
+                        step.load_listing(m.value, m.key, m.partition, m.offset)
                 if not catalog_ready.is_set():
                     pos = {tp: await consumer.position(tp) for tp in tps}
                     if all(pos[tp] >= end[tp] for tp in tps):
                         catalog_ready.set()
                         log.info("catalog loaded: %d listings (%d active)",
-                                 len(pipeline.catalog), pipeline.catalog.n_active)
-                cat = pipeline.catalog
-                pipeline.metrics.catalog_size.labels(status="active").set(cat.n_active)
-                pipeline.metrics.catalog_size.labels(status="all").set(len(cat))
+                                 len(step.catalog), step.catalog.n_active)
+                cat = step.catalog
+                step.metrics.catalog_size.labels(status="active").set(cat.n_active)
+                step.metrics.catalog_size.labels(status="all").set(len(cat))
         finally:
             await consumer.stop()
 
@@ -357,39 +367,40 @@ def create_app(settings) -> faust.App:
                 total += len(blob)
                 sessions += record.peek(blob)[1]
                 chunk.append((k, blob))
-            for k in pipeline.expired(chunk, time.time()):
+            for k in step.expired(chunk, time.time()):
                 if k in leads.data and restorer.trusted(partition_for(k, n)):
-                    pipeline.forget(k.decode("utf-8", "replace"))
+                    step.forget(k.decode("utf-8", "replace"))
                     del leads.data[k]
-                    pipeline.metrics.leads_expired.inc()
+                    store.forget_decoded((k,))
+                    step.metrics.leads_expired.inc()
                     # the producer the agent writes through, so a lead's later value never
                     # lands in the changelog ahead of this tombstone
                     await emit(changelog, k, None, partition=partition_for(k, n))
             await asyncio.sleep(0)
-        pipeline.metrics.lead_state_bytes.set(total)
-        pipeline.metrics.open_sessions.set(sessions)
-        pipeline.metrics.leads.set(len(leads.data))
+        step.metrics.lead_state_bytes.set(total)
+        step.metrics.open_sessions.set(sessions)
+        step.metrics.leads.set(len(leads.data))
 
     def save_snapshot(reason: str) -> None:
-        if pipeline.models.events_learned == getattr(app, "_snapshot_events", -1):
+        if step.models.events_learned == getattr(app, "_snapshot_events", -1):
             return
-        version = snapshots.save(pipeline.models, pipeline.catalog.ids[:],
-                                 {**pipeline.snapshot_meta(), "reason": reason})
-        app._snapshot_events = pipeline.models.events_learned  # type: ignore[attr-defined]
-        pipeline.model_version = version
-        pipeline.metrics.model_version.set(version)
-        pipeline.metrics.snapshot_time.set(time.time())
+        version = snapshots.save(step.models, step.catalog.ids[:],
+                                 {**step.snapshot_meta(), "reason": reason})
+        app._snapshot_events = step.models.events_learned  # type: ignore[attr-defined]
+        step.model_version = version
+        step.metrics.model_version.set(version)
+        step.metrics.snapshot_time.set(time.time())
         log.info("models snapshotted as v%d (%s)", version, reason)
 
     @app.timer(interval=min(settings.snapshot_interval_seconds, 10.0))
     async def snapshot_models():
         """Follow a rollback made with `leadstream models rollback`; snapshot periodically."""
         current = snapshots.manifest()["current"]
-        if current is not None and current != pipeline.model_version:
+        if current is not None and current != step.model_version:
             suite, rows, entry = snapshots.load(current)
-            pipeline.restore(suite, rows, current, entry.get("catalog_offsets"))
+            step.restore(suite, rows, current, entry.get("catalog_offsets"))
             app._snapshot_events = suite.events_learned  # type: ignore[attr-defined]
-            pipeline.metrics.model_version.set(current)
+            step.metrics.model_version.set(current)
             log.warning("models rolled back to snapshot v%d", current)
             return
         last = getattr(app, "_snapshot_at", None)
@@ -407,21 +418,21 @@ def create_app(settings) -> faust.App:
     class ModelsView(View):
         async def get(self, request):
             m = snapshots.manifest()
-            return self.json({"version": pipeline.model_version,
-                              "events_learned": pipeline.models.events_learned,
-                              "quality": pipeline.quality.state,
+            return self.json({"version": step.model_version,
+                              "events_learned": step.models.events_learned,
+                              "quality": step.quality.state,
                               "snapshots": m["versions"][-5:], "current": m["current"]})
 
-    metrics = pipeline.metrics
+    metrics = step.metrics
     for name in MODELS:  # series exist (at 0) before the first drift / measurement
         metrics.model_drift.labels(model=name)
     metrics.snapshot_time.set(time.time())  # models as of start (restored or new)
     for label in ("converted", "not"):
         metrics.score_labels.labels(label=label)
-    if pipeline.experiment is not None:
-        for arm in pipeline.experiment.arms:
+    if step.experiment is not None:
+        for arm in step.experiment.arms:
             for kind in (*KINDS, "saves_lists", "bookings_lists", "positives", "hits"):
-                metrics.experiment.labels(experiment=pipeline.experiment.name, arm=arm.name,
+                metrics.experiment.labels(experiment=step.experiment.name, arm=arm.name,
                                           kind=kind)
 
     def positions() -> dict:
@@ -457,7 +468,7 @@ def create_app(settings) -> faust.App:
             log.warning("input partition %d stalled at offset %d with %d records waiting "
                         "for 15 s: seeking it to its committed offset %d", tp.partition,
                         pos[tp][0], pos[tp][1] - pos[tp][0], committed)
-            pipeline.metrics.partition_stalls.labels(partition=str(tp.partition)).inc()
+            step.metrics.partition_stalls.labels(partition=str(tp.partition)).inc()
             consumer.resume_partitions({tp})
             await consumer.seek(tp, committed)
 
@@ -474,8 +485,8 @@ def create_app(settings) -> faust.App:
     class MetricsView(View):
         async def get(self, request):
             update_lag()
-            pipeline.metrics.leads.set(len(leads.data))
-            return self.bytes(pipeline.metrics.exposition(),
+            step.metrics.leads.set(len(leads.data))
+            return self.bytes(step.metrics.exposition(),
                               content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     def held_partitions() -> set[int] | None:
@@ -496,31 +507,33 @@ def create_app(settings) -> faust.App:
             held = held_partitions()
             restoring = sorted(p for p in held or () if not restorer.trusted(p))
             ready = catalog_ready.is_set() and bool(held) and not restoring
-            return self.json({"ready": ready, "catalog_listings": len(pipeline.catalog),
+            return self.json({"ready": ready, "catalog_listings": len(step.catalog),
                               "partitions": sorted(held or ()),
                               "restoring_partitions": restoring},
                              status=200 if ready else 503)
 
     async def stored(view, lead_id: str):
-        """The lead's stored value once its partition's state is whole here (None: no such
+        """The lead's live state once its partition's state is whole here (None: no such
         lead), or a 503 response while it is being read from the changelog."""
         key = lead_id.encode()
         if not await restorer.ready(partition_for(key, n), timeout=10.0):
             return None, view.json({"error": "this lead's partition is being restored or "
                                              "moving to another worker; retry"}, status=503)
-        return leads.get(key), None
+        return store.get(key), None
+
+    def unknown(view, lead_id: str):
+        return view.json({"error": f"unknown lead {lead_id!r}"}, status=404)
 
     @app.page("/leads/{lead_id}")
     class LeadView(View):
         @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            value, busy = await stored(self, lead_id)
+            state, busy = await stored(self, lead_id)
             if busy is not None:
                 return busy
-            state = record.unpack(value)[1]
             if state is None:
-                return self.json({"error": f"unknown lead {lead_id!r}"}, status=404)
-            return self.json({"lead_id": lead_id, "profile": orjson.loads(state)})
+                return unknown(self, lead_id)
+            return self.json({"lead_id": lead_id, "profile": state.profile.to_dict()})
 
     @app.page("/leads/{lead_id}/recommendations")
     class RecommendationsView(View):
@@ -528,11 +541,10 @@ def create_app(settings) -> faust.App:
 
         @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            value, busy = await stored(self, lead_id)
+            state, busy = await stored(self, lead_id)
             if busy is not None:
                 return busy
-            profile = record.unpack(value)[1]
-            return self.json(pipeline.current_recommendations(lead_id, profile))
+            return self.json(step.current_recommendations(lead_id, state))
 
     @app.page("/leads/{lead_id}/features")
     class FeaturesView(View):
@@ -540,19 +552,18 @@ def create_app(settings) -> faust.App:
 
         @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            value, busy = await stored(self, lead_id)
+            state, busy = await stored(self, lead_id)
             if busy is not None:
                 return busy
-            blob = record.unpack(value)[0]
-            if blob is None:
-                return self.json({"error": f"unknown lead {lead_id!r}"}, status=404)
+            if state is None:
+                return unknown(self, lead_id)
             as_of = None if request.query.get("at") == "last_event" else time.time()
             s = settings
-            values = features.compute(features.decode(blob), as_of,
+            values = features.compute(state.features, as_of,
                                       lateness=s.allowed_lateness_seconds,
                                       session_gap=s.session_gap_seconds)
             out = values.as_dict(lead_id)
-            out["normalized"] = pipeline.normalizer.transform(values.numerical)
+            out["normalized"] = step.normalizer.transform(values.numerical)
             return self.json(out)
 
     app.leadstream_agents = (process_interactions, validate_listings)  # type: ignore[attr-defined]

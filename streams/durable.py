@@ -1,6 +1,6 @@
 """Patches that make Faust's at-least-once delivery hold across crashes and rebalances.
 
-The pipeline is idempotent per lead by input offset (``streams.pipeline``), so reading an
+The pipeline is idempotent per lead by input offset (``streams.step``), so reading an
 event twice is harmless; what must never happen is a committed offset whose event never
 reached the tables. In faust-streaming 0.15 four paths do exactly that; each was found
 with ``tests/integration/test_reliability.py`` (two SIGKILLs mid-stream) and per-offset

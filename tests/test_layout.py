@@ -28,6 +28,26 @@ def test_features_and_models_import_no_kafka_or_metrics():
                     assert n.split(".")[0] not in FORBIDDEN, f"{path} imports {n}"
 
 
+def _imports(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.append(node.module)
+    return out
+
+
+def test_the_step_knows_no_stream_runtime():
+    """``streams/step.py`` is the worker's work as a pure function of a batch: no Faust,
+    no Kafka client (only aiokafka's partitioner, Kafka's key hashing as a pure function),
+    no other module of ``streams/``; another stream runtime could drive it."""
+    for n in _imports(REPO / "streams" / "step.py"):
+        if n == "aiokafka.partitioner":
+            continue
+        assert n.split(".")[0] not in {"faust", "aiokafka", "kafka", "streams", "mode"}, n
+
+
 def test_topics_yaml_declares_every_topic_with_its_contract():
     doc = yaml.safe_load((REPO / "topics.yaml").read_text())
     want = {"interactions", "properties", "recommendations", "lead-scores", "agent-insights",

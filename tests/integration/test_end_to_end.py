@@ -164,7 +164,8 @@ def test_new_lead_gets_a_recommendation_quickly(settings, worker_factory):
     beds = NUMBER_WORDS[saved["bedrooms"]]
     assert rec["explanation"].startswith(f"you saved 1 {beds}-bed {saved['property_type']}")
     assert rec["items"][0]["city"] == saved["city"]
-    assert w.total("leadstream_recommendations_emitted_total") >= 2
+    # the session's list and the save's are one list when both arrive in one batch
+    assert w.total("leadstream_recommendations_emitted_total") >= 1
 
 
 @pytest.mark.skipif(java_command() is None, reason="the Java console producer needs Java")

@@ -1,8 +1,9 @@
-"""The worker's per-record logic, without a broker (streams/pipeline.py)."""
+"""The worker's step, without a broker (streams/step.py)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -12,7 +13,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leadstream.settings import Settings
-from streams.pipeline import Applied, DeadLetter, Pipeline, Rekey, partition_for
+from streams.step import (
+    ALERT,
+    DEAD_LETTER,
+    FACT,
+    RECOMMENDATION,
+    SCORE,
+    DeadLetter,
+    LeadStore,
+    Record,
+    Rekey,
+    Step,
+    partition_for,
+    replay,
+)
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
@@ -31,8 +45,10 @@ def event(et, eid, lead="L1", dt=0.0, **kw):
 
 @pytest.fixture
 def pipe():
-    p = Pipeline(Settings(recommend_min_interval_seconds=5, recommend_every_n_events=3,
-                          allowed_lateness_seconds=3600), 4)
+    p = Step(Settings(recommend_min_interval_seconds=5, recommend_every_n_events=3,
+                      allowed_lateness_seconds=3600), 4)
+    p.store = LeadStore()
+    p.next_offset = 0
     rows = [(300e3, "Austin", "condo"), (320e3, "Austin", "condo"), (900e3, "Denver", "house"),
             (310e3, "Austin", "house"), (305e3, "Austin", "condo")]
     for i, (price, city, ptype) in enumerate(rows):
@@ -40,18 +56,62 @@ def pipe():
     return p
 
 
-def run(pipe, raw, prev=None, lead="L1"):
-    """Ingest and apply one record on top of the previous result's stored states."""
+@dataclass
+class Out:
+    """One step's outputs by kind, and the lead's state after it."""
+
+    kinds: dict
+    state: object
+    changed: bool
+
+    @property
+    def recommendation(self):
+        return self.kinds.get(RECOMMENDATION, [None])[-1]
+
+    @property
+    def score(self):
+        return self.kinds.get(SCORE, [None])[-1]
+
+    @property
+    def facts(self):
+        return self.kinds.get(FACT)
+
+    @property
+    def alerts(self):
+        return self.kinds.get(ALERT)
+
+    @property
+    def dead(self):
+        return self.kinds.get(DEAD_LETTER)
+
+
+def run_batch(pipe, raws, lead="L1", offset=None) -> Out:
+    """One step over ``raws`` of one lead (the next offsets, or from ``offset``); the
+    changed leads written to the pipe's store as the agent does."""
+    if not hasattr(pipe, "store"):
+        pipe.store, pipe.next_offset = LeadStore(), 0
     key = lead.encode()
-    res = pipe.ingest(raw, key, partition_for(key, pipe.n_partitions))
-    assert not isinstance(res, DeadLetter | Rekey), res
-    if prev is not None and prev.profile is None:
-        raise AssertionError("chain from an applied result")
-    return pipe.apply(res, prev and prev.profile, prev and prev.features)
+    start = pipe.next_offset if offset is None else offset
+    records = [Record(key, raw, start + i) for i, raw in enumerate(raws)]
+    pipe.next_offset = max(pipe.next_offset, start + len(raws))
+    res = pipe.run(partition_for(key, pipe.n_partitions), records, pipe.store)
+    for k, st_ in res.changed.items():
+        pipe.store.put(k, st_)
+    kinds: dict = {}
+    for o in res.outputs:
+        kinds.setdefault(o.kind, []).append(
+            (o.key, o.value) if o.kind in (FACT, ALERT) else
+            o if o.kind == DEAD_LETTER else o.value)
+    return Out(kinds, pipe.store.get(key), key in res.changed)
+
+
+def run(pipe, raw, lead="L1", offset=None) -> Out:
+    """Ingest and apply one record as a batch of its own."""
+    return run_batch(pipe, [raw], lead, offset)
 
 
 def test_wrong_key_or_partition_is_rekeyed_by_lead():
-    p = Pipeline(Settings(), 4)
+    p = Step(Settings(), 4)
     raw = event("session_started", "e1", lead="L9")
     right = partition_for(b"L9", 4)
     assert p.ingest(raw, b"L9", right).lead_id == "L9"
@@ -61,7 +121,7 @@ def test_wrong_key_or_partition_is_rekeyed_by_lead():
 
 
 def test_invalid_records_become_dead_letters_with_source_headers():
-    p = Pipeline(Settings(), 4)
+    p = Step(Settings(), 4)
     res = p.ingest(b"{oops", b"k", 0)
     assert isinstance(res, DeadLetter) and res.reason == "not_json"
     h = dict(res.headers("interactions", 2, 41))
@@ -73,57 +133,89 @@ def test_invalid_records_become_dead_letters_with_source_headers():
 
 def test_duplicate_event_changes_nothing(pipe):
     out = run(pipe, event("property_saved", "e1", property_id="P0"))
-    again = run(pipe, event("property_saved", "e1", property_id="P0"), out)
-    assert again == Applied("L1", None, None, duplicate=True)
-    assert orjson.loads(out.profile)["event_count"] == 1
+    again = run(pipe, event("property_saved", "e1", property_id="P0"))
+    assert again.kinds == {}  # nothing published; only the offset it records changed
+    assert again.state.profile.event_count == 1 == out.state.profile.event_count
+    assert again.state.features.last_offset == 1
     assert pipe.metrics.duplicates._value.get() == 1
 
 
 def test_redelivered_offsets_change_nothing(pipe):
-    key = b"L1"
-
-    def at(raw, prev, offset):
-        ev = pipe.ingest(raw, key, partition_for(key, 4))
-        return pipe.apply(ev, prev and prev.profile, prev and prev.features, offset=offset)
-
-    a = at(event("property_saved", "e1", property_id="P0"), None, 10)
-    b = at(event("property_viewed", "e2", dt=1, property_id="P1",
-                 payload={"duration_seconds": 4}), a, 11)
+    run(pipe, event("property_saved", "e1", property_id="P0"), offset=10)
+    b = run(pipe, event("property_viewed", "e2", dt=1, property_id="P1",
+                        payload={"duration_seconds": 4}), offset=11)
+    before = b.state.pack()
     # a crash before the commit: offsets 10 and 11 come again; the state already has them
-    for off in (10, 11):
-        again = at(event("property_saved", "e1", property_id="P0"), b, off)
-        assert again.replay and again.features is None and again.profile is None
+    again = run_batch(pipe, [event("property_saved", "e1", property_id="P0"),
+                             event("property_viewed", "e2", dt=1, property_id="P1",
+                                   payload={"duration_seconds": 4})], offset=10)
+    assert not again.changed and again.kinds == {}
     assert pipe.metrics.replayed._value.get() == 2
+    assert pipe.store.get(b"L1").pack() == before
     # an old event id arriving at a new offset is a duplicate whose offset is recorded
-    dup = at(event("property_saved", "e1", property_id="P0"), b, 12)
-    assert dup.duplicate and dup.profile is None
-    from features.lead import decode
-    assert decode(dup.features).last_offset == 12 and decode(dup.features).event_count == 2
+    dup = run(pipe, event("property_saved", "e1", property_id="P0"), offset=12)
+    assert dup.changed and dup.kinds == {}
+    assert dup.state.features.last_offset == 12 and dup.state.features.event_count == 2
 
 
 def test_late_event_is_dead_lettered_and_in_lateness_is_applied(pipe):
-    out = run(pipe, event("property_viewed", "e1", dt=7200, property_id="P0",
-                          payload={"duration_seconds": 5}))
-    in_time = run(pipe, event("property_saved", "e2", dt=7200 - 3600, property_id="P0"), out)
-    assert isinstance(in_time, Applied) and in_time.features is not None
-    key = b"L1"
-    late = pipe.ingest(event("property_saved", "e3", dt=0, property_id="P1"), key,
-                       partition_for(key, 4))
-    res = pipe.apply(late, in_time.profile, in_time.features)
-    assert res.dead is not None and res.dead.reason == "late_event"
-    assert res.profile is None and res.recommendation is None
-    assert "allowed lateness of 3600 s" in res.dead.message
-    from features.lead import compute, decode
-    f = compute(decode(in_time.features))
+    run(pipe, event("property_viewed", "e1", dt=7200, property_id="P0",
+                    payload={"duration_seconds": 5}))
+    in_time = run(pipe, event("property_saved", "e2", dt=7200 - 3600, property_id="P0"))
+    assert in_time.dead is None and in_time.state.profile.event_count == 2
+    late = run(pipe, event("property_saved", "e3", dt=0, property_id="P1"))
+    (dead,) = late.dead
+    headers = dict(dead.headers)
+    assert headers["leadstream.dlq.reason"] == b"late_event"
+    assert b"allowed lateness of 3600 s" in headers["leadstream.dlq.error"]
+    assert headers["leadstream.dlq.offset"] == b"2"
+    assert late.recommendation is None and late.state.profile.event_count == 2
+    from features.lead import compute
+    f = compute(late.state.features)
     assert f.metadata["event_count"] == 2 and f.numerical["saves_30d"] > 0
+
+
+def test_a_batch_applies_each_event_exactly_as_one_at_a_time():
+    """Features stay exact per event: a stream stepped in batches of 200 leaves every
+    lead's features and profile as one event per step does; only how often a list is
+    published changes (at most one per lead per batch)."""
+    from leadstream.simulate import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(leads=30, properties=80, days=1.0, seed=5,
+                              start=datetime.now(UTC) - timedelta(days=3)))
+    catalog, stream = [], []
+    for r in sim.records():
+        (catalog if r.topic == "properties" else stream).append((r.key, r.value))
+    results = []
+    for batch in (1, 200):
+        step, store = Step(Settings(), 4), LeadStore()
+        for k, v in catalog:
+            step.load_listing(v, k)
+        lists: dict = {}
+        for res in replay(step, stream, store, batch=batch):
+            for o in res.outputs:
+                if o.kind == RECOMMENDATION:
+                    lists[o.key] = lists.get(o.key, 0) + 1
+        results.append((store, lists))
+    (one, lists_one), (many, lists_many) = results
+    assert one.packed.keys() == many.packed.keys() and len(one.packed) >= 15
+    from features.lead import compute
+    for key in one.packed:
+        a, b = one.get(key), many.get(key)
+        assert compute(a.features).numerical == compute(b.features).numerical, key
+        assert a.features.last_offset == b.features.last_offset
+        assert (a.profile.event_count, a.profile.counts, a.profile.saved) == \
+            (b.profile.event_count, b.profile.counts, b.profile.saved)
+        assert lists_many.get(key, 0) <= lists_one.get(key, 0) + 1
+    assert sum(lists_many.values()) < sum(lists_one.values())
 
 
 def test_recommendation_triggers_and_minimum_interval(pipe):
     out = run(pipe, event("session_started", "e1"))
     assert out.recommendation is not None  # a new session
-    out = run(pipe, event("property_saved", "e2", dt=2, property_id="P0"), out)
+    out = run(pipe, event("property_saved", "e2", dt=2, property_id="P0"))
     assert out.recommendation is None  # strong signal, but within the 5 s interval
-    out = run(pipe, event("property_saved", "e3", dt=6, property_id="P1"), out)
+    out = run(pipe, event("property_saved", "e3", dt=6, property_id="P1"))
     rec = orjson.loads(out.recommendation)
     assert rec["trigger"] == "strong_signal" and rec["source_event_id"] == "e3"
     ids = [it["property_id"] for it in rec["items"]]
@@ -136,15 +228,15 @@ def test_recommendation_triggers_and_minimum_interval(pipe):
     # nothing material, so nothing is published
     for i, dt in enumerate((20, 21, 22)):
         out = run(pipe, event("property_viewed", f"v{i}", dt=dt, property_id="P4",
-                              payload={"duration_seconds": 3}), out)
+                              payload={"duration_seconds": 3}))
         assert out.recommendation is None
     assert pipe.metrics.recommendations_skipped._value.get() == 1
     # a left swipe on the top listing: the next check finds a new list and publishes it
     out = run(pipe, event("property_swiped", "w1", dt=30, property_id="P4",
-                          payload={"direction": "left"}), out)
+                          payload={"direction": "left"}))
     for i, dt in enumerate((31, 32)):
         out = run(pipe, event("property_viewed", f"x{i}", dt=dt, property_id="P3",
-                              payload={"duration_seconds": 3}), out)
+                              payload={"duration_seconds": 3}))
     rec = orjson.loads(out.recommendation)
     assert rec["trigger"] == "top_k_changed"
     assert "P4" not in [it["property_id"] for it in rec["items"]]
@@ -155,10 +247,10 @@ def test_filters_rejections_and_delistings_shape_the_list(pipe):
     ids = [it["property_id"] for it in orjson.loads(out.recommendation)["items"]]
     assert set(ids) == {"P0", "P1", "P4"}
     out = run(pipe, event("property_swiped", "s1", dt=10, property_id="P4",
-                          payload={"direction": "left"}), out)
+                          payload={"direction": "left"}))
     pipe.load_listing(listing("P1", 320e3, status="sold"), b"P1")
     pipe.load_listing(None, b"P0")  # tombstone
-    out = run(pipe, event("filter_cleared", "f2", dt=20), out)
+    out = run(pipe, event("filter_cleared", "f2", dt=20))
     ids = [it["property_id"] for it in orjson.loads(out.recommendation)["items"]]
     assert set(ids) == {"P2", "P3"}
 
@@ -177,7 +269,7 @@ def test_idle_leads_are_chosen_by_the_wall_clock_of_their_last_update():
     from features import record
     from leadstream.events import parse_event
 
-    pipe = Pipeline(Settings(lead_ttl_seconds=100.0), 4)
+    pipe = Step(Settings(lead_ttl_seconds=100.0), 4)
     items = []
     for lead, touched in (("OLD", 1000.0), ("NEW", 1090.0)):
         s = F.LeadFeatures()
@@ -215,23 +307,23 @@ def test_lead_scores_are_published_when_they_are_news(pipe):
     assert first["trigger"] == "first_score" and first["model"] == "heuristic-1"
     assert first["tier"] == "cold" and 0 <= first["score"] < 40 and first["reasons"]
     out = run(pipe, event("property_viewed", "v1", dt=1, property_id="P0",
-                          payload={"duration_seconds": 5}), out)
+                          payload={"duration_seconds": 5}))
     assert out.score is None  # nothing new to say
     out = run(pipe, orjson.dumps({"event_id": "c1", "lead_id": "L1",
                                   "event_type": "agent_contacted_lead", "agent_id": "A1",
                                   "timestamp": (T0 + timedelta(seconds=2)).isoformat(),
-                                  "payload": {"channel": "call"}}), out)
+                                  "payload": {"channel": "call"}}))
     crm = orjson.loads(out.score)
     assert crm["trigger"] == "crm_event"
     assert "answers 0% of agent contacts" in crm["contact_reason"]
     for i in range(3):  # bookings and an offer make the lead hot
         out = run(pipe, event("booking_requested", f"b{i}", dt=10 + i, property_id=f"P{i}",
-                              payload={"booking_id": f"bk{i}"}), out)
+                              payload={"booking_id": f"bk{i}"}))
     out = run(pipe, event("offer_made", "o1", dt=20, property_id="P1",
-                          payload={"amount": 300000}), out)
+                          payload={"amount": 300000}))
     hot = orjson.loads(out.score) if out.score else None
-    state = orjson.loads(out.profile)
-    assert state["last_tier"] in ("warm", "hot") and state["last_tier"] != "cold"
+    tier = out.state.profile.last_tier
+    assert tier in ("warm", "hot")
     assert hot is None or hot["trigger"] in ("tier_changed", "score_changed")
     assert pipe.metrics.scores.labels(tier="cold")._value.get() >= 1
 
@@ -251,16 +343,16 @@ def test_agent_facts_and_preference_drift(pipe):
     facts = [orjson.loads(v) for _, v in out.facts]
     assert [f["kind"] for f in facts] == ["lead", "contact"] and facts[1]["wait"] is None
     assert {k for k, _ in out.facts} == {b"A7"}
-    out = run(pipe, crm("lead_responded", "r1", 5), out)
+    out = run(pipe, crm("lead_responded", "r1", 5))
     assert [orjson.loads(v)["kind"] for _, v in out.facts] == ["response"]
     # three saves of Austin condos: the lead's taste is set (no alert the first time) ...
     for i in (0, 1, 4):
-        out = run(pipe, event("property_saved", f"s{i}", dt=10 + i, property_id=f"P{i}"), out)
+        out = run(pipe, event("property_saved", f"s{i}", dt=10 + i, property_id=f"P{i}"))
         assert out.alerts is None
     # ... then it saves Denver houses at three times the price: an alert, and a new list
     alerts = []
     for i in range(3):
-        out = run(pipe, event("property_saved", f"d{i}", dt=3600 + i, property_id=f"D{i}"), out)
+        out = run(pipe, event("property_saved", f"d{i}", dt=3600 + i, property_id=f"D{i}"))
         alerts += out.alerts or []
         if out.alerts:
             assert orjson.loads(out.recommendation)["trigger"] == "preference_drift"
@@ -287,23 +379,23 @@ def test_a_restarted_worker_rereading_the_catalog_keeps_the_snapshot_models():
         records.append((i % 2, i // 2, orjson.dumps(raw), f"P{i}".encode()))
     p0v2 = orjson.loads(records[0][2]) | {"price": 290e3, "description": "renovated condo"}
     records.append((0, 2, orjson.dumps(p0v2), b"P0"))
-    a = Pipeline(s, 4)
+    a = Step(s, 4)
     for part, off, raw, key in records:
         assert a.load_listing(raw, key, part, off)
     out = None
     for i, pid in enumerate(["P0", "P1", "P0", "P3"]):
-        out = run(a, event("property_saved", f"e{i}", dt=i * 10, property_id=pid), out)
+        out = run(a, event("property_saved", f"e{i}", dt=i * 10, property_id=pid))
     blob = pickle.dumps((a.models, a.catalog.ids[:], a.snapshot_meta()))
-    before = a.current_recommendations("L1", out.profile)
+    before = a.current_recommendations("L1", out.state)
 
-    b = Pipeline(s, 4)
+    b = Step(s, 4)
     models, ids, meta = pickle.loads(blob)
     b.restore(models, ids, 1, meta["catalog_offsets"])
     docs = b.models.content.tfidf.n
     for part, off, raw, key in records:  # the catalog topic from the beginning
         assert b.load_listing(raw, key, part, off)
     assert b.models.content.tfidf.n == docs
-    after = b.current_recommendations("L1", out.profile)
+    after = b.current_recommendations("L1", out.state)
     assert [(i["property_id"], i["score"]) for i in after["items"]] == \
         [(i["property_id"], i["score"]) for i in before["items"]]
     # a record the snapshot did not see is learned
@@ -356,7 +448,7 @@ def _hostile(draw) -> bytes:
     return raw
 
 
-_FUZZ_PIPE = Pipeline(Settings(allowed_lateness_seconds=3600), 4)
+_FUZZ_PIPE = Step(Settings(allowed_lateness_seconds=3600), 4)
 _FUZZ_PIPE.load_listing(listing("P1", 300e3), b"P1")
 
 
@@ -370,10 +462,13 @@ def test_hostile_records_are_dead_lettered_with_a_reason_and_good_ones_still_app
         headers = dict(res.headers("interactions", 0, 7))
         assert headers["leadstream.dlq.reason"] == res.reason.encode()
     elif not isinstance(res, Rekey):  # it validated: applying it must not fail either
-        p.apply(res, None, None, offset=1)
-    good = run(p, event("property_viewed", f"g-{len(raw)}", property_id="P1",
-                        payload={"duration_seconds": 3}))
-    assert orjson.loads(good.profile)["event_count"] == 1  # the pipeline still works
+        k = res.lead_id.encode()
+        p.run(partition_for(k, 4), [Record(k, raw, 1)], LeadStore())
+    lead = f"G{len(raw)}"
+    good = run(p, event("property_viewed", f"g-{len(raw)}", lead=lead, property_id="P1",
+                        payload={"duration_seconds": 3}), lead=lead, offset=0)
+    assert good.state.profile.event_count == 1  # the step still works
+    p.store = LeadStore()
 
 
 def test_a_poisoned_catalog_is_rejected_per_record_and_leaves_the_models_untouched(pipe):
@@ -404,19 +499,23 @@ def test_a_poisoned_catalog_is_rejected_per_record_and_leaves_the_models_untouch
 
 def test_bench_stages_times_nested_stages_and_restores_the_code():
     from leadstream.benchstages import bench_stages
+    from streams.step import LeadState
 
-    apply = Pipeline.apply
-    r = bench_stages(leads=20, saves=300)
-    assert Pipeline.apply is apply  # the timers are gone after the run
+    run_, unpack = Step.run, vars(LeadState)["unpack"]
+    r = bench_stages(leads=20, saves=300, batch=50)
+    assert Step.run is run_ and vars(LeadState)["unpack"] is unpack  # timers gone after
     for name in ("mixed", "saves"):
         v = r["streams"][name]
         st = {k: x["us_per_event"] for k, x in v["stages"].items()}
         assert v["events"] > 0 and v["stages"]["ingest: parse and validate"]["calls"] >= v[
             "events"]
-        assert st["    rank (top_k)"] <= st["  rank + explain"] <= st["recommend"]
-        assert st["recommend"] <= st["apply (all of it)"] <= v["us_per_event"]
+        assert v["batches"] >= v["events"] / 50
+        assert st["    rank (top_k)"] <= st["  rank + explain"] <= st[
+            "lists: rank + explain the due"]
+        assert st["lists: rank + explain the due"] <= st["step (all of it)"] <= v[
+            "us_per_event"]
     # every save is a strong signal to a lead that had none: each gets a list
-    assert r["streams"]["saves"]["stages"]["recommend"]["calls"] == 300
+    assert r["streams"]["saves"]["stages"]["  rank + explain"]["calls"] == 300
 
 
 def test_published_records_are_exactly_what_their_output_models_would_write():
@@ -429,17 +528,20 @@ def test_published_records_are_exactly_what_their_output_models_would_write():
 
     sim = Simulator(SimConfig(leads=40, properties=120, days=1.0, seed=3,
                               start=datetime.now(UTC) - timedelta(days=2)))
-    p = Pipeline(Settings(), 4)
-    table, outs = {}, {Recommendation: [], LeadScore: []}
+    p = Step(Settings(), 4)
+    records = []
     for r in sim.records():
         if r.topic == "properties":
             p.load_listing(r.value, r.key)
-            continue
-        out = p.handle(r.value, r.key, table)
-        if isinstance(out, DeadLetter | Rekey):
-            continue
-        outs[Recommendation] += [out.recommendation] if out.recommendation else []
-        outs[LeadScore] += [out.score] if out.score else []
+        else:
+            records.append((r.key, r.value))
+    outs = {Recommendation: [], LeadScore: []}
+    for res in replay(p, records, LeadStore(), batch=20):
+        for o in res.outputs:
+            if o.kind == RECOMMENDATION:
+                outs[Recommendation].append(o.value)
+            elif o.kind == SCORE:
+                outs[LeadScore].append(o.value)
     for model, raws in outs.items():
         assert len(raws) > 20, model
         for raw in raws:
