@@ -7,7 +7,11 @@ hands one record per event straight to the producer (as the worker's ``emit`` do
 prints ``{"events": N, "seconds": S}`` (from the first event to the ``N``-th) on stdout
 and runs until it is stopped. ``bench pipeline`` starts it as::
 
-    python -m leadstream.benchfloor BOOTSTRAP GROUP SOURCE_TOPIC DEST_TOPIC N DATA_DIR
+    python -m leadstream.benchfloor BOOTSTRAP GROUP SOURCE_TOPIC DEST_TOPIC N DATA_DIR [MODE]
+
+``MODE`` ``events`` (the default: ``stream.events()``, one ``await`` of the stream per
+event) or ``batches`` (``stream.take_events(500, within=0.005)``, as the worker takes
+its input: the batched floor).
 
 The gap between this floor and the ceiling is Faust's; between the floor and the
 pipeline, leadstream's.
@@ -24,7 +28,8 @@ def main(argv: list[str]) -> None:
     import orjson
     from faust.worker import Worker
 
-    bootstrap, group, source, dest, n, datadir = argv
+    bootstrap, group, source, dest, n, datadir, *rest = argv
+    mode = rest[0] if rest else "events"
     total = int(n)
     app = faust.App(group, broker=[f"kafka://{b}" for b in bootstrap.split(",")],
                     store="memory://", value_serializer="raw", key_serializer="raw",
@@ -34,18 +39,27 @@ def main(argv: list[str]) -> None:
     src = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw",
                     value_serializer="raw")
 
+    state = {"seen": 0, "t0": None}
+
+    async def handle(event) -> None:
+        if state["t0"] is None:
+            state["t0"] = time.perf_counter()
+        value = orjson.dumps(orjson.loads(event.value))
+        await app.producer.send(dest, event.key, value, None, None, None)
+        state["seen"] += 1
+        if state["seen"] == total:
+            print(orjson.dumps({"events": total, "seconds": time.perf_counter() - state["t0"]})
+                  .decode(), flush=True)
+
     @app.agent(src, name="floor")
     async def floor(stream):
-        seen, t0 = 0, None
-        async for event in stream.events():
-            if t0 is None:
-                t0 = time.perf_counter()
-            value = orjson.dumps(orjson.loads(event.value))
-            await app.producer.send(dest, event.key, value, None, None, None)
-            seen += 1
-            if seen == total:
-                print(orjson.dumps({"events": seen, "seconds": time.perf_counter() - t0})
-                      .decode(), flush=True)
+        if mode == "batches":
+            async for events in stream.take_events(500, within=0.005):
+                for event in events:
+                    await handle(event)
+        else:
+            async for event in stream.events():
+                await handle(event)
 
     class _Worker(Worker):
         def on_setup_root_logger(self, logger, level: int) -> None:

@@ -165,14 +165,14 @@ async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
         await producer.stop()
 
 
-def _floor(s, work: Path, n: int, limit: float = 300.0) -> float:
-    """The Faust floor (:mod:`leadstream.benchfloor`) on the ceiling's input topic, which
-    holds ``n`` events: events per second."""
+def _floor(s, work: Path, n: int, mode: str = "events", limit: float = 300.0) -> float:
+    """The Faust floor (:mod:`leadstream.benchfloor`, ``mode`` events or batches) on the
+    ceiling's input topic, which holds ``n`` events: events per second."""
     import selectors
 
     cmd = [sys.executable, "-m", "leadstream.benchfloor", s.kafka_bootstrap,
-           f"{s.topic_prefix}floor", f"{s.topic_prefix}bench-in", f"{s.topic_prefix}bench-out",
-           str(n), str(work / "floor")]
+           f"{s.topic_prefix}floor-{mode}", f"{s.topic_prefix}bench-in",
+           f"{s.topic_prefix}bench-out", str(n), str(work / f"floor-{mode}"), mode]
     log = work / "floor.log"
     with open(log, "ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
@@ -374,8 +374,11 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         out["events"] = len(inter)  # what the simulator gave, at most ``events``
         # 1. ceiling, same events, same broker
         out["ceiling_events_per_second"] = round(asyncio.run(_ceiling(s, inter)), 1)
-        # 1b. the Faust floor: a Faust agent doing the passthrough on the same topic
+        # 1b. the Faust floor: a Faust agent doing the passthrough on the same topic, one
+        # event at a time and in batches as the worker takes them
         out["faust_floor_events_per_second"] = round(_floor(s, work, len(inter)), 1)
+        out["faust_floor_batched_events_per_second"] = round(
+            _floor(s, work, len(inter), "batches"), 1)
         # 2. the worker on a backlog
         asyncio.run(_produce(s, s.topic("properties"), catalog))
         asyncio.run(_produce(s, s.topic("interactions"), inter))
@@ -392,6 +395,8 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         out["pipeline_events_per_second"] = round(rate, 1)
         out["ratio_to_ceiling"] = round(rate / out["ceiling_events_per_second"], 4)
         out["ratio_to_faust_floor"] = round(rate / out["faust_floor_events_per_second"], 4)
+        out["ratio_to_faust_floor_batched"] = round(
+            rate / out["faust_floor_batched_events_per_second"], 4)
         counts_one = _event_counts(url, sorted({k.decode() for k, _ in inter if k}))
         time.sleep(6)  # one idle-lead sweep measures the state
         m = _metrics(url)
@@ -439,10 +444,12 @@ def print_pipeline(r: dict) -> None:
                 "broker on the same machine", r)
     c.print(f"ceiling (aiokafka consume-decode-produce): {r['ceiling_events_per_second']:,.0f}"
             f" events/s; Faust floor (the same in a Faust agent): "
-            f"{r['faust_floor_events_per_second']:,.0f} events/s; one worker: "
+            f"{r['faust_floor_events_per_second']:,.0f} events/s per event, "
+            f"{r['faust_floor_batched_events_per_second']:,.0f} in batches; one worker: "
             f"[bold]{r['pipeline_events_per_second']:,.0f} events/s[/]"
             f" ({r['ratio_to_ceiling']:.1%} of the ceiling, {r['ratio_to_faust_floor']:.1%} of "
-            f"the Faust floor; {r['worker_cpu_us_per_event']:,.0f} µs of worker CPU per "
+            f"the per-event Faust floor, {r['ratio_to_faust_floor_batched']:.1%} of the batched;"
+            f" {r['worker_cpu_us_per_event']:,.0f} µs of worker CPU per "
             "event); lead state (stored) "
             f"{r['bytes_per_lead']:,} B/lead; worker RSS {r['worker_rss_mb']:,} MB after the "
             "backlog")

@@ -101,6 +101,8 @@ def test_bench_pipeline_accounts_for_every_event_with_one_and_two_workers(kafka,
     assert 0 < r["pipeline_events_per_second"] < r["ceiling_events_per_second"]
     # the Faust floor (a Faust agent passing the same events through) ran and finished
     assert r["pipeline_events_per_second"] < r["faust_floor_events_per_second"]
+    assert r["faust_floor_batched_events_per_second"] > 0  # and the floor in batches
+    assert r["ratio_to_faust_floor_batched"] > 0
     assert r["worker_cpu_us_per_event"] > 0
     assert r["bytes_per_lead"] > 0 and r["worker_rss_mb"] > 0
     lat = r["latency"]["40"]
