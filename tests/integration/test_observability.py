@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -21,45 +19,15 @@ import yaml
 from leadstream.simulate import SimConfig, Simulator
 from ops.broker import free_port
 
+from .. import promtools
 from .conftest import publish, recent_start
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "ops" / "prometheus" / "alerts.yml"
 DASHBOARD = REPO / "ops" / "grafana" / "dashboards" / "leadstream.json"
+prometheus_bin = promtools.prometheus_bin  # the fixture
 _THRESHOLD = re.compile(r"^(?P<query>.*?)\s*(?:==|!=|>=|<=|>|<)\s*[-+0-9.eE]+$", re.S)
-
-
-def _install_prometheus() -> None:
-    """apt-get install prometheus, without letting the package start a daemon."""
-    policy = Path("/usr/sbin/policy-rc.d")
-    created = not policy.exists()
-    if created:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"]
-    try:
-        if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True,
-                           timeout=600, check=True)
-            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=True)
-    finally:
-        if created:
-            policy.unlink()
-
-
-@pytest.fixture(scope="session")
-def prometheus_bin() -> tuple[str, str]:
-    if shutil.which("prometheus") is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        _install_prometheus()
-    exe, tool = shutil.which("prometheus"), shutil.which("promtool")
-    if exe is None or tool is None:
-        msg = "Prometheus is not installed (apt-get install prometheus, as root)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return exe, tool
 
 
 def _query(base: str, expr: str) -> dict:
