@@ -2,13 +2,25 @@
 
 Each :class:`Metrics` owns its registry, so several pipelines (tests) never collide.
 
+A labelled counter has no series until its first increment, and ``increase()`` cannot see
+that first increment, so :meth:`Metrics.init_labels` creates every series the worker can
+emit at zero (panels show 0 rather than no data; an alert on the first stall fires).
+:meth:`Metrics.track_readiness` makes ``leadstream_worker_ready`` follow ``/health/ready``.
+
 >>> m = Metrics()
 >>> m.events_in.labels(topic="interactions").inc()
 >>> b"leadstream_events_in_total" in m.exposition()
 True
+>>> m.init_labels(interactions_topic="interactions", properties_topic="properties",
+...               partitions=2, models=("hybrid",))
+>>> b'leadstream_partition_stalls_total{partition="1"} 0.0' in m.exposition()
+True
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,  # noqa: F401  (re-exported for the web view)
@@ -18,6 +30,24 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+# The closed label sets of the counters, as the code emits them (tests/test_metrics.py reads
+# the sources and fails when a new value appears there but not here).
+# Dead-letter reasons per source topic: leadstream/events.py (InvalidRecord), and
+# streams/pipeline.py (late_event on interactions, key_mismatch on properties).
+_PARSE_REASONS = ("oversized", "not_utf8", "not_json", "not_an_object", "schema")
+INTERACTION_DLQ_REASONS = (*_PARSE_REASONS, "unknown_event_type", "timestamp_in_future",
+                           "timestamp_too_old", "late_event")
+PROPERTY_DLQ_REASONS = (*_PARSE_REASONS, "key_mismatch")
+# streams/pipeline.py: Pipeline._trigger, and preference_drift in Pipeline.apply
+TRIGGERS = ("first_event", "session_started", "strong_signal", "top_k_changed",
+            "preference_drift")
+TIERS = ("hot", "warm", "cold")  # models/scoring.py: tier()
+SCORE_LABELS = ("converted", "not")  # streams/pipeline.py: the CRM outcomes learned
+GAP_KINDS = ("verified", "reread")  # streams/durable.py: OrderGuard
+# models/experiments.py: KINDS, then the per-list and online-HR@10 counts of attribute()
+EXPERIMENT_KINDS = ("recommendations", "impressions", "clicks", "saves", "bookings",
+                    "conversions", "saves_lists", "bookings_lists", "positives", "hits")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -141,7 +171,8 @@ class Metrics:
                                    "Drifts in a model's online quality (River ADWIN)",
                                    ["model"], registry=r)
         self.model_version = Gauge("leadstream_model_snapshot_version",
-                                   "Snapshot version the models were last saved as or restored from",
+                                   "Snapshot version the models were last saved as or restored "
+                                   "from",
                                    registry=r)
         self.snapshot_time = Gauge("leadstream_model_snapshot_timestamp_seconds",
                                    "When the models were last snapshotted (unix time)",
@@ -191,12 +222,78 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.ready = Gauge(
+            "leadstream_worker_ready",
+            "1 while /health/ready answers 200 (catalog loaded, partitions assigned, their lead "
+            "state restored), else 0; NaN until the worker reports it",
+            registry=r,
+        )
+        self.ready.set(math.nan)
         self.lead_state_bytes = Gauge(
             "leadstream_lead_state_bytes",
             "Bytes of per-lead state held for all leads: features and profile, one compressed "
             "record per lead as stored (measured at each idle-lead sweep)",
             registry=r,
         )
+
+    def track_readiness(self, is_ready: Callable[[], bool]) -> None:
+        """Report ``is_ready()`` as ``leadstream_worker_ready`` (1 or 0), asked at each scrape,
+        so the gauge cannot go stale; an exception counts as not ready.
+
+        >>> m = Metrics()
+        >>> m.track_readiness(lambda: True)
+        >>> b"leadstream_worker_ready 1.0" in m.exposition()
+        True
+        """
+
+        def value() -> float:
+            try:
+                return 1.0 if is_ready() else 0.0
+            except Exception:  # noqa: BLE001 (a scrape must not fail)
+                return 0.0
+
+        self.ready.set_function(value)
+
+    def init_labels(self, *, interactions_topic: str, properties_topic: str,
+                    partitions: int | Iterable[int], models: Iterable[str] = (),
+                    experiment=None, event_types: Iterable[str] | None = None) -> None:
+        """Create every labelled counter's series at zero for the labels the worker can emit.
+
+        ``interactions_topic`` / ``properties_topic`` are the full (prefixed) topic names;
+        ``partitions`` the input partitions (a count or the numbers); ``models`` the model
+        names; ``experiment`` the active experiment (``.name``, ``.arms`` with ``.name``) or
+        None; ``event_types`` defaults to every type of ``leadstream.events``. Idempotent.
+        """
+        if event_types is None:
+            from leadstream.events import EVENT_CLASSES
+
+            event_types = EVENT_CLASSES
+        parts = [str(p) for p in (range(partitions) if isinstance(partitions, int)
+                                  else partitions)]
+        for topic, reasons in ((interactions_topic, INTERACTION_DLQ_REASONS),
+                               (properties_topic, PROPERTY_DLQ_REASONS)):
+            self.events_in.labels(topic=topic)
+            for reason in reasons:
+                self.dead_lettered.labels(topic=topic, reason=reason)
+        for event_type in event_types:
+            self.events_processed.labels(event_type=event_type)
+        for trigger in TRIGGERS:
+            self.recommendations.labels(trigger=trigger)
+        for p in parts:
+            self.state_restores.labels(partition=p)
+            self.partition_stalls.labels(partition=p)
+            for kind in GAP_KINDS:
+                self.input_gaps.labels(partition=p, kind=kind)
+        for model in models:
+            self.model_drift.labels(model=model)
+        for tier in TIERS:
+            self.scores.labels(tier=tier)
+        for label in SCORE_LABELS:
+            self.score_labels.labels(label=label)
+        if experiment is not None:
+            for arm in experiment.arms:
+                for kind in EXPERIMENT_KINDS:
+                    self.experiment.labels(experiment=experiment.name, arm=arm.name, kind=kind)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
