@@ -69,6 +69,7 @@ class LeadProfile:
     last_score: float | None = None  # last published lead score, its tier and event time
     last_tier: str | None = None
     last_score_ts: float = 0.0
+    score_checked_ts: float = 0.0  # event time the score was last computed (published or not)
     agent_id: str | None = None  # the agent assigned (the latest one on the lead's events)
     hot_since: float | None = None  # first hot-lead activity not yet answered by a contact
     pref_announced: dict[str, Any] = field(default_factory=dict)  # type, city, price

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     score_min_interval_seconds: float = Field(
         60.0, description="at most one score-change publication per lead per this much "
         "event time")
+    score_refresh_seconds: float = Field(
+        300.0, description="without a strong signal or CRM event, a lead's score is computed "
+        "again once it is this much event time old (a strong signal, a CRM event and a "
+        "lead's first event compute it at once)")
 
     drift_min_positives: int = Field(
         5, description="preference-drift alerts only for leads with this many positive events")
@@ -142,7 +146,8 @@ class Settings(BaseSettings):
     snapshot_interval_seconds: float = Field(
         300.0, description="snapshot the models this often (and on shutdown)")
     quality_sample_every: int = Field(
-        5, description="measure every model's online HR@10 on every n-th positive event")
+        20, description="measure every model's online HR@10 on every n-th positive event "
+        "(each measurement ranks the catalog with every model)")
 
     # --- lead state -------------------------------------------------------------------
     lead_ttl_seconds: float = Field(

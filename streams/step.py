@@ -7,9 +7,9 @@ Per event, in offset order: validate (:meth:`Step.ingest`), skip a replayed offs
 de-duplicate, update the lead's features (exact per event), measure online quality,
 learn the models, update the profile, attribute experiments, record agent facts, check
 for a preference drift and note whether a list or a score is due. Per lead, once per
-batch: at most one lead score (computed only when due: the lead's first, a CRM event or
-strong signal, or its last score older than ``score_min_interval_seconds`` of event
-time) and at most one list (every lead due one ranked in the same pass, explained for
+batch: at most one lead score (computed only when due: the lead's first, a strong
+signal, or its last score older than ``score_refresh_seconds`` of event time; a CRM
+event re-scores at once) and at most one list (every lead due one ranked in the same pass, explained for
 its top items only). Each lead changed is written once per batch, however many of its
 events the batch held (what Kafka Streams' record caches do per commit).
 
@@ -549,12 +549,12 @@ class Step:
     def _finish(self, lead: _Lead, out: list) -> None:
         """The lead's score after the batch's events, if one is due: the lead's first, a
         strong signal in the batch (its source), or the last score older than
-        ``score_min_interval_seconds`` of event time. (A CRM event re-scores at once.)"""
+        ``score_refresh_seconds`` of event time. (A CRM event re-scores at once.)"""
         profile = lead.state.profile
         ev = lead.score_ev or lead.last_ev
         if (lead.score_ev is not None or profile.last_score is None
-                or ev.timestamp.timestamp() - profile.last_score_ts
-                >= self.settings.score_min_interval_seconds):
+                or ev.timestamp.timestamp() - profile.score_checked_ts
+                >= self.settings.score_refresh_seconds):
             self._rescore(lead, ev, out, crm=False)
 
     def _rescore(self, lead: _Lead, ev, out: list, crm: bool) -> None:
@@ -575,6 +575,7 @@ class Step:
         scorer = self.models.scorer
         sc = scorer.score(numerical, explain=False)  # the reasons only when published
         ts = ev.timestamp.timestamp()
+        profile.score_checked_ts = max(profile.score_checked_ts, ts)
         if profile.last_score is None:
             why = "first_score"
         elif sc.tier != profile.last_tier:

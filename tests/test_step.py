@@ -328,6 +328,24 @@ def test_lead_scores_are_published_when_they_are_news(pipe):
     assert pipe.metrics.scores.labels(tier="cold")._value.get() >= 1
 
 
+def test_a_lead_score_is_computed_only_when_due(pipe):
+    """First event, strong signals and CRM events compute the score; other events only
+    once the last computation is ``score_refresh_seconds`` of event time old."""
+    t0 = T0.timestamp()
+    run(pipe, event("session_started", "s0"))
+    state = pipe.store.get(b"L1").profile
+    assert state.score_checked_ts == t0
+    for i, dt in enumerate((10, 100, 299)):  # views within the refresh: not computed
+        run(pipe, event("property_viewed", f"v{i}", dt=dt, property_id="P0",
+                        payload={"duration_seconds": 5}))
+        assert pipe.store.get(b"L1").profile.score_checked_ts == t0
+    run(pipe, event("property_viewed", "v9", dt=301, property_id="P0",
+                    payload={"duration_seconds": 5}))
+    assert pipe.store.get(b"L1").profile.score_checked_ts == t0 + 301
+    run(pipe, event("property_saved", "s1", dt=302, property_id="P1"))  # strong: at once
+    assert pipe.store.get(b"L1").profile.score_checked_ts == t0 + 302
+
+
 def test_agent_facts_and_preference_drift(pipe):
     for i, (price, city, ptype) in enumerate([(1.2e6, "Denver", "house"), (1.3e6, "Denver", "house"),
                                               (1.25e6, "Denver", "house")]):
