@@ -90,8 +90,9 @@ class Settings(BaseSettings):
         5.0, gt=0, description="... or what arrived within this many milliseconds: the most "
         "a record waits for its batch")
     lead_cache_size: int = Field(
-        20_000, ge=0, description="recently active leads kept decoded in memory (their "
-        "stored records are kept whatever this is)")
+        10_000, ge=0, description="recently active leads kept decoded in memory, about 15 KB "
+        "each for a lead with two weeks of history (their stored records are kept whatever "
+        "this is)")
 
     # --- ingest rules -------------------------------------------------------------------
     max_event_bytes: int = Field(65_536, description="bigger payloads are dead-lettered")
