@@ -237,7 +237,8 @@ class Simulator:
 
     def _pick(self, lead: _Lead) -> str:
         r = self.rng
-        pool = self.by_city[lead.city] if r.random() < 0.8 and self.by_city[lead.city] else self.active
+        home = self.by_city[lead.city]
+        pool = home if r.random() < 0.8 and home else self.active
         sample = [pool[r.randrange(len(pool))] for _ in range(8)]
         return max(sample, key=lambda p: self.utility(lead, p) + r.gauss(0, 0.7))
 

@@ -15,6 +15,7 @@ from models.evaluate import NoEvents, evaluate, load_events
 from models.references import REFERENCES, RiverReference
 from models.suite import MODELS
 
+
 def _quality(r: dict) -> dict:
     """The figures of a result without its timings."""
     return {k: _quality(v) if isinstance(v, dict) else v for k, v in r.items()
