@@ -262,7 +262,7 @@ def bench_scoring(sizes=(1_000, 10_000, 100_000), leads: int = 2000, events: int
              ("property_viewed", {"duration_seconds": 60}), ("property_saved", {}),
              ("property_swiped", {"direction": "right"}),
              ("property_swiped", {"direction": "left"}), ("property_liked", {})]
-    learn_all = []
+    learn_all, learn_mf_all = [], []
     for n in sizes:
         rng = random.Random(seed)
         cat, suite = Catalog(capacity=n), ModelSuite(seed=seed)
@@ -271,7 +271,15 @@ def bench_scoring(sizes=(1_000, 10_000, 100_000), leads: int = 2000, events: int
             suite.on_listing(cat, row, {"description": listing.description})
         profiles: dict[str, LeadProfile] = {}
         t = datetime(2026, 3, 1, tzinfo=UTC)
-        learn = []
+        learn, learn_mf = [], []
+        mf_learn_one = suite.mf.learn_one
+
+        def timed_mf(*a, _learn=mf_learn_one, _out=learn_mf):
+            t0 = time.perf_counter_ns()
+            _learn(*a)
+            _out.append((time.perf_counter_ns() - t0) / 1000)
+
+        suite.mf.learn_one = timed_mf  # the matrix factorisation's own step, inside the suite's
         # each lead has a home city block of listings it mostly interacts with
         for i in range(events):
             lead = f"L{rng.randrange(leads)}"
@@ -287,6 +295,7 @@ def bench_scoring(sizes=(1_000, 10_000, 100_000), leads: int = 2000, events: int
             learn.append((time.perf_counter_ns() - a) / 1000)
             profile_update(p, ev, cat.attributes(cat.ids[row]))
         learn_all += learn
+        learn_mf_all += learn_mf
         lat, lat_rank = [], []
         names = list(profiles)
         for q in range(queries):
@@ -303,9 +312,12 @@ def bench_scoring(sizes=(1_000, 10_000, 100_000), leads: int = 2000, events: int
             "recommend_ms_p50": round(statistics.median(lat), 3),
             "recommend_ms_p99": round(_pct(lat, 0.99), 3),
             "learn_us_p50": round(statistics.median(learn), 1),
+            "learn_mf_us_p50": round(statistics.median(learn_mf), 1),
         }
     out["learn_us_p50"] = round(statistics.median(learn_all), 1)
     out["learn_us_p99"] = round(_pct(learn_all, 0.99), 1)
+    out["learn_mf_us_p50"] = round(statistics.median(learn_mf_all), 1)
+    out["learn_mf_us_p99"] = round(_pct(learn_mf_all, 0.99), 1)
     return out
 
 
@@ -315,9 +327,12 @@ def print_scoring(r: dict) -> None:
     c = console("scoring", f"{r['events_learned']:,} events learned per catalog, "
                 f"{r['leads']:,} leads, {r['queries']} queries", r)
     t = Table("listings", "top-10 p50 ms", "top-10 p99 ms", "with explanations p50 ms",
-              "p99 ms", "learn p50 µs")
+              "p99 ms", "learn p50 µs", "MF learn p50 µs")
     for n, f in r["catalogs"].items():
         t.add_row(f"{int(n):,}", f"{f['top10_ms_p50']}", f"{f['top10_ms_p99']}",
-                  f"{f['recommend_ms_p50']}", f"{f['recommend_ms_p99']}", f"{f['learn_us_p50']}")
+                  f"{f['recommend_ms_p50']}", f"{f['recommend_ms_p99']}", f"{f['learn_us_p50']}",
+                  f"{f['learn_mf_us_p50']}")
     c.print(t)
-    c.print(f"learn step, all models: p50 {r['learn_us_p50']} µs, p99 {r['learn_us_p99']} µs")
+    c.print(f"learn step, all models: p50 {r['learn_us_p50']} µs, p99 {r['learn_us_p99']} µs; "
+            f"matrix factorisation alone: p50 {r['learn_mf_us_p50']} µs, "
+            f"p99 {r['learn_mf_us_p99']} µs")

@@ -196,7 +196,8 @@ def _describe_record(topic: str, msg) -> str:
     headers = {k: v.decode("utf-8", "replace") for k, v in (msg.headers or [])}
     if "leadstream.dlq.reason" in headers:
         value = (msg.value or b"")[:200].decode("utf-8", "replace")
-        return (f"[red]{headers['leadstream.dlq.reason']}[/] from {headers.get('leadstream.dlq.topic')}"
+        return (f"[red]{headers['leadstream.dlq.reason']}[/] from "
+                f"{headers.get('leadstream.dlq.topic')}"
                 f"[{headers.get('leadstream.dlq.partition')}]@{headers.get('leadstream.dlq.offset')}"
                 f": {headers.get('leadstream.dlq.error')}\n   [dim]{value!r}[/]")
     try:
@@ -310,15 +311,25 @@ def cmd_simulate(args, settings: Settings) -> int:
     if args.out:
         n = 0
         cat_out = open(args.catalog_out, "wb") if args.catalog_out else None  # noqa: SIM115
+        kept = []
         with open(args.out, "wb") as out:
             for rec in sim.records():
                 if rec.topic == "interactions":
-                    out.write(rec.value + b"\n")
+                    if args.one_per_listing:
+                        kept.append(rec.value)
+                    else:
+                        out.write(rec.value + b"\n")
                     n += 1
                     if args.limit and n >= args.limit:
                         break
                 elif cat_out is not None:
                     cat_out.write(rec.value + b"\n")
+            if args.one_per_listing:
+                from leadstream.simulate import one_per_listing
+
+                kept = one_per_listing(kept)
+                out.writelines(v + b"\n" for v in kept)
+                n = len(kept)
         if cat_out is not None:
             cat_out.close()
         print(f"wrote {n} events to {args.out}", file=sys.stderr)
@@ -545,16 +556,64 @@ def _print_features(body: dict) -> None:
         console.print(t)
 
 
-def cmd_evaluate(args, settings: Settings) -> int:
-    """Replay an event file through every model; print prequential / leave-last-out figures."""
-    from models.evaluate import evaluate, load_events
+def _invalid_summary(reasons: dict[str, int]) -> str:
+    return ", ".join(f"{why} {n:,}" for why, n in sorted(reasons.items(), key=lambda x: -x[1]))
 
+
+@contextlib.contextmanager
+def _replay_progress(total: int, show: bool):
+    """A progress bar with events/s on stderr (off when ``show`` is false); yields the
+    callback ``evaluate`` reports the events replayed so far to."""
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class Rate(TextColumn):
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return super().render(task) if speed is None else f"{speed:,.0f} events/s"
+
+    with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), Rate(""),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("replay", total=total)
+        yield lambda n: bar.update(task, completed=n)
+
+
+def cmd_evaluate(args, settings: Settings) -> int:
+    """Replay an event file through every model and River's references; print prequential /
+    leave-last-out figures."""
+    from models.evaluate import evaluate, load_events
+    from models.references import REFERENCES, RiverReference
+
+    reasons: dict[str, int] = {}
     with open(args.events, "rb") as fh:
-        events, bad = load_events(fh)
+        events, bad = load_events(fh, reasons)
     if args.limit:
         events = events[: args.limit]
+    if not events:
+        why = f" ({bad:,} invalid lines: {_invalid_summary(reasons)})" if bad else ""
+        print(f"error: no valid event in {args.events}{why}", file=sys.stderr)
+        return 2
     protocols = {"prequential": ("prequential",), "leave-last-out": ("leave-last-out",),
                  "both": ("prequential", "leave-last-out")}[args.protocol]
+    targets = None
+    if args.targets:
+        from leadstream.events import EVENT_CLASSES
+
+        targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+        unknown = [t for t in targets if t not in EVENT_CLASSES]
+        if unknown or not targets:
+            print(f"error: --targets: unknown event type {', '.join(unknown) or '(none)'}",
+                  file=sys.stderr)
+            return 2
     cat = open(args.catalog, "rb").read().splitlines() if args.catalog else None  # noqa: SIM115
     if args.tune:
         from models.evaluate import tune
@@ -569,10 +628,15 @@ def cmd_evaluate(args, settings: Settings) -> int:
         for name, v in r["best"].items():
             print(f"  LEADSTREAM_HYBRID_{name.upper()}={v}")
         return 0
+    refs = {} if args.no_references else REFERENCES
     t = time.perf_counter()
-    r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed,
-                 suite_params=settings.hybrid_weights())
+    show = not args.json and sys.stderr.isatty()
+    with _replay_progress(len(events) * len(protocols), show) as progress:
+        r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed,
+                     suite_params=settings.hybrid_weights(), targets=targets,
+                     exclude_seen=args.exclude_seen, references=refs, progress=progress)
     r["invalid_lines"] = bad
+    r["invalid_reasons"] = reasons
     r["seconds"] = round(time.perf_counter() - t, 1)
     if args.json:
         print(json.dumps(r, indent=2))
@@ -581,25 +645,40 @@ def cmd_evaluate(args, settings: Settings) -> int:
 
     cols = ["model"]
     for p in protocols:
-        cols += [f"{p} HR@10", f"{p} NDCG@10"]
-    cols += ["coverage", "events/s"] if "prequential" in protocols else []
-    t = Table(*cols, title=f"{r['events']} events ({bad} invalid lines skipped), "
-                            f"{r['seconds']} s")
-    for name, m in r["models"].items():
+        short = {"prequential": "preq", "leave-last-out": "LLO"}[p]
+        cols += [f"{short} HR@10", f"{short} NDCG@10", f"{short} n"]
+    cols += ["coverage", "ev/s"] if "prequential" in protocols else []
+    what = ", ".join(targets) if targets else "positive events"
+    title = (f"{r['events']:,} events, {r['seconds']} s; scored: {what}"
+             f"{', seen listings excluded' if args.exclude_seen else ''}")
+    t = Table(*cols, title=title)
+    rows = list(r["models"].items())
+    ref_rows = list(r.get("references", {}).items())
+    for i, (name, m) in enumerate(rows + [(f"ref: {n}", m) for n, m in ref_rows]):
         row = [name]
         for p in protocols:
             f = m[p.replace("-", "_")]
-            row += [f"{f['hr@10']:.4f}", f"{f['ndcg@10']:.4f}"]
+            row += [f"{f['hr@10']:.4f}", f"{f['ndcg@10']:.4f}", f"{f['evaluated']:,}"]
         if "prequential" in protocols:
             row += [f"{m['coverage']:.3f}", f"{m['events_per_second']:,.0f}"]
-        t.add_row(*row)
-    _console().print(t)
+        t.add_row(*row, end_section=i == len(rows) - 1)
+    c = _console()
+    c.print(t)
+    if bad:
+        c.print(f"{bad:,} invalid lines skipped: {_invalid_summary(reasons)}")
+    for p, skipped in r["not_scored"].items():
+        if skipped:
+            c.print(f"{p}: targets not scored: "
+                    + ", ".join(f"{why} {n:,}" for why, n in skipped.items()))
+    for name, params in refs.items():
+        c.print(f"ref: {name} = {RiverReference(**params).describe()} (a reference, not "
+                "part of the recommender)")
     ls = r.get("lead_scores")
     if ls and ls["labels"]:
         def fig(x):
             return "n/a" if x is None else f"{x:.3f}"
 
-        _console().print(
+        c.print(
             f"lead scores on {ls['labels']} CRM outcomes ({ls['converted']} converted), "
             f"prequential: heuristic log loss {fig(ls['heuristic']['log_loss'])} / AUC "
             f"{fig(ls['heuristic']['auc'])}; online River model log loss "
@@ -840,7 +919,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("broker", help="run the embedded broker (Apache Kafka KRaft; Tansu w/o Java)")
+    b = sub.add_parser("broker",
+                       help="run the embedded broker (Apache Kafka KRaft; Tansu w/o Java)")
     b.add_argument("--port", type=int, default=None, help="default: LEADSTREAM_BROKER_PORT / 9092")
     b.add_argument("--data-dir", help="keep the broker's data here (default: temporary)")
     b.add_argument("--no-topics", action="store_true", help="do not create topics.yaml's topics")
@@ -883,6 +963,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--limit", type=int, default=None, help="at most N interaction events")
     sm.add_argument("--out", help="write interactions as JSON lines here instead of publishing")
     sm.add_argument("--catalog-out", help="with --out: write the listings here")
+    sm.add_argument("--one-per-listing", action="store_true",
+                    help="with --out: each lead's first event per listing only, as a save "
+                         "(if it ever saved it) or a view: the shape of rating data sets")
     sm.add_argument("--rate", type=float, default=None, help="events/s when publishing")
     sm.add_argument("--realtime", action="store_true", help="stamp events with the wall clock")
     sm.set_defaults(func=cmd_simulate)
@@ -917,6 +1000,13 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["prequential", "leave-last-out", "both"])
     ev.add_argument("--limit", type=int, default=None, help="the first N events (by time)")
     ev.add_argument("--seed", type=int, default=42)
+    ev.add_argument("--targets", metavar="TYPE[,TYPE...]",
+                    help="event types that are scored (default: every positive event)")
+    ev.add_argument("--exclude-seen", action="store_true",
+                    help="leave every listing the lead interacted with before (views "
+                         "included) out of its ranking")
+    ev.add_argument("--no-references", action="store_true",
+                    help="skip River's FunkMF and BiasedMF references (faster)")
     ev.add_argument("--tune", action="store_true",
                     help="search the hybrid's weights instead; prints the settings to use")
     ev.add_argument("--json", action="store_true")

@@ -367,11 +367,13 @@ def parse_event(
     max_bytes: int = 65_536,
     max_future_skew: timedelta | None = None,
     max_age: timedelta | None = None,
+    min_year: int | None = 2000,
 ):
     """Validate one raw interaction and return its typed record, or raise InvalidRecord.
 
     Freshness is checked only when ``now`` is given (live ingestion); replaying a
-    historical file passes ``now=None``. Timestamps before the year 2000 are always absurd.
+    historical file passes ``now=None``. Timestamps before ``min_year`` are absurd for a
+    live platform; a replay of any data set (``leadstream evaluate``) passes ``None``.
 
     >>> from datetime import datetime, timedelta, UTC
     >>> raw = (b'{"event_id":"e2","lead_id":"L1","event_type":"session_started",'
@@ -386,8 +388,9 @@ def parse_event(
     _check_bytes(raw, max_bytes)
     ev = _validate_json(_EVENT_ADAPTER, raw)
     ts = ev.timestamp
-    if ts.year < 2000:
-        raise InvalidRecord("timestamp_too_old", f"timestamp {ts.isoformat()} is before 2000")
+    if min_year is not None and ts.year < min_year:
+        raise InvalidRecord("timestamp_too_old",
+                            f"timestamp {ts.isoformat()} is before {min_year}")
     if now is not None:
         if max_future_skew is not None and ts - now > max_future_skew:
             raise InvalidRecord(

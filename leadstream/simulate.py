@@ -75,6 +75,55 @@ def restamp(value: bytes, event_id: str | None = None) -> bytes:
     return orjson.dumps(ev)
 
 
+def one_per_listing(values: list[bytes]) -> list[bytes]:
+    """The shape of public rating data sets (one interaction per user and item): each
+    lead's first event on each listing, as ``property_saved`` if the lead saved that
+    listing at some point and as ``property_viewed`` otherwise; events that name no
+    listing are dropped. Lines that are not valid JSON objects are kept as they are.
+
+    >>> ev = lambda i, t, p: orjson.dumps({"event_id": i, "lead_id": "L", "event_type": t,
+    ...     "timestamp": f"2026-03-01T00:0{i}:00Z", "session_id": "s", "property_id": p,
+    ...     "payload": {"duration_seconds": 9.0} if t == "property_viewed" else {}})
+    >>> out = one_per_listing([ev("1", "property_viewed", "A"), ev("2", "property_saved", "A"),
+    ...                        ev("3", "property_liked", "B")])
+    >>> [(orjson.loads(x)["event_id"], orjson.loads(x)["event_type"]) for x in out]
+    [('1', 'property_saved'), ('3', 'property_viewed')]
+    """
+    first: dict[tuple, dict] = {}
+    saved: set[tuple] = set()
+    out: list = []
+    for raw in values:
+        try:
+            ev = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            out.append(raw)
+            continue
+        if not isinstance(ev, dict):
+            out.append(raw)
+            continue
+        if not ev.get("property_id"):
+            continue
+        key = (ev.get("lead_id"), ev["property_id"])
+        if ev.get("event_type") == "property_saved":
+            saved.add(key)
+        if key not in first:
+            first[key] = ev
+            out.append(key)
+    result = []
+    for x in out:
+        if isinstance(x, bytes):
+            result.append(x)
+            continue
+        ev = first[x]
+        if x in saved:
+            ev.update(event_type="property_saved", payload={})
+        else:
+            ev.update(event_type="property_viewed", payload={
+                "duration_seconds": ev.get("payload", {}).get("duration_seconds") or 30.0})
+        result.append(orjson.dumps(ev))
+    return result
+
+
 @dataclass(slots=True)
 class Record:
     """One record to publish: topic ('interactions' or 'properties'), key, raw value."""
@@ -188,7 +237,8 @@ class Simulator:
 
     def _pick(self, lead: _Lead) -> str:
         r = self.rng
-        pool = self.by_city[lead.city] if r.random() < 0.8 and self.by_city[lead.city] else self.active
+        home = self.by_city[lead.city]
+        pool = home if r.random() < 0.8 and home else self.active
         sample = [pool[r.randrange(len(pool))] for _ in range(8)]
         return max(sample, key=lambda p: self.utility(lead, p) + r.gauss(0, 0.7))
 

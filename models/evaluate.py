@@ -1,38 +1,44 @@
 """Offline evaluation: replay an event file through the same model code, no broker.
 
-Events are read from JSON lines in the project's event schema (historical timestamps
-are fine: freshness rules belong to live ingestion), de-duplicated by ``event_id`` and
-replayed in time order. Every model learns from every event, as the worker does.
+Events are read from JSON lines in the project's event schema (any year: freshness rules
+belong to live ingestion, not to a replay), de-duplicated by ``event_id`` and replayed in
+time order. Every model learns from every event, as the worker does.
 
-- **prequential** (test, then train): at each positive event on a listing (positive
-  implicit-feedback weight), each model ranks the listings for that lead *before*
-  learning from the event; a hit is the event's listing in the top ``k``. Events on a
-  listing the lead had already rejected, saved or booked are not scored (the live ranking
-  excludes those listings).
-- **leave-last-out**: each lead's last positive event is held out; the models learn from
-  everything else, then rank once per lead.
+- **targets**: the events that are scored; by default every positive event on a listing
+  (positive implicit-feedback weight), or the given event types (``targets``).
+- **prequential** (test, then train): at each target event, each model ranks the listings
+  for that lead *before* learning from the event; a hit is the event's listing in the
+  top ``k``. Events on a listing the lead had already rejected, saved or booked are not
+  scored (the live ranking excludes those listings).
+- **leave-last-out**: each lead's last target event is held out; the models learn from
+  every other lead's events and from the lead's events before it, then rank once per lead.
+- **exclude_seen** (the research protocol): every listing the lead interacted with before
+  (views included) is left out of its ranking; a target event on such a listing is not
+  scored (counted in ``not_scored``), and in leave-last-out the held-out event is the
+  lead's last target on a listing it had not interacted with before.
 
 Without a catalog file every listing seen in an event is a candidate (without
 attributes: no content signal). Figures: HR@k, NDCG@k, catalog coverage (share of
 candidate listings that appeared in some top-k) and events per second (learning plus
-that model's ranking).
+that model's ranking). ``references`` are River's own matrix factorisations
+(``models/references.py``), replayed on the same stream and scored the same way.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import numpy as np
 from river import metrics
 
 from features import lead as F
 from features.profile import LeadProfile, update
-from leadstream.events import InvalidRecord, parse_event, parse_listing
+from leadstream.events import InvalidRecord, LeadstreamError, parse_event, parse_listing
 from models.catalog import Catalog
+from models.references import RiverReference
 from models.scoring import LABELS
 from models.suite import MODELS, ModelSuite
 from models.weights import feedback_weight
@@ -58,18 +64,30 @@ class _Acc:
                 "evaluated": self.n}
 
 
-def load_events(lines: Iterable[bytes]) -> tuple[list, int]:
-    """Parse JSON lines (historical data allowed); returns (events in time order, invalid)."""
-    far = timedelta(days=365 * 200)
+def load_events(lines: Iterable[bytes], reasons: dict[str, int] | None = None,
+                ) -> tuple[list, int]:
+    """Parse JSON lines (any year); returns (events in time order, invalid lines).
+
+    ``reasons`` (a dict) receives the count of invalid lines per reason.
+
+    >>> ok = (b'{"event_id":"e1","lead_id":"L","event_type":"property_saved",'
+    ...       b'"timestamp":"1997-09-20T22:57:09Z","session_id":"s","property_id":"P1"}')
+    >>> why = {}
+    >>> events, bad = load_events([ok, ok, b"{oops", b"[1]", b""], why)
+    >>> len(events), events[0].timestamp.year, bad, why
+    (1, 1997, 2, {'not_json': 1, 'not_an_object': 1})
+    """
     events, bad, seen = [], 0, set()
     for raw in lines:
         raw = raw.strip()
         if not raw:
             continue
         try:
-            ev = parse_event(raw, max_future_skew=far, max_age=far)
-        except InvalidRecord:
+            ev = parse_event(raw, min_year=None)
+        except InvalidRecord as err:
             bad += 1
+            if reasons is not None:
+                reasons[err.reason] = reasons.get(err.reason, 0) + 1
             continue
         if ev.event_id in seen:
             continue
@@ -105,31 +123,64 @@ def _rank_of(scores: np.ndarray, row: int, k: int) -> int | None:
     return better if better < k else None
 
 
+class NoEvents(LeadstreamError):
+    """Nothing to evaluate: no valid event in the input."""
+
+
 def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
              protocols: tuple[str, ...] = ("prequential",), k: int = 10, seed: int = 42,
-             models: tuple[str, ...] = MODELS, suite_params: dict | None = None) -> dict:
-    """Figures per model for the given protocols (see the module docstring)."""
-    result: dict = {"events": len(events), "k": k, "models": {m: {} for m in models}}
+             models: tuple[str, ...] = MODELS, suite_params: dict | None = None,
+             targets: Iterable[str] | None = None, exclude_seen: bool = False,
+             references: dict[str, dict] | None = None,
+             progress: Callable[[int], None] | None = None) -> dict:
+    """Figures per model for the given protocols (see the module docstring).
+
+    ``references``: name -> ``RiverReference`` parameters (e.g. ``REFERENCES``), reported
+    under ``result["references"]``; ``progress`` is called with the number of events
+    replayed so far (over all protocols), every 1,000 events and at the end."""
+    if not events:
+        raise NoEvents("no valid event to evaluate")
+    targets = frozenset(targets) if targets is not None else None
+    refs = references or {}
+    result: dict = {"events": len(events), "k": k, "models": {m: {} for m in models},
+                    "protocol": {"targets": sorted(targets) if targets else "positive",
+                                 "exclude_seen": exclude_seen},
+                    "not_scored": {}}
+    if refs:
+        result["references"] = {
+            r: {"settings": RiverReference(seed=seed, **p).settings()} for r, p in refs.items()}
     has_catalog = catalog_lines is not None
+    if has_catalog:
+        catalog_lines = list(catalog_lines)
+    done = 0
     for protocol in protocols:
         suite = ModelSuite(seed=seed, **(suite_params or {}))
         cat = Catalog()
         if has_catalog:
             result["catalog_listings"] = load_catalog(catalog_lines, suite, cat)
-            catalog_lines = None if protocol == protocols[-1] else catalog_lines
-        accs = {m: _Acc() for m in models}
+        ref_models = {r: RiverReference(seed=seed, **p) for r, p in refs.items()}
+        accs = {m: _Acc() for m in (*models, *ref_models)}
         scores: list | None = [] if protocol == "prequential" else None
-        learn_s = _replay(events, suite, cat, accs, k, protocol, not has_catalog, scores)
+        run = _Run(suite, cat, accs, k, not has_catalog, ref_models, targets, exclude_seen)
+
+        def tick(n: int, base: int = done) -> None:
+            if progress is not None:
+                progress(base + n)
+
+        learn_s = run.replay(events, protocol, scores, tick)
+        done += len(events)
         if scores is not None:
             result["lead_scores"] = _score_figures(scores)
+        result["not_scored"][protocol.replace("-", "_")] = dict(run.not_scored)
         n_candidates = max(int((cat.active | ~cat.known)[: len(cat)].sum()
                                if not has_catalog else cat.n_active), 1)
         for m, acc in accs.items():
-            out = result["models"][m]
+            out = result["models"][m] if m in models else result["references"][m]
             out[protocol.replace("-", "_")] = acc.figures()
             if protocol == "prequential":
                 out["coverage"] = round(len(acc.shown) / n_candidates, 4)
-                out["events_per_second"] = round(len(events) / (learn_s + acc.seconds), 1)
+                spent = learn_s[m if m in ref_models else "suite"] + acc.seconds
+                out["events_per_second"] = round(len(events) / spent, 1) if spent else 0.0
     return result
 
 
@@ -148,76 +199,150 @@ def _score_figures(scores: list) -> dict:
     return out
 
 
-def _replay(events, suite: ModelSuite, cat: Catalog, accs: dict, k: int, protocol: str,
-            unlisted: bool, scores: list | None = None) -> float:
-    profiles: dict[str, LeadProfile] = {}
-    feats: dict[str, F.LeadFeatures] = {}
-    held: dict[str, int] = {}
-    if protocol == "leave-last-out":
+class _Run:
+    """One protocol's replay: the suite and the references learn, target events are scored."""
+
+    def __init__(self, suite: ModelSuite, cat: Catalog, accs: dict, k: int, unlisted: bool,
+                 refs: dict, targets: frozenset | None, exclude_seen: bool):
+        self.suite, self.cat, self.accs, self.k = suite, cat, accs, k
+        self.unlisted, self.refs = unlisted, refs
+        self.targets, self.exclude_seen = targets, exclude_seen
+        self.names = tuple(n for n in accs if n not in refs)
+        self.seen: dict[str, set[str]] = {}  # listings each lead interacted with
+        self.not_scored: dict[str, int] = {}
+
+    def is_target(self, ev) -> bool:
+        if ev.property_id is None:
+            return False
+        if self.targets is not None:
+            return ev.event_type in self.targets
+        return feedback_weight(ev.event_type, getattr(ev.payload, "direction", None)) > 0
+
+    def _held_out(self, events) -> dict[str, int]:
+        """Each lead's held-out event: its last target (on a listing new to it, with
+        ``exclude_seen``)."""
+        held: dict[str, int] = {}
+        seen: dict[str, set] = {}
         for i, ev in enumerate(events):
-            if ev.property_id and feedback_weight(ev.event_type,
-                                                  getattr(ev.payload, "direction", None)) > 0:
+            if ev.property_id is None:
+                continue
+            before = seen.setdefault(ev.lead_id, set())
+            if self.is_target(ev) and not (self.exclude_seen and ev.property_id in before):
                 held[ev.lead_id] = i
-    held_idx = set(held.values())
-    learn_s = 0.0
-    names = tuple(accs)
-    for i, ev in enumerate(events):
-        lead = profiles.get(ev.lead_id)
-        if lead is None:
-            lead = profiles[ev.lead_id] = LeadProfile()
-        if i in held_idx:
-            continue
-        pid = ev.property_id
-        if protocol == "prequential" and pid is not None:
-            w = feedback_weight(ev.event_type, getattr(ev.payload, "direction", None))
-            if w > 0:
-                _score_one(suite, cat, ev.lead_id, lead, pid, accs, names, k, unlisted)
-        t = time.perf_counter()
-        listing = cat.attributes(pid) if pid is not None else None
-        suite.learn_one(cat, ev.lead_id, lead, ev)
-        update(lead, ev, listing)
-        learn_s += time.perf_counter() - t
-        if scores is not None:
-            f = feats.setdefault(ev.lead_id, F.LeadFeatures())
-            F.update(f, ev, listing, lateness=float("inf"))
-            if ev.event_type == "outcome_recorded" and ev.payload.outcome in LABELS:
-                y = LABELS[ev.payload.outcome]
-                num = F.compute(f).numerical
-                scorer = suite.scorer
-                p_online = (scorer.probability(num, use_model=True)
-                            if sum(scorer.labels.values()) else 0.5)
-                scores.append((y, scorer.probability(num, use_model=False), p_online))
-                scorer.learn_one(num, y)
-    for lead_id, i in held.items():
-        _score_one(suite, cat, lead_id, profiles[lead_id], events[i].property_id, accs, names,
-                   k, unlisted)
-    return learn_s
+            before.add(ev.property_id)
+        return held
 
+    def replay(self, events, protocol: str, scores: list | None, tick) -> dict[str, float]:
+        """Learn from ``events`` and score the targets; seconds spent learning per learner."""
+        suite, cat = self.suite, self.cat
+        profiles: dict[str, LeadProfile] = {}
+        feats: dict[str, F.LeadFeatures] = {}
+        held = self._held_out(events) if protocol == "leave-last-out" else {}
+        learn_s = dict.fromkeys(("suite", *self.refs), 0.0)
+        for i, ev in enumerate(events):
+            if i % 1000 == 0:
+                tick(i)
+            lead = profiles.get(ev.lead_id)
+            if lead is None:
+                lead = profiles[ev.lead_id] = LeadProfile()
+            h = held.get(ev.lead_id)
+            if h is not None and i >= h:  # the held-out event and the lead's later events
+                continue
+            pid = ev.property_id
+            if protocol == "prequential" and self.is_target(ev):
+                self.score_one(ev.lead_id, lead, pid)
+            t = time.perf_counter()
+            listing = cat.attributes(pid) if pid is not None else None
+            suite.learn_one(cat, ev.lead_id, lead, ev)
+            update(lead, ev, listing)
+            t2 = time.perf_counter()
+            learn_s["suite"] += t2 - t
+            if pid is not None:
+                self.seen.setdefault(ev.lead_id, set()).add(pid)
+                if self.refs:
+                    self._learn_refs(ev, pid, learn_s, t2)
+            if scores is not None:
+                _learn_scores(suite, feats, ev, listing, scores)
+        for lead_id, i in held.items():
+            self.score_one(lead_id, profiles[lead_id], events[i].property_id)
+        tick(len(events))
+        return learn_s
 
-def _score_one(suite, cat, lead_id, lead, pid, accs, names, k, unlisted) -> None:
-    if pid in lead.rejected or pid in lead.saved or pid in lead.booked:
-        return
-    row = cat.index.get(pid)
-    t = time.perf_counter()
-    mask = suite.candidate_mask(cat, lead, include_unlisted=unlisted)
-    shared = time.perf_counter() - t
-    if row is None or row >= len(mask) or not mask[row]:
-        for name in names:  # a listing the models cannot rank yet: a miss for everyone
-            accs[name].add(None)
-        return
-    t = time.perf_counter()
-    all_scores = suite.all_scores(cat, lead_id, lead, mask, names)
-    per_model = (time.perf_counter() - t) / len(names) + shared
-    for name in names:
+    def _learn_refs(self, ev, pid: str, learn_s: dict, t: float) -> None:
+        w = feedback_weight(ev.event_type, getattr(ev.payload, "direction", None))
+        if w == 0:
+            return
+        cat = self.cat
+        row = cat.index_of(pid)
+        pool = cat.active_rows()
+        if len(pool) == 0:
+            pool = np.arange(len(cat))
+        for name, ref in self.refs.items():
+            ref.learn_one(ev.lead_id, row, pid, w, pool, cat.ids)
+            t2 = time.perf_counter()
+            learn_s[name] += t2 - t
+            t = t2
+
+    def _skip(self, why: str) -> None:
+        self.not_scored[why] = self.not_scored.get(why, 0) + 1
+
+    def score_one(self, lead_id: str, lead: LeadProfile, pid: str) -> None:
+        suite, cat, accs, k = self.suite, self.cat, self.accs, self.k
+        if pid in lead.rejected or pid in lead.saved or pid in lead.booked:
+            self._skip("rejected_saved_or_booked")
+            return
+        seen = self.seen.get(lead_id, ())
+        if self.exclude_seen and pid in seen:
+            self._skip("seen_before")
+            return
+        row = cat.index.get(pid)
         t = time.perf_counter()
-        s = np.where(mask, all_scores[name], -np.inf)
-        acc = accs[name]
-        acc.add(_rank_of(s, row, k))
+        mask = suite.candidate_mask(cat, lead, include_unlisted=self.unlisted)
+        if self.exclude_seen and seen:
+            rows = [r for p in seen if (r := cat.index.get(p)) is not None and r < len(mask)]
+            mask[rows] = False
+        shared = time.perf_counter() - t
+        if row is None or row >= len(mask) or not mask[row]:
+            for acc in accs.values():  # a listing the models cannot rank yet: a miss for all
+                acc.add(None)
+            return
+        t = time.perf_counter()
+        all_scores = suite.all_scores(cat, lead_id, lead, mask, self.names)
+        per_model = (time.perf_counter() - t) / len(self.names) + shared
+        n = len(cat)
+        prior = None
+        for name, ref in self.refs.items():
+            t = time.perf_counter()
+            s = ref.scores(lead_id, n)
+            if s is None:  # River knows nothing about this lead: popularity, as ours
+                s = prior if prior is not None else suite.scores("recent_popularity", cat,
+                                                                 lead_id, lead, mask)
+                prior = s
+            all_scores[name] = s[: len(mask)]
+            accs[name].seconds += time.perf_counter() - t + shared
         m = int(mask.sum())
         kk = min(k, m)
-        top = np.argpartition(-s, kk - 1)[:kk] if kk else []
-        acc.shown.update(int(x) for x in top)
-        acc.seconds += per_model + time.perf_counter() - t
+        for name, acc in accs.items():
+            t = time.perf_counter()
+            s = np.where(mask, all_scores[name], -np.inf)
+            acc.add(_rank_of(s, row, k))
+            top = np.argpartition(-s, kk - 1)[:kk] if kk else []
+            acc.shown.update(int(x) for x in top)
+            acc.seconds += time.perf_counter() - t + (per_model if name in self.names else 0.0)
+
+
+def _learn_scores(suite: ModelSuite, feats: dict, ev, listing, scores: list) -> None:
+    """Lead features and the lead scorer, test-then-train on CRM outcomes."""
+    f = feats.setdefault(ev.lead_id, F.LeadFeatures())
+    F.update(f, ev, listing, lateness=float("inf"))
+    if ev.event_type == "outcome_recorded" and ev.payload.outcome in LABELS:
+        y = LABELS[ev.payload.outcome]
+        num = F.compute(f).numerical
+        scorer = suite.scorer
+        p_online = (scorer.probability(num, use_model=True)
+                    if sum(scorer.labels.values()) else 0.5)
+        scores.append((y, scorer.probability(num, use_model=False), p_online))
+        scorer.learn_one(num, y)
 
 
 TUNE_GRID = {"w_popularity": (0.25, 0.5, 1.0), "w_content": (1.0, 2.0, 3.0),

@@ -5,7 +5,8 @@ Models (each learns on every event that names a listing):
 - ``popularity``: all-time positive weight per listing (a baseline);
 - ``recent_popularity``: the same with a 7-day half-life (a baseline);
 - ``itemitem``: co-occurrence among leads' recent positive listings (``itemitem.py``);
-- ``mf``: River's online matrix factorisation over implicit feedback (``collaborative.py``);
+- ``mf``: online matrix factorisation over implicit feedback, pairwise with sampled
+  negatives (``collaborative.py``);
 - ``content``: attribute and description vectors against the lead's decayed profile
   (``content.py``);
 - ``hybrid``: a weighted sum of the models' scores, each standardised over the candidate
@@ -97,7 +98,7 @@ def _standardise(S: np.ndarray, mask: np.ndarray) -> np.ndarray:
 class ModelSuite(base.Base):
     """Every model, learning from the same events; ``recommend`` with any of them."""
 
-    def __init__(self, seed: int = 42, n_factors: int = 16, negatives: int = 2,
+    def __init__(self, seed: int = 42, n_factors: int = 32, negatives: int = 24,
                  half_life: float = 7 * 86_400.0, w_popularity: float = 0.5,
                  w_content: float = 2.0, w_itemitem: float = 1.0, w_mf: float = 1.0,
                  feedback_every: int = 10, adapt: float = 1.0):

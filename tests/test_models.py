@@ -80,7 +80,8 @@ def test_pickle_round_trip_then_learning_continues_identically(stream):
 
 
 @pytest.mark.parametrize("model", [ModelSuite(seed=3, w_mf=0.5), CollaborativeModel(n_factors=8),
-                                   ContentModel(half_life=86_400.0), ItemItemModel(max_neighbours=9)])
+                                   ContentModel(half_life=86_400.0),
+                                   ItemItemModel(max_neighbours=9)])
 def test_clone_has_the_same_parameters_and_no_learned_state(model, stream):
     listings, events = stream
     if isinstance(model, ModelSuite):
@@ -244,3 +245,40 @@ def test_evaluate_reports_lead_score_quality_of_both_scorers(stream):
     assert ls["labels"] > 10 and 0 < ls["converted"] < ls["labels"]
     for name in ("heuristic", "online"):
         assert ls[name]["log_loss"] > 0 and 0 <= ls[name]["auc"] <= 1
+
+
+def _mf_stream(mf, n_events=3000, seed=0):
+    """Two groups of leads, each engaging with its own half of 40 listings."""
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i}" for i in range(40)]
+    pool = np.arange(40)
+    for _ in range(n_events):
+        g = int(rng.integers(2))
+        lead = f"G{g}-{int(rng.integers(30))}"
+        row = int(rng.integers(20)) + 20 * g
+        mf.learn_one(lead, row, ids[row], float(rng.choice([1.0, 3.0, -1.5], p=[.6, .3, .1])),
+                     pool, ids)
+    return mf
+
+
+def test_mf_learns_what_leads_alike_engage_with():
+    mf = _mf_stream(CollaborativeModel(n_factors=8, negatives=8, seed=1))
+    for g in (0, 1):
+        s = mf.scores(f"G{g}-3", 40)
+        own, other = s[20 * g: 20 * g + 20], s[20 * (1 - g): 20 * (1 - g) + 20]
+        assert own.min() > other.max(), (g, own.min(), other.max())
+
+
+def test_mf_pickle_round_trip_continues_identically_and_forget_drops_the_lead():
+    a = _mf_stream(CollaborativeModel(n_factors=8, negatives=4, seed=2), n_events=1500)
+    b = pickle.loads(pickle.dumps(a))
+    _mf_stream(a, n_events=500, seed=9)
+    _mf_stream(b, n_events=500, seed=9)
+    assert np.array_equal(a.scores("G0-1", 40), b.scores("G0-1", 40))
+    assert a.lead_support == b.lead_support and a.t == b.t
+    other = a.scores("G1-2", 40).copy()
+    a.forget("G0-1")
+    assert a.scores("G0-1", 40) is None and "G0-1" not in a.P and "G0-1" not in a.lead_support
+    assert np.array_equal(a.scores("G1-2", 40), other)
+    c = _mf_stream(CollaborativeModel(n_factors=8, negatives=4, seed=3), n_events=1500)
+    assert not np.allclose(c.scores("G0-1", 40), b.scores("G0-1", 40)[:40])
