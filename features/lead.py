@@ -32,7 +32,7 @@ event can join it any more. At most :data:`MAX_OPEN_SESSIONS` sessions are open 
 8-byte fingerprint and the event time, ordered by event time) for ``dedup_ttl`` seconds
 of event time behind the watermark (24 h), at most the ``dedup_max_ids`` latest (512);
 an event id seen again returns ``'duplicate'`` and changes nothing. 16 bytes per
-remembered id in the state (at most 8 KiB), about 9 in the stored record.
+remembered id in the state (at most 8 KiB), about 10 in the stored record.
 
 >>> from datetime import datetime, timedelta, UTC
 >>> from leadstream.events import make_event
