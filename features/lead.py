@@ -28,9 +28,11 @@ last event is more than ``lateness + session_gap`` behind the watermark: no acce
 event can join it any more. At most :data:`MAX_OPEN_SESSIONS` sessions are open at once
 (bounded memory); beyond that the stalest is finalised early.
 
-**De-duplication**: the last ``dedup_max_ids`` event ids (64-bit hashes) within
-``dedup_ttl`` seconds of the watermark are remembered; an event id seen again returns
-``'duplicate'`` and changes nothing.
+**De-duplication**: every applied event's id is remembered (:mod:`features.idset`: an
+8-byte fingerprint and the event time, ordered by event time) for ``dedup_ttl`` seconds
+of event time behind the watermark (24 h), at most the ``dedup_max_ids`` latest (512);
+an event id seen again returns ``'duplicate'`` and changes nothing. 16 bytes per
+remembered id in the state (at most 8 KiB), about 10 in the stored record.
 
 >>> from datetime import datetime, timedelta, UTC
 >>> from leadstream.events import make_event
@@ -58,7 +60,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 import zlib
@@ -68,6 +69,7 @@ from typing import Any
 
 import orjson
 
+from features.idset import EventIdSet, fingerprint
 from leadstream.events import EVENT_TYPES, PROPERTY_TYPES
 from models.weights import feedback_weight
 
@@ -84,6 +86,8 @@ RECENT_STARTS = 16  # session starts kept for the regularity feature
 MAX_CITIES = 16
 SEEN_BITS = 1024  # linear-counting sketch of distinct properties
 CAP_HOURS = 720.0  # "hours since" features when it never happened
+DEDUP_TTL = DAY  # event ids are remembered this long behind the watermark (event time)
+DEDUP_MAX_IDS = 512  # and at most this many per lead, the latest in event time
 _RENORM = 300.0  # move t0 when (t - t0) / tau exceeds this (exp(300) ~ 1e130)
 
 EVENT_NAMES: tuple[str, ...] = tuple(e[0] for e in EVENT_TYPES)
@@ -170,8 +174,7 @@ class LeadFeatures:
     v: array = field(default_factory=lambda: array("d", bytes(8 * N_SLOTS)))
     event_count: int = 0
     last_update: float = 0.0  # wall clock of the last applied event (for the idle TTL)
-    ids: list[int] = field(default_factory=list)  # hashed event ids, oldest first
-    id_ts: list[int] = field(default_factory=list)  # their event times (whole seconds)
+    ids: EventIdSet = field(default_factory=EventIdSet)  # event ids applied, by event time
     sessions: list[list] = field(default_factory=list)  # open: [sid, first, last, n]
     starts: list[float] = field(default_factory=list)  # latest final session starts, sorted
     cities: dict[str, float] = field(default_factory=dict)  # forward-decayed 30 d weight
@@ -182,10 +185,6 @@ class LeadFeatures:
 
 
 # ---- update ---------------------------------------------------------------------------
-def _hash_id(event_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
-
-
 def _renormalise(s: LeadFeatures, t_new: float) -> None:
     v = s.v
     dt = t_new - v[L.t0]
@@ -256,8 +255,8 @@ def update(
     *,
     lateness: float = DEFAULT_LATENESS,
     session_gap: float = DEFAULT_SESSION_GAP,
-    dedup_ttl: float = 86_400.0,
-    dedup_max_ids: int = 64,
+    dedup_ttl: float = DEDUP_TTL,
+    dedup_max_ids: int = DEDUP_MAX_IDS,
     now: float = 0.0,
 ) -> str:
     """Apply one validated event: ``'applied'``, ``'duplicate'`` or ``'late'``.
@@ -267,19 +266,15 @@ def update(
     """
     v = s.v
     ts = event.timestamp.timestamp()
-    h = _hash_id(event.event_id)
-    if h in s.ids:
+    fp = fingerprint(event.event_id)
+    if fp in s.ids:
         return "duplicate"
     first = s.event_count == 0
     wm = v[L.watermark]
     if not first and ts < wm - lateness:
         return "late"
-    # remember the id (bounded by count and by event time)
-    s.ids.append(h)
-    s.id_ts.append(math.floor(ts))
-    horizon = max(ts, wm) - dedup_ttl
-    while s.ids and (len(s.ids) > dedup_max_ids or s.id_ts[0] < horizon):
-        del s.ids[0], s.id_ts[0]
+    # remember the id (bounded by event time and by count)
+    s.ids.add(fp, math.floor(ts), max(ts, wm) - dedup_ttl, dedup_max_ids)
 
     if first:
         v[L.first_ts] = v[L.watermark] = v[L.t0] = ts
@@ -726,49 +721,62 @@ def _distinct(seen: int) -> float:
 
 
 # ---- storage --------------------------------------------------------------------------
-_MAGIC = b"LF2"
+_MAGIC = b"LF3"  # event ids by event time: fingerprints, then times (int64 seconds)
+_MAGIC_V2 = b"LF2"  # ids in arrival order: 64-bit hashes, then ages (read, never written)
 # last_update, open sessions, head length, id count, sketch length
 _HEADER = struct.Struct(">dBIHH")
 _PEEK = struct.Struct(">dB")
 
 
 def encode(s: LeadFeatures) -> bytes:
-    """Compact bytes for the table: a small JSON head, the id hashes, then the float slots."""
+    """Compact bytes for the table: a small JSON head, the event ids, then the float slots."""
     head = orjson.dumps([s.event_count, s.sessions, s.starts, s.cities, s.filters, s.days,
                          s.last_offset])
-    ref = math.floor(s.v[L.watermark])
     seen = s.seen.to_bytes(SEEN_BITS // 8, "big") if s.seen else b""
+    fps, times = s.ids.to_bytes()
     return b"".join((
         _MAGIC, _HEADER.pack(s.last_update, len(s.sessions), len(head), len(s.ids), len(seen)),
-        head,
-        array("Q", s.ids).tobytes(), array("I", [ref - t for t in s.id_ts]).tobytes(), seen,
-        s.v.tobytes(),
+        head, fps, times, seen, s.v.tobytes(),
     ))
 
 
 def decode(blob: bytes) -> LeadFeatures:
-    """Inverse of :func:`encode`."""
-    if blob[:3] != _MAGIC:
+    """Inverse of :func:`encode`; also reads the previous layout (``LF2``: the ids in
+    arrival order as integers, their times as ages), ordering its ids by event time."""
+    magic = blob[:3]
+    if magic not in (_MAGIC, _MAGIC_V2):
         raise ValueError("not a leadstream feature state (unknown version)")
     last_update, _, n_head, n_ids, n_seen = _HEADER.unpack_from(blob, 3)
     i = 3 + _HEADER.size
     count, sessions, starts, cities, filters, days, last_offset = orjson.loads(
         blob[i:i + n_head])
     i += n_head
-    ids = array("Q")
-    ids.frombytes(blob[i:i + 8 * n_ids])
+    fps = blob[i:i + 8 * n_ids]
     i += 8 * n_ids
-    ages = array("I")
-    ages.frombytes(blob[i:i + 4 * n_ids])
-    i += 4 * n_ids
+    width = 8 if magic == _MAGIC else 4
+    times = blob[i:i + width * n_ids]
+    i += width * n_ids
     seen = int.from_bytes(blob[i:i + n_seen], "big")
     v = array("d")
     v.frombytes(blob[i + n_seen:])
     if len(v) != N_SLOTS:
         raise ValueError(f"feature state has {len(v)} slots, this version {N_SLOTS}")
-    ref = math.floor(v[L.watermark])
-    return LeadFeatures(v, count, last_update, ids.tolist(), [ref - a for a in ages], sessions,
-                        starts, cities, filters, seen, days, last_offset)
+    if magic == _MAGIC:
+        ids = EventIdSet.from_bytes(fps, times)
+    else:
+        ids = _ids_v2(fps, times, math.floor(v[L.watermark]))
+    return LeadFeatures(v, count, last_update, ids, sessions, starts, cities, filters, seen,
+                        days, last_offset)
+
+
+def _ids_v2(hashes: bytes, ages: bytes, ref: int) -> EventIdSet:
+    """The ids of an ``LF2`` state: native uint64 hashes (a big-endian fingerprint read as
+    a number) and uint32 ages behind the watermark, in arrival order."""
+    h, a = array("Q"), array("I")
+    h.frombytes(hashes)
+    a.frombytes(ages)
+    return EventIdSet.from_pairs((x.to_bytes(8, "big"), ref - age)
+                                 for x, age in zip(h, a, strict=True))
 
 
 def peek(blob: bytes) -> tuple[float, int]:

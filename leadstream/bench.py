@@ -168,6 +168,7 @@ def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
 
     feat_bpl = table_bytes(sample)
     prof_bpl = table_bytes(psample)
+    full = _dedup_full_set()
     us = [x / 1000 for x in upd]
     rts = [x / 1000 for x in rt]
     rd = [x / 1000 for x in reads]
@@ -193,7 +194,37 @@ def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
         "stored_bytes_per_lead_max": max(len(b) for b in sample),
         "profile_bytes_per_lead": round(prof_bpl),
         "total_state_bytes_per_lead": round(table_bytes(records)),
+        "ids_remembered_mean": round(statistics.fmean(
+            len(F.decode(b).ids) for b in sample), 1),
+        "dedup_full_set": full,
     }
+
+
+def _dedup_full_set() -> dict:
+    """The bound of the event-id set: a lead with more events in 24 h than the set holds;
+    what its ids cost in its features state and in its stored record."""
+    import random
+
+    from features import lead as F
+    from features import record
+    from features.idset import EventIdSet
+    from leadstream.events import make_event
+
+    r, t = random.Random(5), datetime(2026, 3, 1, tzinfo=UTC)
+    s = F.LeadFeatures()
+    for i in range(3 * F.DEDUP_MAX_IDS):  # an event every 0-300 s: more than fit in 24 h
+        t += timedelta(seconds=r.randint(0, 300))
+        F.update(s, make_event("property_viewed", event_id=f"{i:08x}-6f1c-4f0e-9b2a-event",
+                               lead_id="L", session_id="s", timestamp=t, property_id="P1",
+                               payload={"duration_seconds": 5}), None)
+    empty = F.decode(F.encode(s))
+    empty.ids = EventIdSet()
+    n = len(s.ids)
+    state = len(F.encode(s)) - len(F.encode(empty))
+    stored = len(record.pack(F.encode(s), None)) - len(record.pack(F.encode(empty), None))
+    return {"ids": n, "ttl_seconds": F.DEDUP_TTL, "state_bytes": state,
+            "stored_bytes": stored, "stored_bytes_per_id": round(stored / n, 2),
+            "features_stored_bytes": len(record.pack(F.encode(s), None))}
 
 
 def print_features(r: dict) -> None:
@@ -217,6 +248,11 @@ def print_features(r: dict) -> None:
             f"{r['stored_bytes_per_lead_mean']} B, max {r['stored_bytes_per_lead_max']} B); "
             f"profile {r['profile_bytes_per_lead']} B/lead; the features_by_lead value "
             f"(both in one record) {r['total_state_bytes_per_lead']} B/lead")
+    d = r["dedup_full_set"]
+    c.print(f"event ids: {r['ids_remembered_mean']} remembered per lead on average; the bound, "
+            f"a full set of {d['ids']} (within {d['ttl_seconds'] / 3600:g} h of event time): "
+            f"{d['state_bytes']:,} B in the state, [bold]{d['stored_bytes']:,} B stored[/] "
+            f"({d['stored_bytes_per_id']} B per id)")
 
 
 def _synthetic_catalog(n: int, seed: int):

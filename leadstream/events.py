@@ -20,6 +20,7 @@ not_json
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, Union
 
@@ -27,6 +28,7 @@ import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -44,9 +46,50 @@ ShortText = Annotated[str, Field(max_length=200)]
 PropertyType = Literal["house", "condo", "townhouse", "apartment", "multi_family", "land", "other"]
 PROPERTY_TYPES: tuple[str, ...] = PropertyType.__args__  # type: ignore[attr-defined]
 
+# RFC 3339 ``date-time`` with its offset required (JSON Schema's ``format: date-time`` is an
+# annotation most validators do not check, and Python's parser accepts more: a missing
+# offset, ``+0100``, no seconds, a unix time in a string). The worker checks the same
+# expression before parsing, so the schema and the worker agree.
+_CLOCK = (r"[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+          r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+_DATE = r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+DATE_TIME_PATTERN = r"^[0-9]{4}" + _DATE + _CLOCK
+EVENT_TIME_PATTERN = r"^[2-9][0-9]{3}" + _DATE + _CLOCK  # and not before the year 2000
+DATE_PATTERN = r"^[0-9]{4}" + _DATE + "$"
+_DATE_TIME_RE = re.compile(DATE_TIME_PATTERN)
+_DATE_RE = re.compile(DATE_PATTERN)
+
+
+def _rfc3339(value: Any) -> Any:
+    # parsed here: a value a validator returns is no longer JSON, so strict mode would
+    # refuse the string
+    if not isinstance(value, str):
+        return value  # a datetime from Python; a JSON number is refused by strict mode
+    if not _DATE_TIME_RE.fullmatch(value):
+        raise ValueError("not an RFC 3339 date-time with a time zone, e.g. 2026-03-01T18:04:05Z")
+    return datetime.fromisoformat(value.upper())
+
+
+def _iso_date(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if not _DATE_RE.fullmatch(value):
+        raise ValueError("not a date YYYY-MM-DD")
+    return date.fromisoformat(value)
+
+
+DateTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339),
+                     Field(json_schema_extra={"pattern": DATE_TIME_PATTERN})]
+EventTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339),
+                      Field(json_schema_extra={"pattern": EVENT_TIME_PATTERN})]
+Date = Annotated[date, BeforeValidator(_iso_date),
+                 Field(json_schema_extra={"pattern": DATE_PATTERN})]
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # the docstring under a field is its description in the JSON Schema
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 class EmptyPayload(_Strict):
@@ -59,31 +102,42 @@ class EmptyPayload(_Strict):
 
 class SessionStartedPayload(_Strict):
     device: Literal["web", "ios", "android", "other"] | None = None
+    """the kind of client the session runs in"""
     referrer: ShortText | None = None
+    """where the lead came from (a URL, a campaign name)"""
 
 
 class SessionEndedPayload(_Strict):
     duration_seconds: Seconds | None = None
+    """the session's length as the client measured it"""
 
 
 class PropertyViewedPayload(_Strict):
     duration_seconds: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)]
+    """how long the listing was on screen"""
     photos_viewed: Annotated[int, Field(ge=0, le=10_000)] = 0
+    """photos of the listing looked at during the view"""
 
 
 class PropertyDetailOpenedPayload(_Strict):
     section: ShortText | None = None
+    """which part of the details was opened (floor plan, taxes, …)"""
 
 
 class PropertyComparedPayload(_Strict):
     compared_with: Annotated[list[Id], Field(min_length=1, max_length=20)]
+    """the other listings' property ids"""
 
 
 class BoundingBox(_Strict):
     min_lat: Annotated[float, Field(ge=-90, le=90)]
+    """southern edge, degrees (not above max_lat)"""
     min_lon: Annotated[float, Field(ge=-180, le=180)]
+    """western edge, degrees (not above max_lon)"""
     max_lat: Annotated[float, Field(ge=-90, le=90)]
+    """northern edge, degrees"""
     max_lon: Annotated[float, Field(ge=-180, le=180)]
+    """eastern edge, degrees"""
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -94,33 +148,47 @@ class BoundingBox(_Strict):
 
 class MapAreaViewedPayload(_Strict):
     bbox: BoundingBox
+    """the area on screen"""
     zoom: Annotated[float, Field(ge=0, le=30)] | None = None
+    """the map's zoom level"""
 
 
 class PropertySwipedPayload(_Strict):
     direction: Literal["left", "right"]
+    """right = interested, left = not interested"""
 
 
 class PropertySharedPayload(_Strict):
     channel: Literal["email", "sms", "whatsapp", "link", "social", "other"]
+    """how the listing was shared"""
 
 
 class SearchPerformedPayload(_Strict):
     query: Annotated[str, Field(max_length=500)]
+    """the search text as typed"""
     result_count: Annotated[int, Field(ge=0, le=10_000_000)]
+    """how many listings the search found"""
 
 
 class FilterAppliedPayload(_Strict):
     price_min: Price | None = None
+    """lowest price wanted (not above price_max)"""
     price_max: Price | None = None
+    """highest price wanted"""
     beds_min: Annotated[int, Field(ge=0, le=50)] | None = None
+    """fewest bedrooms wanted (not above beds_max)"""
     beds_max: Annotated[int, Field(ge=0, le=50)] | None = None
+    """most bedrooms wanted"""
     baths_min: Annotated[float, Field(ge=0, le=50)] | None = None
+    """fewest bathrooms wanted"""
     property_types: Annotated[list[PropertyType], Field(max_length=10)] | None = None
+    """property types wanted"""
     cities: Annotated[list[ShortText], Field(max_length=50)] | None = None
+    """cities wanted"""
     zips: Annotated[list[Annotated[str, Field(max_length=16)]], Field(max_length=100)] | None = (
         None
     )
+    """zip codes wanted"""
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -134,49 +202,65 @@ class FilterAppliedPayload(_Strict):
 
 
 class FilterClearedPayload(_Strict):
-    fields: Annotated[list[ShortText], Field(max_length=20)] | None = None  # None: all filters
+    fields: Annotated[list[ShortText], Field(max_length=20)] | None = None
+    """the filter fields removed (price_min, cities, …); absent: all filters"""
 
 
 class ContactAgentClickedPayload(_Strict):
     channel: Literal["call", "sms", "email", "chat", "form", "other"] | None = None
+    """how the lead asked to be contacted"""
 
 
 class BookingPayload(_Strict):
     booking_id: Id
-    scheduled_for: AwareDatetime | None = None
+    """the booking's id in the scheduling system (the same across its events)"""
+    scheduled_for: DateTime | None = None
+    """when the viewing is to take place (RFC 3339 with a time zone)"""
 
 
 class BookingCancelledPayload(_Strict):
     booking_id: Id
+    """the id of the booking cancelled"""
     reason: ShortText | None = None
+    """why, as the lead or agent gave it"""
 
 
 class OfferMadePayload(_Strict):
     amount: Annotated[float, Field(gt=0, le=1e10, allow_inf_nan=False)]
+    """the offered price"""
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    """ISO 4217 currency code"""
 
 
 class RecommendationShownPayload(_Strict):
     recommendation_id: Id
+    """the recommendation_id of the published list the listing came from"""
     rank: Annotated[int, Field(ge=1, le=1000)]
+    """its position in that list, from 1"""
 
 
 class RecommendationClickedPayload(_Strict):
     recommendation_id: Id
+    """the recommendation_id of the published list the listing came from"""
     rank: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """its position in that list, from 1"""
 
 
 class AgentContactedLeadPayload(_Strict):
     channel: Literal["call", "sms", "email", "whatsapp", "in_person", "other"]
+    """how the agent reached out"""
 
 
 class LeadRespondedPayload(_Strict):
     channel: Literal["call", "sms", "email", "whatsapp", "in_person", "app", "other"] | None = None
+    """how the lead answered"""
 
 
 class OutcomeRecordedPayload(_Strict):
     outcome: Literal["converted", "lost", "nurturing", "unqualified", "unreachable"]
+    """the lead's state as the CRM recorded it"""
     value: Price | None = None
+    """the deal's value, for a conversion"""
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,69 +271,99 @@ class _Event(_Strict):
     """The fields every interaction event carries."""
 
     event_id: Id
+    """unique per event: an event sent again with the same id is applied once"""
     lead_id: Id
-    timestamp: AwareDatetime = Field(description="event time, ISO-8601 with a time zone")
+    """the lead (also the record's key)"""
+    timestamp: EventTime
+    """event time: RFC 3339 with a time zone, e.g. 2026-03-01T18:04:05.123Z (from 2000)"""
     session_id: Id
+    """the app or site session the event belongs to"""
     property_id: Id | None = None
+    """the listing the event is about"""
     agent_id: Id | None = None
-    source: ShortText | None = Field(None, description="feed, search, map, recommendation, email…")
+    """the agent involved"""
+    source: ShortText | None = None
+    """where in the product it happened: feed, search, map, recommendation, email…"""
 
 
 class _PropertyEvent(_Event):
     property_id: Id
+    """the listing the event is about (required for this type)"""
 
 
 class _OffSessionEvent(_Event):
     """Conversion and CRM events can happen outside an app session."""
 
     session_id: Id | None = None
+    """the app or site session, if the event happened in one"""
 
 
 class _OffSessionPropertyEvent(_OffSessionEvent):
     property_id: Id
+    """the listing the event is about (required for this type)"""
 
 
 class _CrmEvent(_OffSessionEvent):
     agent_id: Id
+    """the agent involved (required for this type)"""
 
 
 def _event(name: str, base: type, payload: type, required_payload: bool = True, doc: str = ""):
     ann = {"event_type": Literal[name], "payload": payload}  # type: ignore[valid-type]
     ns: dict[str, Any] = {"__annotations__": ann, "__doc__": doc, "__module__": __name__}
-    if not required_payload:
-        ns["payload"] = Field(default_factory=payload)
+    ns["event_type"] = Field(description="the kind of event; selects the payload's fields")
+    what = payload.__doc__ if payload is EmptyPayload else "type-specific fields"
+    ns["payload"] = (Field(default_factory=payload, description=f"{what} (may be omitted)")
+                     if not required_payload else Field(description=what))
     cls_name = "".join(p.title() for p in name.split("_"))
     return type(cls_name, (base,), ns)
 
 
 # (event_type, envelope, payload, payload required, group, description)
 EVENT_TYPES: list[tuple[str, type, type, bool, str, str]] = [
-    ("session_started", _Event, SessionStartedPayload, False, "session", "a lead opened the app or site"),
+    ("session_started", _Event, SessionStartedPayload, False, "session",
+     "a lead opened the app or site"),
     ("session_ended", _Event, SessionEndedPayload, False, "session", "the session closed"),
-    ("property_viewed", _PropertyEvent, PropertyViewedPayload, True, "browsing", "a listing was viewed"),
-    ("property_detail_opened", _PropertyEvent, PropertyDetailOpenedPayload, False, "browsing", "details of a listing were opened"),
-    ("property_compared", _PropertyEvent, PropertyComparedPayload, True, "browsing", "a listing was compared with others"),
+    ("property_viewed", _PropertyEvent, PropertyViewedPayload, True, "browsing",
+     "a listing was viewed"),
+    ("property_detail_opened", _PropertyEvent, PropertyDetailOpenedPayload, False, "browsing",
+     "details of a listing were opened"),
+    ("property_compared", _PropertyEvent, PropertyComparedPayload, True, "browsing",
+     "a listing was compared with others"),
     ("map_area_viewed", _Event, MapAreaViewedPayload, True, "browsing", "a map area was looked at"),
-    ("property_swiped", _PropertyEvent, PropertySwipedPayload, True, "decisions", "right = interested, left = not"),
+    ("property_swiped", _PropertyEvent, PropertySwipedPayload, True, "decisions",
+     "right = interested, left = not"),
     ("property_liked", _PropertyEvent, EmptyPayload, False, "decisions", "a listing was liked"),
     ("property_unliked", _PropertyEvent, EmptyPayload, False, "decisions", "a like was taken back"),
     ("property_saved", _PropertyEvent, EmptyPayload, False, "decisions", "a listing was saved"),
     ("property_unsaved", _PropertyEvent, EmptyPayload, False, "decisions", "a save was taken back"),
-    ("property_shared", _PropertyEvent, PropertySharedPayload, True, "decisions", "a listing was shared"),
+    ("property_shared", _PropertyEvent, PropertySharedPayload, True, "decisions",
+     "a listing was shared"),
     ("search_performed", _Event, SearchPerformedPayload, True, "search", "a text search ran"),
     ("filter_applied", _Event, FilterAppliedPayload, True, "search", "search filters were set"),
     ("filter_cleared", _Event, FilterClearedPayload, False, "search", "filters were removed"),
-    ("contact_agent_clicked", _Event, ContactAgentClickedPayload, False, "conversion", "the lead asked to contact an agent"),
-    ("booking_requested", _OffSessionPropertyEvent, BookingPayload, True, "conversion", "a viewing was requested"),
-    ("booking_confirmed", _OffSessionPropertyEvent, BookingPayload, True, "conversion", "a viewing was confirmed"),
-    ("booking_completed", _OffSessionPropertyEvent, BookingPayload, True, "conversion", "a viewing took place"),
-    ("booking_cancelled", _OffSessionPropertyEvent, BookingCancelledPayload, True, "conversion", "a viewing was cancelled"),
-    ("offer_made", _OffSessionPropertyEvent, OfferMadePayload, True, "conversion", "an offer was made"),
-    ("recommendation_shown", _PropertyEvent, RecommendationShownPayload, True, "feedback", "a recommended listing was shown"),
-    ("recommendation_clicked", _PropertyEvent, RecommendationClickedPayload, True, "feedback", "a recommended listing was clicked"),
-    ("agent_contacted_lead", _CrmEvent, AgentContactedLeadPayload, True, "crm", "an agent reached out"),
-    ("lead_responded", _OffSessionEvent, LeadRespondedPayload, False, "crm", "the lead answered an agent"),
-    ("outcome_recorded", _CrmEvent, OutcomeRecordedPayload, True, "crm", "the CRM recorded an outcome"),
+    ("contact_agent_clicked", _Event, ContactAgentClickedPayload, False, "conversion",
+     "the lead asked to contact an agent"),
+    ("booking_requested", _OffSessionPropertyEvent, BookingPayload, True, "conversion",
+     "a viewing was requested"),
+    ("booking_confirmed", _OffSessionPropertyEvent, BookingPayload, True, "conversion",
+     "a viewing was confirmed"),
+    ("booking_completed", _OffSessionPropertyEvent, BookingPayload, True, "conversion",
+     "a viewing took place"),
+    ("booking_cancelled", _OffSessionPropertyEvent, BookingCancelledPayload, True, "conversion",
+     "a viewing was cancelled"),
+    ("offer_made", _OffSessionPropertyEvent, OfferMadePayload, True, "conversion",
+     "an offer was made"),
+    ("recommendation_shown", _PropertyEvent, RecommendationShownPayload, True, "feedback",
+     "a recommended listing was shown"),
+    ("recommendation_clicked", _PropertyEvent, RecommendationClickedPayload, True, "feedback",
+     "a recommended listing was clicked"),
+    ("agent_contacted_lead", _CrmEvent, AgentContactedLeadPayload, True, "crm",
+     "an agent reached out"),
+    ("lead_responded", _OffSessionEvent, LeadRespondedPayload, False, "crm",
+     "the lead answered an agent"),
+    ("outcome_recorded", _CrmEvent, OutcomeRecordedPayload, True, "crm",
+     "the CRM recorded an outcome"),
 ]
 EVENT_CLASSES: dict[str, type[_Event]] = {
     name: _event(name, base, payload, required, doc)
@@ -257,7 +371,8 @@ EVENT_CLASSES: dict[str, type[_Event]] = {
 }
 globals().update({cls.__name__: cls for cls in EVENT_CLASSES.values()})
 
-InteractionEvent = Annotated[Union[tuple(EVENT_CLASSES.values())], Field(discriminator="event_type")]  # noqa: UP007
+InteractionEvent = Annotated[Union[tuple(EVENT_CLASSES.values())],  # noqa: UP007
+                             Field(discriminator="event_type")]
 _EVENT_ADAPTER: TypeAdapter = TypeAdapter(InteractionEvent)
 
 
@@ -268,21 +383,37 @@ class PropertyListing(_Strict):
     """
 
     property_id: Id
+    """the listing's id (also the record's key)"""
     status: Literal["active", "pending", "sold", "withdrawn"]
+    """only active listings are recommended"""
     price: Annotated[float, Field(gt=0, le=1e10, allow_inf_nan=False)]
+    """asking price"""
     bedrooms: Annotated[int, Field(ge=0, le=50)]
+    """number of bedrooms"""
     bathrooms: Annotated[float, Field(ge=0, le=50)]
+    """number of bathrooms (1.5: one full, one half)"""
     square_feet: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = None
+    """living area in square feet"""
     property_type: PropertyType
+    """the kind of property"""
     city: Annotated[str, Field(min_length=1, max_length=100)]
+    """city the listing is in"""
     zip: Annotated[str, Field(max_length=16)] | None = None
+    """postal code"""
     latitude: Annotated[float, Field(ge=-90, le=90)] | None = None
+    """WGS 84 latitude, degrees"""
     longitude: Annotated[float, Field(ge=-180, le=180)] | None = None
-    listing_date: date | None = None
+    """WGS 84 longitude, degrees"""
+    listing_date: Date | None = None
+    """the day it was listed, YYYY-MM-DD"""
     description: Annotated[str, Field(max_length=20_000)] = ""
+    """free text, used by the content model"""
     amenities: Annotated[list[ShortText], Field(max_length=100)] = []
+    """amenities as short labels (pool, garage, …), used by the content model"""
     address: Annotated[str, Field(max_length=300)] | None = None
-    updated_at: AwareDatetime | None = None
+    """street address, shown to leads and agents"""
+    updated_at: DateTime | None = None
+    """when the listing last changed at its source (RFC 3339 with a time zone)"""
 
 
 _LISTING_ADAPTER: TypeAdapter = TypeAdapter(PropertyListing)
@@ -299,7 +430,8 @@ class LeadstreamError(Exception):
 class InvalidRecord(LeadstreamError):
     """A record that failed validation. ``reason`` is a short code; str() is readable.
 
-    Reasons: ``oversized``, ``not_utf8``, ``not_json``, ``not_an_object``,
+    Reasons: ``oversized``, ``bad_wire_format`` (a value starting with byte 0 that is not
+    Confluent's framing of JSON), ``not_utf8``, ``not_json``, ``not_an_object``,
     ``unknown_event_type``, ``schema`` (missing or wrongly typed field, value out of
     range), ``timestamp_in_future``, ``timestamp_too_old``.
     """
@@ -337,9 +469,37 @@ def _describe(err: ValidationError, limit: int = 3) -> tuple[str, str]:
     return reason, "; ".join(parts)
 
 
-def _check_bytes(raw: bytes, max_bytes: int) -> None:
-    if len(raw) > max_bytes:
-        raise InvalidRecord("oversized", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+CONFLUENT_HEADER = 5  # magic byte 0, then the schema id as 4 bytes big-endian
+
+
+def unframe(raw: bytes) -> tuple[bytes, int | None]:
+    """The JSON of a value and, for Confluent's wire format, the schema id before it.
+
+    A value that starts with byte 0 is read as Confluent Schema Registry framing (what
+    its JSON Schema serializers write): the magic byte, a 4-byte big-endian schema id, then
+    the JSON. The id is returned but not looked up: the worker validates against its own
+    contract. JSON never starts with byte 0, so plain values are unambiguous.
+
+    >>> unframe(b'\\x00\\x00\\x00\\x01\\x07{"a": 1}')
+    (b'{"a": 1}', 263)
+    >>> unframe(b'{"a": 1}')
+    (b'{"a": 1}', None)
+    >>> try:
+    ...     unframe(b'\\x00\\x00\\x01')
+    ... except InvalidRecord as err:
+    ...     print(err.reason)
+    bad_wire_format
+    """
+    if raw[:1] != b"\x00":
+        return raw, None
+    if len(raw) < CONFLUENT_HEADER:
+        raise InvalidRecord("bad_wire_format", (
+            f"{len(raw)} bytes starting with magic byte 0: Confluent's wire format needs "
+            f"{CONFLUENT_HEADER} bytes (magic byte, 4-byte schema id) before the JSON"))
+    return raw[CONFLUENT_HEADER:], int.from_bytes(raw[1:CONFLUENT_HEADER], "big")
+
+
+def _check_utf8(raw: bytes) -> None:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -348,7 +508,9 @@ def _check_bytes(raw: bytes, max_bytes: int) -> None:
 
 def _validate_json(adapter: TypeAdapter, raw: bytes):
     try:
-        return adapter.validate_json(raw)
+        # strict: a number is not taken from a string, nor a boolean as a number, as in
+        # the JSON Schemas
+        return adapter.validate_json(raw, strict=True)
     except ValidationError as err:
         if err.errors()[0]["type"] == "json_invalid":
             # pydantic's message for broken JSON is terse; orjson says where
@@ -358,6 +520,24 @@ def _validate_json(adapter: TypeAdapter, raw: bytes):
                 raise InvalidRecord("not_json", str(jerr)) from None
         reason, msg = _describe(err)
         raise InvalidRecord(reason, msg) from None
+
+
+def _parse(adapter: TypeAdapter, raw: bytes, max_bytes: int):
+    if len(raw) > max_bytes:
+        raise InvalidRecord("oversized", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+    body, schema_id = unframe(raw)
+    if schema_id is None:
+        _check_utf8(body)
+        return _validate_json(adapter, body)
+    try:
+        _check_utf8(body)
+        return _validate_json(adapter, body)
+    except InvalidRecord as err:
+        if err.reason not in ("not_utf8", "not_json"):
+            raise
+        raise InvalidRecord("bad_wire_format", (
+            f"magic byte 0 and schema id {schema_id}, then not JSON ({err.message}); only "
+            "the JSON Schema serializer's framing is read, not Avro or Protobuf")) from None
 
 
 def parse_event(
@@ -385,8 +565,7 @@ def parse_event(
     ...     print(err.reason)
     timestamp_in_future
     """
-    _check_bytes(raw, max_bytes)
-    ev = _validate_json(_EVENT_ADAPTER, raw)
+    ev = _parse(_EVENT_ADAPTER, raw, max_bytes)
     ts = ev.timestamp
     if min_year is not None and ts.year < min_year:
         raise InvalidRecord("timestamp_too_old",
@@ -409,12 +588,11 @@ def parse_event(
 def parse_listing(raw: bytes, *, max_bytes: int = 262_144) -> PropertyListing:
     """Validate one raw property listing.
 
-    >>> parse_listing(b'{"property_id":"P1","status":"active","price":350000,'
-    ...               b'"bedrooms":2,"bathrooms":1.5,"property_type":"condo","city":"Austin"}').price
+    >>> parse_listing(b'{"property_id":"P1","status":"active","price":350000,"bedrooms":2,'
+    ...               b'"bathrooms":1.5,"property_type":"condo","city":"Austin"}').price
     350000.0
     """
-    _check_bytes(raw, max_bytes)
-    return _validate_json(_LISTING_ADAPTER, raw)
+    return _parse(_LISTING_ADAPTER, raw, max_bytes)
 
 
 def event_to_dict(ev) -> dict[str, Any]:

@@ -105,7 +105,11 @@ class Settings(BaseSettings):
     dedup_ttl_seconds: float = Field(
         86_400.0, description="a repeated event_id within this event-time span is dropped"
     )
-    dedup_max_ids: int = Field(64, description="event ids remembered per lead (bound)")
+    dedup_max_ids: int = Field(
+        512, ge=1, le=65_535,
+        description="event ids remembered per lead (bound; 12 bytes each, the latest in event "
+        "time within the TTL)",
+    )
     allowed_lateness_seconds: float = Field(
         6 * 3600.0,
         description="events further behind their lead's latest event time are dead-lettered "

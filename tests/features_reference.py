@@ -15,6 +15,8 @@ from collections import defaultdict
 from features.lead import (
     CAP_HOURS,
     DAY,
+    DEDUP_MAX_IDS,
+    DEDUP_TTL,
     ENGAGEMENT_EXTRA,
     HOUR,
     RECENT_STARTS,
@@ -28,18 +30,29 @@ FILTER_FIELDS = ("price_min", "price_max", "beds_min", "beds_max", "baths_min",
                  "property_types", "cities", "zips")
 
 
-def accepted_events(arrivals, lateness):
-    """Which events the lead applies: first copy of each id, not later than the lateness."""
-    seen, out, wm = set(), [], None
-    outcome = []
-    for ev in arrivals:
+def accepted_events(arrivals, lateness, *, dedup_ttl=DEDUP_TTL, dedup_max_ids=DEDUP_MAX_IDS):
+    """Which events the lead applies: not a repeat of an id it still remembers, not later
+    than the lateness.
+
+    The lead remembers the ids of the events it applied whose event time (whole seconds)
+    is at most ``dedup_ttl`` behind the latest applied event time, and of those only the
+    ``dedup_max_ids`` latest (by event time, then arrival). Recomputed from the whole
+    history at every arrival.
+    """
+    applied = []  # (whole-second event time, arrival index, event_id)
+    out, outcome, wm = [], [], None
+    for n, ev in enumerate(arrivals):
         ts = ev.timestamp.timestamp()
-        if ev.event_id in seen:
+        remembered = set()
+        if wm is not None:
+            live = sorted(a for a in applied if a[0] >= wm - dedup_ttl)
+            remembered = {a[2] for a in live[max(len(live) - dedup_max_ids, 0):]}
+        if ev.event_id in remembered:
             outcome.append("duplicate")
         elif wm is not None and ts < wm - lateness:
             outcome.append("late")
         else:
-            seen.add(ev.event_id)
+            applied.append((math.floor(ts), n, ev.event_id))
             out.append(ev)
             wm = ts if wm is None else max(wm, ts)
             outcome.append("applied")

@@ -23,7 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import lead as F
+from features import record
 from features.catalog import BY_NAME, FEATURES, catalog_json, catalog_markdown
+from features.idset import EventIdSet, fingerprint
 from leadstream.events import make_event
 from tests.features_reference import accepted_events, reference_features
 
@@ -224,9 +226,10 @@ def test_state_is_bounded_whatever_the_lead_does():
                         timestamp=t + timedelta(minutes=7 * i), property_id=f"P{i}")
         F.update(s, ev, {**LISTINGS["P1"], "city": f"city{i}"})
     assert len(s.sessions) <= F.MAX_OPEN_SESSIONS
-    assert len(s.ids) <= 64 and len(s.cities) <= F.MAX_CITIES
+    assert len(s.ids) <= F.DEDUP_MAX_IDS and len(s.cities) <= F.MAX_CITIES
     assert len(s.starts) <= F.RECENT_STARTS
-    assert len(F.encode(s)) < 4096
+    # the event ids of the last 24 h (12 bytes each), then everything else
+    assert len(F.encode(s)) < 3328 + 16 * len(s.ids)
     f = F.compute(s)
     assert f.numerical["sessions_lifetime"] == 5000
     assert 4000 < f.numerical["distinct_properties_lifetime"] <= 1024 * math.log(1024) + 1
@@ -321,3 +324,138 @@ def test_bench_scale_holds_every_lead_in_one_record_each():
     r = run_one(300, window=300)
     assert r["leads_held"] == 300 and r["events_per_second"] > 0
     assert 0 < r["record_bytes_mean"] < 4096
+
+
+# ---- de-duplication far back (issue 20) ---------------------------------------------
+DATA = __import__("pathlib").Path(__file__).resolve().parent / "data"
+FAR = 3 * 86_400.0  # a lateness that lets any resent event through unless its id is known
+
+
+def _view(eid: str, ts: float):
+    return make_event("property_viewed", event_id=eid, lead_id="L", session_id="s",
+                      timestamp=datetime.fromtimestamp(ts, UTC), property_id="P1",
+                      payload={"duration_seconds": 5})
+
+
+@settings(max_examples=60, deadline=None)
+@given(back=st.integers(1, 500), span=st.integers(0, 86_400), offset=st.integers(0, 59))
+def test_a_duplicate_500_events_back_and_24h_later_is_applied_once(back, span, offset):
+    """The original, then ``back`` events over ``span`` seconds of event time (up to 24 h),
+    then the original again: a duplicate, with a lateness that would let it through."""
+    t0 = BASE + offset
+    s = F.LeadFeatures()
+    assert F.update(s, _view("orig", t0), None, lateness=FAR) == "applied"
+    for k in range(1, back + 1):
+        ts = t0 + math.floor(span * k / back)
+        assert F.update(s, _view(f"e{k}", ts), None, lateness=FAR) == "applied"
+    s = F.decode(F.encode(s))
+    before = F.encode(s)
+    assert F.update(s, _view("orig", t0), None, lateness=FAR) == "duplicate"
+    assert F.encode(s) == before
+
+
+def test_a_slice_replayed_from_far_back_and_from_just_before_a_crash_changes_nothing():
+    s = F.LeadFeatures()
+    events = [_view(f"e{i}", BASE + 100 * i) for i in range(700)]  # 19.4 h of events
+    for ev in events:
+        assert F.update(s, ev, None, lateness=FAR) == "applied"
+        s = F.decode(F.encode(s))
+    before = F.encode(s)
+    for ev in events[190:390] + events[-200:]:  # 510 to 310 events back; the last 200
+        assert F.update(s, ev, None, lateness=FAR) == "duplicate"
+    assert F.encode(s) == before
+    # beyond the 512 latest, the oldest ids are forgotten (bounded memory)
+    assert F.update(s, events[0], None, lateness=FAR) == "applied"
+
+
+def test_ids_older_than_the_ttl_are_forgotten():
+    s = F.LeadFeatures()
+    assert F.update(s, _view("a", BASE), None, lateness=FAR) == "applied"
+    assert F.update(s, _view("b", BASE + F.DEDUP_TTL), None, lateness=FAR) == "applied"
+    assert F.update(s, _view("a", BASE), None, lateness=FAR) == "duplicate"  # 24 h: known
+    assert F.update(s, _view("c", BASE + F.DEDUP_TTL + 1), None, lateness=FAR) == "applied"
+    assert list(s.ids.ts) == [math.floor(BASE + F.DEDUP_TTL), math.floor(BASE + F.DEDUP_TTL + 1)]
+    assert F.update(s, _view("a", BASE), None, lateness=FAR) == "applied"  # forgotten
+    # a lead whose events are a day apart remembers one id at a time
+    s = F.LeadFeatures()
+    for i in range(50):
+        F.update(s, _view(f"d{i}", BASE + i * (F.DEDUP_TTL + 1)), None)
+        assert len(s.ids) == 1
+
+
+@st.composite
+def resent_streams(draw):
+    """(arrivals, ttl, max_ids): events, some out of order, some sent again later."""
+    n = draw(st.integers(1, 90))
+    t, events = BASE, []
+    for i in range(n):
+        t += draw(st.sampled_from([0, 1, 30, 600, 3600, 5 * 3600, 30 * 3600]))
+        events.append((t + draw(st.sampled_from([0, 0, 0, 40, 2000, 8000])), i,
+                       _view(f"e{i}", t)))
+    arrivals = [e for _, _, e in sorted(events, key=lambda x: x[:2])]
+    for _ in range(draw(st.integers(0, 40))):
+        i = draw(st.integers(0, len(arrivals) - 1))
+        arrivals.insert(draw(st.integers(i + 1, len(arrivals))), arrivals[i])
+    ttl = draw(st.sampled_from([60.0, 3600.0, 86_400.0]))
+    return arrivals, ttl, draw(st.sampled_from([1, 3, 16, 512]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(resent_streams(), st.sampled_from([LATENESS, FAR]))
+def test_duplicates_far_back_agree_with_the_batch_reference(stream, lateness):
+    arrivals, ttl, max_ids = stream
+    s, outcomes = F.LeadFeatures(), []
+    for ev in arrivals:
+        outcomes.append(F.update(s, ev, LISTINGS["P1"], lateness=lateness, dedup_ttl=ttl,
+                                 dedup_max_ids=max_ids))
+        s = F.decode(F.encode(s))
+        wm = s.v[F.L.watermark]
+        times = [t for _, t in s.ids]
+        assert len(s.ids) == len(times) <= max_ids
+        assert times == sorted(times) and all(t >= wm - ttl for t in times)
+    accepted, want = accepted_events(arrivals, lateness, dedup_ttl=ttl, dedup_max_ids=max_ids)
+    assert outcomes == want
+    if lateness == LATENESS:  # with days of lateness, more sessions stay open than the
+        _compare(s, accepted)  # reference models (it keeps no bound on open sessions)
+
+
+def test_the_id_set_is_bounded_and_costs_what_the_docs_say():
+    """A lead with an event every 0-300 s (2.5 min on average) fills the set: 512 ids,
+    16 bytes each in the state; in the stored (compressed) record 8 bytes of fingerprint
+    plus about 2 of time each (README: about 10 bytes per id, at most 5.5 KB)."""
+    import random
+
+    r, t, s = random.Random(5), BASE, F.LeadFeatures()
+    for i in range(3000):
+        t += r.randint(0, 300)
+        F.update(s, _view(f"{i:08x}-6f1c-4f0e-9b2a", t), None)
+        if i % 500 == 0:
+            s = F.decode(F.encode(s))
+    assert len(s.ids) == F.DEDUP_MAX_IDS
+    empty = F.decode(F.encode(s))
+    empty.ids = EventIdSet()
+    assert len(F.encode(s)) - len(F.encode(empty)) == 16 * F.DEDUP_MAX_IDS
+    stored = len(record.pack(F.encode(s), None)) - len(record.pack(F.encode(empty), None))
+    assert 8 * F.DEDUP_MAX_IDS < stored <= 11 * F.DEDUP_MAX_IDS, stored
+
+
+def test_a_record_of_the_previous_layout_reads_back_with_its_ids():
+    """``data/lead-record-LR2-LF2.bin`` was written by commit b5b69e1 (features layout LF2:
+    the last 64 ids in arrival order): 70 events of lead L-old, event ``old-i`` at 09:00 +
+    5 i minutes, every 7th (i % 7 == 3) arriving 20 minutes late; last_offset 123."""
+    blob = (DATA / "lead-record-LR2-LF2.bin").read_bytes()
+    feats, profile = record.unpack(blob)
+    assert feats[:3] == b"LF2" and profile
+    s = F.decode(feats)
+    arrival = sorted(range(70), key=lambda i: 5 * i + (20 if i % 7 == 3 else 0))
+    kept = sorted(arrival[-64:])  # the last 64 arrivals, now ordered by event time
+    t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp()
+    assert list(s.ids) == [(fingerprint(f"old-{i}"), int(t0) + 300 * i) for i in kept]
+    assert (s.event_count, s.last_offset) == (70, 123)
+    assert F.compute(s).numerical["events_lifetime"] == 70
+    for i in kept:
+        ev = _view(f"old-{i}", t0 + 300 * i)
+        assert F.update(s, ev, None) == "duplicate"
+    assert F.update(s, _view("old-70", t0 + 300 * 70), None) == "applied"
+    blob = F.encode(s)
+    assert blob[:3] == b"LF3" and F.decode(blob) == s
