@@ -34,16 +34,17 @@ from prometheus_client import (
 # The closed label sets of the counters, as the code emits them (tests/test_metrics.py reads
 # the sources and fails when a new value appears there but not here).
 # Dead-letter reasons per source topic: leadstream/events.py (InvalidRecord), and
-# streams/pipeline.py (late_event on interactions, key_mismatch on properties).
-_PARSE_REASONS = ("oversized", "not_utf8", "not_json", "not_an_object", "schema")
+# streams/step.py (late_event on interactions, key_mismatch on properties).
+_PARSE_REASONS = ("oversized", "bad_wire_format", "not_utf8", "not_json", "not_an_object",
+                  "schema")
 INTERACTION_DLQ_REASONS = (*_PARSE_REASONS, "unknown_event_type", "timestamp_in_future",
                            "timestamp_too_old", "late_event")
 PROPERTY_DLQ_REASONS = (*_PARSE_REASONS, "key_mismatch")
-# streams/pipeline.py: Pipeline._trigger, and preference_drift in Pipeline.apply
+# streams/step.py: Step._trigger, and preference_drift in Step._apply
 TRIGGERS = ("first_event", "session_started", "strong_signal", "top_k_changed",
             "preference_drift")
 TIERS = ("hot", "warm", "cold")  # models/scoring.py: tier()
-SCORE_LABELS = ("converted", "not")  # streams/pipeline.py: the CRM outcomes learned
+SCORE_LABELS = ("converted", "not")  # streams/step.py: the CRM outcomes learned
 GAP_KINDS = ("verified", "reread")  # streams/durable.py: OrderGuard
 # models/experiments.py: KINDS, then the per-list and online-HR@10 counts of attribute()
 EXPERIMENT_KINDS = ("recommendations", "impressions", "clicks", "saves", "bookings",

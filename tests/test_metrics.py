@@ -20,7 +20,7 @@ from models.experiments import KINDS
 from models.scoring import tier
 from models.suite import MODELS
 from ops import metrics as M
-from streams.pipeline import DeadLetter, Pipeline, partition_for
+from streams.step import DEAD_LETTER, DeadLetter, LeadStore, Record, Step, partition_for
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = SimpleNamespace(name="exp", arms=[SimpleNamespace(name="a"),
@@ -98,9 +98,9 @@ def test_init_labels_is_idempotent_and_keeps_counts():
 
 
 def test_what_the_pipeline_emits_is_among_the_initialised_series():
-    """Feed a real Pipeline bad records of every kind: no series may appear that
+    """Feed a real Step bad records of every kind: no series may appear that
     init_labels did not create (else its panel and alert start from no data)."""
-    pipe = Pipeline(Settings(allowed_lateness_seconds=60), 4)
+    pipe = Step(Settings(allowed_lateness_seconds=60), 4)
     pipe.metrics.init_labels(interactions_topic=pipe.topic, properties_topic="properties",
                              partitions=4, models=MODELS)
     before = set(_samples(pipe.metrics))
@@ -120,9 +120,10 @@ def test_what_the_pipeline_emits_is_among_the_initialised_series():
         assert isinstance(out, DeadLetter), raw
         reasons.add(out.reason)
     home = partition_for(b"L1", pipe.n_partitions)
-    applied = pipe.apply(pipe.ingest(ev(), b"L1", home), None, None, offset=1)
-    late = pipe.ingest(ev(ts=now - timedelta(hours=1)), b"L1", home)
-    assert pipe.apply(late, applied.profile, applied.features, offset=2).dead is not None
+    leads = LeadStore()
+    res = pipe.run(home, [Record(b"L1", ev(), 1), Record(b"L1", ev(ts=now - timedelta(hours=1)),
+                                                          2)], leads)
+    assert [o.kind for o in res.outputs].count(DEAD_LETTER) == 1  # the late one
     listing = (b'{"property_id":"P1","status":"active","price":1,"bedrooms":1,'
                b'"bathrooms":1,"property_type":"condo","city":"A"}')
     for raw, key in ((listing, b"P2"), (b'{"property_id":"P1"}', b"P1"), (b"{", b"P1")):
@@ -142,10 +143,10 @@ def test_the_known_labels_are_those_the_code_emits():
     emitted = (_literals(Path("leadstream/events.py"), r'InvalidRecord\(\s*"(\w+)"')
                | _literals(Path("leadstream/events.py"), r'reason = "(\w+)"')
                | _literals(Path("leadstream/events.py"), r'reason = \[\], "(\w+)"')
-               | _literals(Path("streams/pipeline.py"), r'_dead\(\s*"(\w+)"'))
+               | _literals(Path("streams/step.py"), r'_dead\(\s*"(\w+)"'))
     assert emitted == set(M.INTERACTION_DLQ_REASONS) | set(M.PROPERTY_DLQ_REASONS)
     # where a pipeline reason is emitted decides its topic
-    tree = ast.parse((REPO / "streams/pipeline.py").read_text())
+    tree = ast.parse((REPO / "streams/step.py").read_text())
     for fn in ast.walk(tree):
         if isinstance(fn, ast.FunctionDef):
             for call in ast.walk(fn):
@@ -154,15 +155,15 @@ def test_the_known_labels_are_those_the_code_emits():
                     known = (M.PROPERTY_DLQ_REASONS if fn.name == "check_listing"
                              else M.INTERACTION_DLQ_REASONS)
                     assert call.args[0].value in known, (fn.name, call.args[0].value)
-    triggers = (_literals(Path("streams/pipeline.py"), r'return "(\w+)"')
-                | _literals(Path("streams/pipeline.py"), r'trigger = "(\w+)"'))
+    triggers = (_literals(Path("streams/step.py"), r'return "(\w+)"')
+                | _literals(Path("streams/step.py"), r'_due\(lead, "(\w+)"'))
     assert triggers == set(M.TRIGGERS)
     assert {tier(x) for x in range(0, 101)} == set(M.TIERS)
     assert _literals(Path("streams/durable.py"), r'on_gap\(tp, "(\w+)"\)') == set(M.GAP_KINDS)
     kinds = (set(KINDS) | {"saves_lists", "bookings_lists"}
-             | _literals(Path("streams/pipeline.py"), r'experiment\.labels\([^)]*kind="(\w+)"'))
+             | _literals(Path("streams/step.py"), r'experiment\.labels\([^)]*kind="(\w+)"'))
     assert kinds == set(M.EXPERIMENT_KINDS)
-    assert _literals(Path("streams/pipeline.py"),
+    assert _literals(Path("streams/step.py"),
                      r'score_labels\.labels\(label="(\w+)" if label else "(\w+)"') == {
         tuple(M.SCORE_LABELS)}
 
