@@ -196,12 +196,15 @@ def _describe_record(topic: str, msg) -> str:
     headers = {k: v.decode("utf-8", "replace") for k, v in (msg.headers or [])}
     if "leadstream.dlq.reason" in headers:
         value = (msg.value or b"")[:200].decode("utf-8", "replace")
-        return (f"[red]{headers['leadstream.dlq.reason']}[/] from {headers.get('leadstream.dlq.topic')}"
+        return (f"[red]{headers['leadstream.dlq.reason']}[/] from "
+                f"{headers.get('leadstream.dlq.topic')}"
                 f"[{headers.get('leadstream.dlq.partition')}]@{headers.get('leadstream.dlq.offset')}"
                 f": {headers.get('leadstream.dlq.error')}\n   [dim]{value!r}[/]")
-    try:
-        obj = orjson.loads(msg.value) if msg.value is not None else None
-    except orjson.JSONDecodeError:
+    from leadstream.events import InvalidRecord, unframe
+
+    try:  # plain JSON, or JSON in Confluent's wire format
+        obj = orjson.loads(unframe(msg.value)[0]) if msg.value is not None else None
+    except (orjson.JSONDecodeError, InvalidRecord):
         return repr(msg.value[:200])
     if isinstance(obj, dict) and "items" in obj and "lead_id" in obj:
         return format_recommendation(obj)
@@ -840,7 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("broker", help="run the embedded broker (Apache Kafka KRaft; Tansu w/o Java)")
+    b = sub.add_parser("broker",
+                       help="run the embedded broker (Apache Kafka KRaft; Tansu w/o Java)")
     b.add_argument("--port", type=int, default=None, help="default: LEADSTREAM_BROKER_PORT / 9092")
     b.add_argument("--data-dir", help="keep the broker's data here (default: temporary)")
     b.add_argument("--no-topics", action="store_true", help="do not create topics.yaml's topics")
