@@ -200,9 +200,11 @@ def _describe_record(topic: str, msg) -> str:
                 f"{headers.get('leadstream.dlq.topic')}"
                 f"[{headers.get('leadstream.dlq.partition')}]@{headers.get('leadstream.dlq.offset')}"
                 f": {headers.get('leadstream.dlq.error')}\n   [dim]{value!r}[/]")
-    try:
-        obj = orjson.loads(msg.value) if msg.value is not None else None
-    except orjson.JSONDecodeError:
+    from leadstream.events import InvalidRecord, unframe
+
+    try:  # plain JSON, or JSON in Confluent's wire format
+        obj = orjson.loads(unframe(msg.value)[0]) if msg.value is not None else None
+    except (orjson.JSONDecodeError, InvalidRecord):
         return repr(msg.value[:200])
     if isinstance(obj, dict) and "items" in obj and "lead_id" in obj:
         return format_recommendation(obj)

@@ -284,6 +284,70 @@ def test_broker_down_for_25_seconds_worker_survives_and_catches_up(worker_factor
         broker.stop()
 
 
+def _busy_leads(leads: int = 6, per_lead: int = 700, step: float = 100.0):
+    """A stream of a few busy leads: ``per_lead`` events each, ``step`` seconds apart (700
+    over 19.4 h), ending an hour ago, interleaved by event time; a small catalog first."""
+    from leadstream.events import event_to_json, make_event
+    from leadstream.simulate import Record
+
+    catalog = list(Simulator(SimConfig(leads=1, properties=40, seed=2)).listings())
+    pids = [x["property_id"] for x in catalog]
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    t0 = end - timedelta(seconds=step * per_lead)
+    records = [Record("properties", x["property_id"].encode(), orjson.dumps(x), 0.0)
+               for x in catalog]
+    events = []
+    for k in range(per_lead):
+        for lead in range(leads):
+            ts = t0 + timedelta(seconds=step * k + lead)
+            ev = make_event("property_viewed", event_id=f"busy-{lead}-{k}", lead_id=f"B{lead}",
+                            session_id=f"s{lead}-{k // 30}", timestamp=ts,
+                            property_id=pids[(k * 7 + lead) % len(pids)],
+                            payload={"duration_seconds": 5 + k % 40})
+            events.append(Record("interactions", ev.lead_id.encode(), event_to_json(ev),
+                                 ts.timestamp()))
+    return records + events, events
+
+
+def test_a_slice_resent_from_far_back_and_from_just_before_a_crash_is_applied_once(
+        settings, worker_factory):
+    """Issue 20: a producer resends, once the stream is handled, each lead's events from 510
+    to 300 of its events back (8 to 14 h of event time), then, after the worker is killed,
+    the last 200 events of the topic. With a lateness of 24 h nothing but the event ids
+    stops them: each is counted a duplicate, none applied again, every lead equals one
+    uninterrupted run. (With ``dedup_max_ids`` 64, the previous bound, the far-back slice
+    is applied a second time and this test fails.)"""
+    s = settings.model_copy(update={"kafka_session_timeout_seconds": 6.0,
+                                    "allowed_lateness_seconds": 86_400.0})
+    records, events = _busy_leads()
+    asyncio.run(publish(s, [(r.topic, r.key, r.value) for r in records]))
+    w = worker_factory(s)
+    want = _expected(records, s)
+    _assert_every_lead_equals_one_run(w, want, len(events))
+    far = [r for r in events if 190 <= int(orjson.loads(r.value)["event_id"].split("-")[2]) < 400]
+    assert len(far) == 6 * 210
+    asyncio.run(publish(s, [(r.topic, r.key, r.value) for r in far]))
+    w.wait_for(lambda: w.total("leadstream_events_duplicate_total") >= len(far),
+               what="the far-back slice counted as duplicates")
+    time.sleep(2)
+    assert w.total("leadstream_events_duplicate_total") == len(far)
+    assert w.total("leadstream_events_processed_total") == len(events)
+    assert w.total("leadstream_events_dead_lettered_total") == 0
+    w.wait_for(lambda: w.total("leadstream_uncommitted_records") == 0,
+               what="every record committed before the kill")
+
+    w.stop(signal.SIGKILL)
+    time.sleep(s.kafka_session_timeout_seconds + 2)
+    w = worker_factory(s)
+    asyncio.run(publish(s, [(r.topic, r.key, r.value) for r in events[-200:]]))
+    w.wait_for(lambda: w.total("leadstream_events_duplicate_total") >= 200,
+               what="the last 200 counted as duplicates after the restart")
+    time.sleep(2)
+    assert w.total("leadstream_events_duplicate_total") == 200
+    assert w.total("leadstream_events_processed_total") == 0  # nothing applied again
+    _assert_every_lead_equals_one_run(w, want, len(events))
+
+
 HOSTILE = [
     b"",
     b"\x00\x01\x02",
