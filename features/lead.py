@@ -301,7 +301,7 @@ def update(
 
     et = event.event_type
     payload = event.payload
-    direction = getattr(payload, "direction", None)
+    direction = payload.direction if et == "property_swiped" else None
     ei = _ET[et]
     v[L.life_et + ei] += 1
     v[L.m_et + ei] += g30

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from models.weights import feedback_weight
+from models.weights import direction_of, feedback_weight
 
 # bounds on per-lead collections (memory per lead stays small whatever the lead does)
 MAX_PROPERTY_SETS = 100  # rejected / saved / booked ids remembered
@@ -131,7 +131,7 @@ def update(profile: LeadProfile, event, listing: dict | None) -> None:
     payload = event.payload
     pid = event.property_id
     if pid is not None:
-        w = feedback_weight(et, getattr(payload, "direction", None))
+        w = feedback_weight(et, direction_of(event))
         if w < 0:
             _bounded_put(profile.rejected, pid, ts, MAX_PROPERTY_SETS)
             profile.saved.pop(pid, None)

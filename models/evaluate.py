@@ -41,7 +41,7 @@ from models.catalog import Catalog
 from models.references import RiverReference
 from models.scoring import LABELS
 from models.suite import MODELS, ModelSuite
-from models.weights import feedback_weight
+from models.weights import direction_of, feedback_weight
 
 
 @dataclass
@@ -216,7 +216,7 @@ class _Run:
             return False
         if self.targets is not None:
             return ev.event_type in self.targets
-        return feedback_weight(ev.event_type, getattr(ev.payload, "direction", None)) > 0
+        return feedback_weight(ev.event_type, direction_of(ev)) > 0
 
     def _held_out(self, events) -> dict[str, int]:
         """Each lead's held-out event: its last target (on a listing new to it, with
@@ -269,7 +269,7 @@ class _Run:
         return learn_s
 
     def _learn_refs(self, ev, pid: str, learn_s: dict, t: float) -> None:
-        w = feedback_weight(ev.event_type, getattr(ev.payload, "direction", None))
+        w = feedback_weight(ev.event_type, direction_of(ev))
         if w == 0:
             return
         cat = self.cat

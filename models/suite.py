@@ -54,7 +54,7 @@ from models.collaborative import CollaborativeModel
 from models.content import BLOCKS, ContentModel
 from models.itemitem import ItemItemModel
 from models.scoring import LeadScorer
-from models.weights import feedback_weight
+from models.weights import direction_of, feedback_weight
 
 SUITE_VERSION = "hybrid-1"
 MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")
@@ -147,7 +147,7 @@ class ModelSuite(base.Base):
         pid = event.property_id
         if pid is None:
             return
-        w = feedback_weight(event.event_type, getattr(event.payload, "direction", None))
+        w = feedback_weight(event.event_type, direction_of(event))
         if w == 0:
             return
         row = catalog.index_of(pid)

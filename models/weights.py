@@ -47,6 +47,22 @@ STRONG_SIGNALS = frozenset(
 )
 
 
+def direction_of(event) -> str | None:
+    """A swipe's direction, None for any other event: read without asking a payload for
+    a field it lacks (a pydantic model answers a missing attribute slowly, through an
+    exception).
+
+    >>> from datetime import UTC, datetime
+    >>> from leadstream.events import make_event
+    >>> ev = make_event("property_swiped", event_id="e1", lead_id="L1", session_id="s",
+    ...                 timestamp=datetime(2026, 3, 1, tzinfo=UTC), property_id="P1",
+    ...                 payload={"direction": "left"})
+    >>> direction_of(ev)
+    'left'
+    """
+    return event.payload.direction if event.event_type == "property_swiped" else None
+
+
 def feedback_weight(event_type: str, direction: str | None = None) -> float:
     """Weight of one event for the listing it names (0.0 when it names none)."""
     if event_type == "property_swiped":

@@ -71,7 +71,7 @@ from models.experiments import attribute, load_experiments, log_recommendation
 from models.quality import OnlineQuality
 from models.scoring import LABELS, contact_at
 from models.suite import MODELS, ModelSuite
-from models.weights import STRONG_SIGNALS, feedback_weight
+from models.weights import STRONG_SIGNALS, direction_of, feedback_weight
 from ops.metrics import Metrics
 
 log = logging.getLogger("leadstream.worker")
@@ -385,7 +385,7 @@ class Step:
             counter = self._processed[et] = self.metrics.events_processed.labels(event_type=et)
         counter.inc()
         if pid is not None and feedback_weight(
-                et, getattr(ev.payload, "direction", None)) > 0:
+                et, direction_of(ev)) > 0:
             self._measure(ev.lead_id, profile, pid)
         t = time.perf_counter()
         self.models.learn_one(self.catalog, ev.lead_id, profile, ev)
@@ -409,7 +409,9 @@ class Step:
             lead.score_ev = None
         elif et in STRONG_SIGNALS:
             lead.score_ev = ev
-        alert = self._drift(ev, profile, feats)
+        # the preferences move only when a listing of the catalog is engaged with (decay
+        # scales every weight alike and leaves their ratios as they were)
+        alert = self._drift(ev, profile, feats) if listing is not None else None
         if alert is not None:
             out.append(Output(ALERT, *alert))
             self._due(lead, "preference_drift", ev, r.received, forced=True)
@@ -471,7 +473,7 @@ class Step:
         elif et == "outcome_recorded" and ev.payload.outcome in LABELS:
             fact("conversion" if LABELS[ev.payload.outcome] else "lost", ev.agent_id or agent)
         elif (profile.last_tier == "hot" and profile.hot_since is None
-              and features.engagement_weight(et, getattr(ev.payload, "direction", None)) > 0):
+              and features.engagement_weight(et, direction_of(ev)) > 0):
             profile.hot_since = ts
             fact("hot_activity", agent)
         if len(out) > n:
