@@ -11,7 +11,7 @@ implement it with a timer:
 - **saves**: then ``saves`` saves of 10,000 fresh leads, as ``bench pipeline`` offers
   load for its latency figures (every one is due a new, explained list).
 
-Stages nest (``suite.top_k`` is inside ``suite.recommend``, inside ``lists``); the
+Stages nest (``suite.reasons`` is inside ``suite.recommend_many``, inside ``lists``); the
 wrappers add about a microsecond per call, so the total is a little above an unwrapped
 run's.
 """
@@ -31,8 +31,7 @@ _STAGES = [
     ("step (all of it)", "Step", "run"),
     ("ingest: parse and validate", "Step", "ingest"),
     ("lists: rank + explain the due", "Step", "_lists"),
-    ("  rank + explain", "ModelSuite", "recommend"),
-    ("    rank (top_k)", "ModelSuite", "top_k"),
+    ("  rank + explain all due", "ModelSuite", "recommend_many"),
     ("    explain (reasons)", "ModelSuite", "reasons"),
     ("lead score (when due)", "Step", "_finish"),
     ("features: compute all", "features", "compute"),

@@ -95,6 +95,27 @@ def _standardise(S: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return D
 
 
+def _standardise_many(S: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """:func:`_standardise` of each lead's rows at once: ``S`` is (leads x components x
+    listings), ``M`` (leads x listings) each lead's candidate mask.
+
+    >>> S = np.array([[[1.0, 2.0, 3.0, 100.0], [5.0, 5.0, 5.0, 0.0]]])
+    >>> M = np.array([[True, True, True, False]])
+    >>> bool(np.allclose(_standardise_many(S, M)[0], _standardise(S[0], M[0])))
+    True
+    """
+    w = M.astype(np.float64)[:, :, None]  # (leads x listings x 1)
+    m = w.sum(axis=1)  # (leads x 1)
+    safe = np.maximum(m, 1.0)[:, :, None]
+    D = S - np.matmul(S, w) / safe
+    sd = np.sqrt(np.matmul(D * D, w) / safe)
+    flat = sd < 1e-12
+    D /= np.where(flat, 1.0, sd)
+    D[np.broadcast_to(flat, D.shape)] = 0.0
+    D[(m[:, 0] < 2)] = 0.0
+    return D
+
+
 class ModelSuite(base.Base):
     """Every model, learning from the same events; ``recommend`` with any of them."""
 
@@ -282,9 +303,25 @@ class ModelSuite(base.Base):
                      overrides: dict | None = None) -> dict[str, tuple[float, np.ndarray]]:
         """The weighted, standardised component scores the hybrid adds up."""
         n = len(catalog)
+        names, ws, rows = self._hybrid_rows(catalog, lead_id, lead, comps, overrides)
+        if not names:
+            return {}
+        Z = _standardise(np.array(rows, dtype=np.float64), mask)  # all components at once
+        if "mf" in names:  # listings nobody engaged with have untrained factors
+            self.mf._ensure(n)
+            j = names.index("mf")
+            Z[j] = np.where(self.mf.support[:n] > 0, Z[j], 0.0)
+        return {name: (w, Z[j]) for j, (name, w) in enumerate(zip(names, ws, strict=True))}
+
+    def _hybrid_rows(self, catalog: Catalog, lead_id: str, lead: LeadProfile,
+                     comps: dict | None, overrides: dict | None,
+                     factors: dict | None = None) -> tuple[list, list, list]:
+        """The hybrid's components for one lead: names, weights and raw score rows (the
+        components with a positive weight and a signal for the lead)."""
+        n = len(catalog)
         evidence = lead.n_positive
         recent = len(lead.recent_pos)
-        f = self.blend_factors()
+        f = factors if factors is not None else self.blend_factors()
         over = overrides or {}
 
         def w(name: str) -> float:
@@ -308,14 +345,7 @@ class ModelSuite(base.Base):
             names.append(name)
             ws.append(w)
             rows.append(s[:n])
-        if not names:
-            return {}
-        Z = _standardise(np.array(rows, dtype=np.float64), mask)  # all components at once
-        if "mf" in names:  # listings nobody engaged with have untrained factors
-            self.mf._ensure(n)
-            j = names.index("mf")
-            Z[j] = np.where(self.mf.support[:n] > 0, Z[j], 0.0)
-        return {name: (w, Z[j]) for j, (name, w) in enumerate(zip(names, ws, strict=True))}
+        return names, ws, rows
 
     def _blend(self, parts: dict, n: int) -> np.ndarray:
         """The hybrid: weighted standardised components plus a small popularity prior that
@@ -383,6 +413,64 @@ class ModelSuite(base.Base):
                                        overrides=overrides)
         if len(top) == 0:
             return Ranked([], 0.0, NO_MATCH)
+        return self._ranked(catalog, lead_id, lead, top, scores, parts, model)
+
+    def recommend_many(self, catalog: Catalog, requests: list, k: int = 10) -> list[Ranked]:
+        """:meth:`recommend` for several leads at once: ``requests`` holds ``(lead_id,
+        profile, model, overrides)``; the hybrid's standardisation, blend and top-k run
+        over all its leads in one pass of array operations over the catalog (one row per
+        lead) instead of one pass per lead. Other models are ranked one lead at a time.
+        Each result is the one :meth:`recommend` gives (the same items, scores to 6 places
+        and reasons; summation order may differ in the last bits of a score)."""
+        out: list[Ranked | None] = [None] * len(requests)
+        n = len(catalog)
+        hybrid = [i for i, r in enumerate(requests) if r[2] == "hybrid"]
+        for i, (lead_id, lead, model, over) in enumerate(requests):
+            if model != "hybrid" or n == 0:
+                out[i] = self.recommend(catalog, lead_id, lead, k, model, over)
+        hybrid = [i for i in hybrid if out[i] is None]
+        if not hybrid:
+            return out
+        order = list(_COMPONENTS)
+        L, C = len(hybrid), len(order)
+        M = np.zeros((L, n), dtype=bool)
+        S = np.zeros((L, C, n))
+        W = np.zeros((L, C))  # 0: the component is not part of that lead's blend
+        factors = self.blend_factors()
+        for j, i in enumerate(hybrid):
+            lead_id, lead, _, over = requests[i]
+            M[j] = self.candidate_mask(catalog, lead)
+            names, ws, rows = self._hybrid_rows(catalog, lead_id, lead, None, over, factors)
+            for name, w, row in zip(names, ws, rows, strict=True):
+                c = order.index(name)
+                W[j, c] = w
+                S[j, c] = row
+        Z = _standardise_many(S, M)
+        self.mf._ensure(n)
+        c_mf = order.index("mf")
+        Z[:, c_mf] = np.where(self.mf.support[:n] > 0, Z[:, c_mf], 0.0)
+        total = np.broadcast_to(1e-3 * np.log1p(self._recent_pop(n)), (L, n)).copy()
+        present = W != 0
+        for c in range(C):  # recommend's order of addition (an absent component adds 0)
+            total += W[:, c, None] * Z[:, c]
+        s = np.where(M, total, -np.inf)
+        for j, i in enumerate(hybrid):
+            lead_id, lead, _, _ = requests[i]
+            m = int(np.count_nonzero(M[j]))
+            kk = min(k, m)
+            if kk == 0:
+                out[i] = Ranked([], 0.0, NO_MATCH)
+                continue
+            row = s[j]
+            top = np.argpartition(-row, kk - 1)[:kk]
+            top = top[np.argsort(-row[top], kind="stable")]
+            parts = {order[c]: (float(W[j, c]), Z[j, c]) for c in range(C) if present[j, c]}
+            out[i] = self._ranked(catalog, lead_id, lead, top, row[top], parts, "hybrid")
+        return out
+
+    def _ranked(self, catalog: Catalog, lead_id: str, lead: LeadProfile, top: np.ndarray,
+                scores: np.ndarray, parts: dict, model: str) -> Ranked:
+        """The explained list of ranked ``top`` rows."""
         items = []
         why = self.reasons(catalog, lead_id, lead, top, parts)
         for rank, (i, sc) in enumerate(zip(top.tolist(), scores.tolist(), strict=True), start=1):

@@ -600,17 +600,19 @@ class Step:
             "emitted_at": datetime.now(UTC), "trigger": why})
 
     def _lists(self, due: list[_Lead], out: list) -> None:
-        """The lists due at the end of the batch: every due lead ranked, and published
-        unless it was due only for a changed top-k that did not change materially."""
+        """The lists due at the end of the batch, every due lead ranked in one pass
+        (:meth:`ModelSuite.recommend_many`), each published unless it was due only for a
+        changed top-k that did not change materially."""
+        if not due:
+            return
         exp = self.experiment
-        k = self.settings.top_k
-        for lead in due:
-            ev, profile = lead.trigger_ev, lead.state.profile
-            arm = exp.arm_for(lead.lead_id) if exp is not None else None
-            ranked = self.models.recommend(
-                self.catalog, lead.lead_id, profile, k=k,
-                model=arm.model if arm else "hybrid", overrides=arm.params if arm else None)
-            rec = self._publish(lead, ev, profile, ranked, arm)
+        arms = [exp.arm_for(lead.lead_id) if exp is not None else None for lead in due]
+        ranked = self.models.recommend_many(self.catalog, [
+            (lead.lead_id, lead.state.profile, arm.model if arm else "hybrid",
+             arm.params if arm else None) for lead, arm in zip(due, arms, strict=True)],
+            k=self.settings.top_k)
+        for lead, arm, r in zip(due, arms, ranked, strict=True):
+            rec = self._publish(lead, lead.trigger_ev, lead.state.profile, r, arm)
             if rec is not None:
                 out.append(Output(RECOMMENDATION, lead.key, rec))
 

@@ -282,3 +282,34 @@ def test_mf_pickle_round_trip_continues_identically_and_forget_drops_the_lead():
     assert np.array_equal(a.scores("G1-2", 40), other)
     c = _mf_stream(CollaborativeModel(n_factors=8, negatives=4, seed=3), n_events=1500)
     assert not np.allclose(c.scores("G0-1", 40), b.scores("G0-1", 40)[:40])
+
+
+def test_recommend_many_ranks_each_lead_as_recommend_does():
+    """The step ranks every lead due a list in one pass: each result must be the list
+    ``recommend`` gives that lead alone (items, scores, reasons, confidence)."""
+    from datetime import UTC, datetime, timedelta
+
+    from leadstream.settings import Settings
+    from leadstream.simulate import SimConfig, Simulator
+    from streams.step import LeadStore, Step, replay
+
+    sim = Simulator(SimConfig(leads=60, properties=150, days=1.0, seed=11,
+                              start=datetime.now(UTC) - timedelta(days=3)))
+    step, store = Step(Settings(), 4), LeadStore()
+    records = []
+    for r in sim.records():
+        if r.topic == "properties":
+            step.load_listing(r.value, r.key)
+        else:
+            records.append((r.key, r.value))
+    for _ in replay(step, records, store, batch=200):
+        pass
+    m, cat = step.models, step.catalog
+    reqs = [(k.decode(), store.get(k).profile, "hybrid", None) for k in store.packed]
+    reqs += [(reqs[0][0], reqs[0][1], "popularity", None),
+             (reqs[1][0], reqs[1][1], "hybrid", {"w_content": 0.0})]
+    many = m.recommend_many(cat, reqs, k=10)
+    assert len(many) == len(reqs) > 30
+    for (lead_id, profile, model, over), got in zip(reqs, many, strict=True):
+        want = m.recommend(cat, lead_id, profile, k=10, model=model, overrides=over)
+        assert got == want, lead_id
