@@ -151,8 +151,8 @@ class Settings(BaseSettings):
     snapshot_interval_seconds: float = Field(
         300.0, description="snapshot the models this often (and on shutdown)")
     quality_sample_every: int = Field(
-        20, description="measure every model's online HR@10 on every n-th positive event "
-        "(each measurement ranks the catalog with every model)")
+        20, description="measure every model's online HR@10 on every n-th positive event, "
+        "at most once per batch (each measurement ranks the catalog with every model)")
 
     # --- lead state -------------------------------------------------------------------
     lead_ttl_seconds: float = Field(

@@ -274,6 +274,7 @@ class Step:
         self.quality = OnlineQuality(MODELS)
         self.experiment = load_experiments(settings.experiments_file)
         self._quality_tick = 0
+        self._measured = False  # a quality measurement was made in the current batch
         self.normalizer = FeatureNormalizer(settings.normalizer_sample_every)
         self.topic = interactions_topic
         self._future = timedelta(seconds=settings.max_future_skew_seconds)
@@ -293,6 +294,7 @@ class Step:
         ``now``: the wall-clock time stamped as each changed lead's ``last_update``.
         """
         now = time.time() if now is None else now
+        self._measured = False
         out: list[Output] = []
         batch: dict[bytes, _Lead] = {}
         for r in records:
@@ -526,9 +528,11 @@ class Step:
             if hit:
                 m.experiment.labels(experiment=exp, arm=arm, kind="hits").inc()
         self._quality_tick += 1
-        if self._quality_tick < self.settings.quality_sample_every:
-            return
+        if self._quality_tick < self.settings.quality_sample_every or self._measured:
+            return  # every n-th positive event, and at most one per batch
         self._quality_tick = 0
+        self._measured = True
+        self._measured = False  # a quality measurement was made in the current batch
         row = self.catalog.index.get(pid)
         if pid in profile.rejected or pid in profile.saved or pid in profile.booked:
             return
