@@ -70,7 +70,8 @@ def consuming(app: faust.App) -> bool:
 async def seek_back(app: faust.App, tp, offset: int) -> None:
     """Resume fetching ``tp`` and seek it to ``offset``: how a stalled partition (no fetch
     requests after a rebalance, faust-streaming issues 166 and 629) is made to fetch
-    again. The seek is the patched one (:func:`make_seek_complete`)."""
+    again. The seek is the patched one (:func:`make_seek_complete`). No test makes a
+    partition stall on demand; the timer's decision is ``StallWatch``'s doctest."""
     consumer = app.consumer
     consumer.resume_partitions({tp})
     await consumer.seek(tp, offset)
@@ -151,7 +152,10 @@ def make_seek_complete(app: faust.App, order: InputOrder, drop_one_in: int = 0,
     dropped (it is fetched again) and only a record of the current epoch moves the read
     offset. Every seek also sets the next offset ``order`` expects of the partition.
     Call it before the app starts: the fetch loop binds ``getmany`` and the read-offset
-    mapping when it starts.
+    mapping when it starts. The unit tests run Faust's fetch loop with calls to the
+    consumer thread made on the event loop; the race between a seek and a fetch on the
+    real thread is covered by the SIGKILL test of ``tests/integration/test_reliability.py``
+    (where it was found).
     """
     consumer = app.consumer
     dropped: set = set()  # fault injection (tests): each record lost once
