@@ -21,7 +21,6 @@ models) lives in the step object held by the app, never in module globals.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import faust
 
@@ -37,8 +36,6 @@ from streams.faust_internals import (
 )
 from streams.step import LeadStore, Step, partition_for
 from streams.topics import load_topics
-
-log = logging.getLogger("leadstream.worker")
 
 TOPICS = ("interactions", "properties", "recommendations", "lead-scores", "agent-insights",
           "agent-facts", "interactions-dlq")  # of topics.yaml, the ones the worker uses
