@@ -2,14 +2,14 @@
 
 A worker that starts, or that a rebalance hands a partition, reads that partition of the
 lead table's changelog whole before it handles the partition's events
-(``streams/durable.py``, point 6). This measures that on the embedded broker:
+(``streams/durable.py``; docs/reliability.md, point 6). This measures that on the embedded broker:
 
 1. ``leads`` lead records, each the stored value of a simulated lead with ``days`` of
    history (``features/record.py``; a few hundred distinct ones, reused under distinct
    keys), are written to the table's changelog topic, partitioned by key as the worker
    writes them;
 2. the restore itself: the worker's code (``StateRestorer`` reading every partition with
-   ``streams.app.read_partition``, all partitions at once as after a worker's start),
+   ``streams.readers.read_partition``, all partitions at once as after a worker's start),
    timed in this process from the assignment until every partition is ready;
 3. a worker is started on that changelog and timed from its start to ``/health/ready``
    (which waits for every restore); it must hold every lead. The reference, in the same
@@ -60,8 +60,8 @@ async def _write_changelog(s, topic: str, partitions: int, values: list[bytes],
 
 async def _restore_here(s, topic: str, partitions: int) -> tuple[float, int]:
     """(seconds, leads): the worker's restore of every partition of ``topic``, here."""
-    from streams.app import read_partition
     from streams.durable import StateRestorer
+    from streams.readers import read_partition
     from streams.step import partition_for
 
     data: dict = {}

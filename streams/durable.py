@@ -1,90 +1,22 @@
-"""Patches that make Faust's at-least-once delivery hold across crashes and rebalances.
+"""The worker's delivery rules as pure state machines: no Faust, no Kafka client.
 
 The pipeline is idempotent per lead by input offset (``streams.step``), so reading an
 event twice is harmless; what must never happen is a committed offset whose event never
-reached the tables. In faust-streaming 0.15 four paths do exactly that; each was found
-with ``tests/integration/test_reliability.py`` (two SIGKILLs mid-stream) and per-offset
-logging of the worker:
+reached the tables, or a lead's state read from an incomplete copy. The classes here
+decide what the worker does about that; ``streams.faust_internals`` patches Faust where it
+would break the guarantee and feeds these classes from Faust's consumer. Each is driven
+by plain values and callables, so its doctest and ``tests/test_durable.py`` need no
+broker.
 
-1. **Flush before commit.** Faust commits a source offset after ``producer.flush()``,
-   so every changelog write of the events before it is on the broker first. But
-   ``ProducerBuffer.flush()`` waits for one message at a time with a 0.1 s timeout and
-   returns on the first timeout with messages still queued, and it ignores the message
-   its sending task has taken off the queue but not yet handed to the Kafka client.
-   :func:`make_flush_durable` drains both before returning; ``Producer.flush()`` then
-   waits for the aiokafka client's acks.
+- :class:`InputOrder` and :class:`OrderGuard`: each input partition's offsets reach the
+  agent in order and whole; a record past a hole is refused (never committed) until the
+  broker confirms the hole empty or the partition has been sought back and read again.
+- :class:`Ownership` and :class:`StateRestorer`: a partition's state is trusted only
+  while every consumer-group generation assigns it here; otherwise it is dropped and
+  read whole from its changelog partition before the agent takes its events.
+- :class:`StallWatch`: input partitions whose read position stopped with records waiting.
 
-2. **Seek when nothing is committed.** After every rebalance Faust seeks each partition
-   to its committed offset, because records fetched while the partition was paused for
-   table recovery were dropped. aiokafka's ``seek_to_committed`` does nothing for a
-   partition with no committed offset (or offset 0), so those dropped records are lost:
-   a worker replacing one killed before its first commit started at offset 360 (then
-   232) of every partition instead of 0. :func:`make_seek_complete` seeks such
-   partitions to the beginning (``auto_offset_reset=earliest``); replays are skipped.
-
-3. **A seek is not undone by the batch in flight.** Faust's fetch loop drops every record
-   below the partition's "read offset" and sets that offset after delivering each record.
-   A seek resets it, but the loop goes on delivering the rest of the batch it fetched
-   before the seek (the stream skips those records: recovery is not finished) and sets
-   the read offset again, so the records the seek asked for are then dropped as old:
-   a replacement worker logged ``read offset 152 -> None`` (the seek) then
-   ``None -> 153`` (the stale batch) and never processed offsets 0-152; with nothing
-   committed yet, Faust's commit does not see that gap at the head and commits past it.
-   :func:`make_seek_complete` drops what a batch fetched before a seek still holds for
-   the partitions the seek moved, and ignores read offsets such a batch sets. (It also
-   runs seeks on the consumer's thread, where fetches run: Faust calls the Kafka
-   client's ``seek`` from the event loop's thread while a fetch may be running.) Which
-   batch is stale is decided on the consumer's thread too, in the same step as the seek
-   and as the fetch's return: deciding it on the event loop's thread after the seek had
-   returned let a fetch from the *new* position finish in between and be dropped as
-   stale. That was the loss behind three failures of the SIGKILL test on fresh clones
-   (two CI runs and one here; each time one input partition's leads short or never
-   processed, lag 0): the broker's data of the last
-   one shows input partition 1 processed up to offset 187 by the killed worker, its
-   changelog complete up to there, and nothing of that partition ever processed or
-   committed by the replacement (the order guard of (5) refused every record after the
-   dropped ones, waiting for the sought offset 0; before the guard, Faust committed
-   past them).
-
-4. **No commit for skipped events.** After a generation change Faust's pure-Python stream
-   iterator skips the events fetched under the previous generation and *acks* them; the
-   next commit then moves past events that were never processed. :func:`make_acks_safe`
-   refuses those acks (the seek of (2) reads them again). The compiled iterator that
-   faust-streaming ships for CPython inlines the ack and already skips without acking;
-   the patch covers installs without it (``NO_CYTHON``).
-
-5. **Every offset, in order.** The four above are the holes found so far; a record that
-   still goes missing between the Kafka client and the agent would otherwise be committed
-   past (Faust takes a jump in offsets for a gap, e.g. a transaction marker, and commits
-   across it) and, worse, the lead's later offsets would make the per-lead idempotency
-   skip it for good. :class:`InputOrder` and :class:`OrderGuard` make the interactions
-   agent take each partition's offsets in order: a record past a hole is refused (not
-   acked, so never committed) until the broker says the hole is real (no records there)
-   or the partition has been sought back and has read the missing records again. One CI
-   run of the SIGKILL test ended with 39 events of three leads missing although the
-   worker had read every offset, and no traced run has reproduced it since; whatever the
-   cause, a record that does not reach the agent now ends in a warning, a count in
-   ``leadstream_input_gaps_total`` and a re-read, never in a commit past it.
-
-6. **Lead state restored by the worker, not by Faust's recovery.** Faust's restore of a
-   table from its changelog is an intricate per-generation state machine in
-   faust-streaming 0.15 (offsets kept across rebalances, buffers applied late, a memory
-   store that deletes keys of partitions it considers gone); it was suspected of the
-   losses of (3) until the broker's data showed the changelog and the restored state
-   complete; it also hung once here on the agent-stats table, waiting for changelog
-   records that never came. :class:`Ownership` and :class:`StateRestorer` replace it for
-   both tables with a rule that can be checked: a partition's leads
-   are trusted only if this worker held the partition in every generation since it last
-   read the partition's changelog; on any other assignment its in-memory copy is dropped
-   and the changelog partition is read again from its start to its end offset (with a
-   consumer of its own) before the agent handles any event of that partition. Faust's
-   recovery is switched off for them (:func:`make_restore_owned`).
-
-7. **No commit after a failed delivery.** ``Producer.flush()`` returns when every record
-   handed to the Kafka client is done, delivered or failed; a failed changelog write
-   would then be committed past like a delivered one. :func:`make_delivery_checked`
-   makes the flush before each commit raise once any watched record failed, so the
-   worker stops (and is restarted from the last good commit) instead of committing.
+How each gap they close was found: ``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -93,10 +25,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable
-
-import faust
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +77,7 @@ class StallWatch:
 
 
 class InputOrder:
-    """Per input partition, the next offset the agent must handle (point 5 above).
+    """Per input partition, the next offset the agent must handle (reliability point 5).
 
     :meth:`check` sorts each delivered record: ``"next"`` (handle it), ``"again"`` (handled
     before, or before the position last sought: skip it) or ``"gap"`` (records before it
@@ -212,28 +142,45 @@ class InputOrder:
         self._next[tp] = offset + 1
 
 
-def refuse(app: faust.App, message) -> None:
-    """Leave ``message`` unhandled and uncommitted: Faust neither acks it nor commits past
-    it (the partition is read again from there, here or by its new owner)."""
-    message.acked = True
-    app.consumer._unacked_messages.discard(message)
-
-
 class OrderGuard:
-    """Admit a partition's records to the agent only in offset order (point 5 above).
+    """Admit a partition's records to the agent only in offset order (reliability point 5).
 
     ``first_offset(tp, offset)`` asks the broker for the first offset at or after
-    ``offset`` that holds a record (None if it cannot tell); ``on_gap(tp, kind)`` counts
-    ``"verified"`` gaps (nothing there: a transaction marker, compaction, retention) and
-    ``"reread"`` ones (records that never reached the agent, read again).
+    ``offset`` that holds a record (None if it cannot tell); ``refuse(message)`` leaves a
+    record unacked and uncommitted; ``seek(tp, offset)`` reads a partition again from
+    ``offset`` (and tells ``order``, as the worker's patched seek does); ``on_gap(tp,
+    kind)`` counts ``"verified"`` gaps (nothing there: a transaction marker, compaction,
+    retention) and ``"reread"`` ones (records that never reached the agent, read again).
+
+    >>> import asyncio
+    >>> from collections import namedtuple
+    >>> p0 = namedtuple("TP", "topic partition")("interactions", 0)
+    >>> class Msg:
+    ...     def __init__(self, offset): self.tp, self.offset = p0, offset
+    ...     def __repr__(self): return f"Msg({self.offset})"
+    >>> order, refused, seeks = InputOrder(), [], []
+    >>> async def first_offset(tp, offset): return offset   # the broker holds the record
+    >>> async def seek(tp, offset): seeks.append(offset); order.sought(tp, offset)
+    >>> guard = OrderGuard(order, first_offset, refuse=refused.append, seek=seek)
+    >>> order.sought(p0, 10)
+    >>> async def admit(*offsets): return [await guard.admit(Msg(o)) for o in offsets]
+    >>> asyncio.run(admit(10, 12, 13))   # 11 never arrived: what follows waits
+    ['next', 'gap', 'gap']
+    >>> refused, seeks                   # refused (never committed), 11 read again once
+    ([Msg(12), Msg(13)], [11])
+    >>> asyncio.run(admit(11, 12, 10))
+    ['next', 'next', 'again']
     """
 
-    def __init__(self, app: faust.App, order: InputOrder,
+    def __init__(self, order: InputOrder,
                  first_offset: Callable[..., Awaitable[int | None]],
+                 refuse: Callable[..., None],
+                 seek: Callable[..., Awaitable[None]],
                  on_gap: Callable[..., None] = lambda tp, kind: None,
                  patience: float = 5.0):
-        self.app, self.order = app, order
+        self.order = order
         self.first_offset, self.on_gap = first_offset, on_gap
+        self.refuse, self.seek = refuse, seek
         self.patience = patience
         self._first: dict = {}  # tp -> (expected offset, first offset there)
         self._waiting: dict = {}  # tp -> when records began to be refused awaiting a seek
@@ -254,14 +201,14 @@ class OrderGuard:
             seeks = self.order.seeks(tp)
             first = await self.first_offset(tp, want)
             if self.order.seeks(tp) != seeks:  # sought meanwhile (a rebalance): it comes again
-                refuse(self.app, message)
+                self.refuse(message)
                 return GAP
             self._first[tp] = (want, first)
         if first == offset:  # nothing between: a real gap
             self.order.accept(tp, offset)
             self.on_gap(tp, "verified")
             return NEXT
-        refuse(self.app, message)
+        self.refuse(message)
         now = time.monotonic()
         since = self._waiting.setdefault(tp, now)
         if self.order.rewinding(tp) and now - since > self.patience:
@@ -274,7 +221,7 @@ class OrderGuard:
                         " reading them again", tp.partition, want, offset)
             self.on_gap(tp, "reread")
             try:
-                await self.app.consumer.seek(tp, want)
+                await self.seek(tp, want)
             except Exception as err:  # e.g. revoked meanwhile: the rebalance seeks it
                 log.warning("input partition %d: seek to %d failed: %r", tp.partition, want,
                             err)
@@ -282,7 +229,7 @@ class OrderGuard:
 
 
 class Ownership:
-    """Which input partitions' lead state this worker holds whole (point 6 above).
+    """Which input partitions' lead state this worker holds whole (reliability point 6).
 
     Feed it each assignment, in order, with its consumer-group generation;
     :meth:`assigned` returns the partitions whose state must be read again from the
@@ -327,7 +274,8 @@ class Ownership:
 
 class StateRestorer:
     """Keeps ``data`` (lead key -> stored value) holding exactly the leads of the input
-    partitions this worker owns, each read whole from its changelog partition (point 6).
+    partitions this worker owns, each read whole from its changelog partition (reliability
+    point 6).
 
     ``partition_of(key)`` is a key's partition; ``read(partition)`` is an async iterator
     of the ``(key, value or None)`` records of that changelog partition from its start
@@ -445,236 +393,3 @@ class StateRestorer:
             except Exception:  # noqa: BLE001 (the restore's own failure: see on_failure)
                 return False
         return True
-
-
-def make_restore_owned(app: faust.App, owned: list) -> None:
-    """Switch Faust's changelog recovery off for the tables of ``owned``, a list of
-    ``(table, restorer, input topic name)``, and hand each assignment of a table's input
-    topic to its :class:`StateRestorer` instead (point 6 above).
-
-    Faust then never reads those tables' changelog partitions (they stay paused; the
-    restorers read them with consumers of their own) and never deletes their keys.
-    """
-    tables = app.tables
-    on_rebalance = tables.on_rebalance
-
-    def skip(add):
-        def wrapped(t, tp) -> None:
-            if not any(t is table for table, _, _ in owned):
-                add(t, tp)
-        wrapped.skips = True  # type: ignore[attr-defined]
-        return wrapped
-
-    async def rebalanced(assigned, revoked, newly_assigned, generation_id=0) -> None:
-        recovery = tables.recovery  # created when the table manager starts
-        if not getattr(recovery.add_active, "skips", False):
-            recovery.add_active = skip(recovery.add_active)
-            recovery.add_standby = skip(recovery.add_standby)
-        if generation_id == app.consumer_generation_id:  # else Faust ignores it too
-            for _, restorer, topic in owned:
-                restorer.on_assigned(generation_id,
-                                     {tp.partition for tp in assigned if tp.topic == topic})
-        await on_rebalance(assigned, revoked, newly_assigned, generation_id)
-
-    tables.on_rebalance = rebalanced
-
-
-def make_delivery_checked(app: faust.App) -> Callable[[asyncio.Future], None]:
-    """Patch ``app``'s producer so ``flush()`` (which every offset commit awaits first)
-    raises once a watched record failed to be delivered (point 7 above). Returns
-    ``watch(future)`` for the futures the producer's ``send`` returns."""
-    producer = app.producer
-    flush = producer.flush
-    failed: list = []
-
-    def done(fut: asyncio.Future) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            if not failed:
-                log.error("a record was not delivered (%r): no offset is committed from "
-                          "now on, the worker stops", fut.exception())
-            failed.append(fut.exception())
-
-    async def checked_flush() -> None:
-        await flush()
-        if failed:
-            raise RuntimeError(f"{len(failed)} records were not delivered (first: "
-                               f"{failed[0]!r}): refusing to commit past them")
-
-    producer.flush = checked_flush
-    return lambda fut: fut.add_done_callback(done)
-
-
-def make_at_least_once(app: faust.App, drop_one_in: int = 0,
-                       drop_topic: str | None = None) -> InputOrder:
-    """Apply the patches to ``app`` (before it starts); returns the seek-aware
-    :class:`InputOrder` for an :class:`OrderGuard`. ``drop_one_in`` > 0 (tests only) makes
-    the fetch lose, once, every record of ``drop_topic`` whose offset is ``n - 1`` modulo
-    ``drop_one_in``: the loss the guard exists to catch."""
-    order = InputOrder()
-    make_flush_durable(app)
-    make_seek_complete(app, order, drop_one_in, drop_topic)
-    make_acks_safe(app)
-    return order
-
-
-def make_flush_durable(app: faust.App) -> None:
-    """Patch ``app``'s producer buffer so ``flush()`` drains it completely.
-
-    Call it before the app starts: the buffer's sending task picks up the wrapped
-    ``_send_pending`` when it starts.
-    """
-    buffer = app.producer.buffer
-    in_flight = 0
-    send = buffer._send_pending
-
-    async def send_pending(fut) -> None:
-        nonlocal in_flight
-        in_flight += 1
-        try:
-            await send(fut)
-        finally:
-            in_flight -= 1
-
-    async def flush() -> None:
-        while buffer.size or in_flight:
-            if buffer.state != "running":
-                raise RuntimeError("Cannot flush: producer buffer not running")
-            buffer.message_sent.clear()
-            try:
-                await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.1)
-            except TimeoutError:
-                continue
-
-    buffer._send_pending = send_pending
-    buffer.flush = flush
-
-
-def make_seek_complete(app: faust.App, order: InputOrder, drop_one_in: int = 0,
-                       drop_topic: str | None = None) -> None:
-    """Patch ``app``'s consumer so a seek always takes effect (points 2 and 3 above).
-
-    Each partition has an epoch, raised when a seek of it has completed; each fetched
-    batch is tagged with the epochs current when the fetch completed. A record whose
-    partition was seeked since is dropped (it is fetched again from the new position),
-    and only a record of the current epoch may move Faust's read offset. Both steps run
-    on the consumer's thread, in the same step as the seek and as the fetch's return:
-    a batch fetched after a seek always carries that seek's epoch. (Raising the epoch on
-    the event loop's thread once the seek had returned, as an earlier version did, let a
-    fetch from the new position complete in between and be tagged with the old epoch:
-    the records from the sought offset on were then dropped as stale, and the partition
-    starved or, before the order guard, was committed past; CI lost every lead of one
-    partition that way.) Call it before the app starts: the fetch loop binds ``getmany``
-    and the read-offset mapping when it starts. Every seek also sets the next offset
-    ``order`` expects of the partition.
-    """
-    consumer = app.consumer
-    dropped: set = set()  # fault injection (tests): each record lost once
-    epoch: Counter = Counter()  # per (topic, partition)
-    tagged: dict[str, Counter] = {"fetch": Counter(), "delivered": Counter()}
-    seeking: Counter = Counter()
-
-    class ReadOffsets(defaultdict):
-        """Faust's read offsets, refusing writes for records fetched before a seek."""
-
-        def __setitem__(self, tp, offset) -> None:
-            key = (tp.topic, tp.partition)
-            if seeking[key] or tagged["delivered"][key] == epoch[key]:
-                super().__setitem__(tp, offset)
-
-        def update(self, offsets) -> None:  # only ``perform_seek`` writes in bulk
-            for tp, offset in dict(offsets).items():
-                super().__setitem__(tp, offset)
-
-    consumer._read_offset = ReadOffsets(lambda: None, consumer._read_offset)
-    fetch, getmany = consumer._getmany, consumer.getmany
-    thread = consumer._thread
-    fetch_records = thread._fetch_records
-
-    class Tagged(dict):
-        """A fetched batch with the epochs current when it was fetched."""
-
-        epochs: Counter
-
-    async def fetch_records_tagged(*args, **kwargs):
-        records = Tagged(await fetch_records(*args, **kwargs))
-        records.epochs = epoch.copy()  # consumer's thread, the step the fetch returned in
-        return records
-
-    async def fetch_tagged(active_partitions, timeout):
-        records = await fetch(active_partitions, timeout)
-        tagged["fetch"] = records.epochs if isinstance(records, Tagged) else epoch.copy()
-        return records
-
-    async def getmany_current(timeout: float):
-        batch = getmany(timeout=timeout)
-        try:
-            async for tp, message in batch:
-                key = (tp.topic, tp.partition)
-                if epoch[key] != tagged["fetch"][key]:
-                    continue  # fetched before a seek of this partition: read again
-                if (drop_one_in and tp.topic == drop_topic
-                        and message.offset % drop_one_in == drop_one_in - 1
-                        and (key, message.offset) not in dropped):
-                    dropped.add((key, message.offset))
-                    continue
-                tagged["delivered"][key] = epoch[key]
-                yield tp, message
-        finally:
-            await batch.aclose()
-
-    def seek_in_thread(tp, offset: int) -> None:
-        thread.seek(tp, offset)
-        epoch[(tp.topic, tp.partition)] += 1  # the same step: no fetch returns in between
-
-    async def seek_now(tp, offset: int) -> None:
-        key = (tp.topic, tp.partition)
-        seeking[key] += 1
-        # the order first: a record the agent gets from here on is measured against the
-        # sought offset, whenever the event loop resumes after the seek
-        order.sought(tp, offset)
-        try:
-            await thread.call_thread(seek_in_thread, tp, offset)
-            consumer._read_offset[tp] = offset if offset else None
-        except BaseException:
-            order.seek_failed(tp)  # the next hole the guard sees seeks again
-            raise
-        finally:
-            seeking[key] -= 1
-
-    async def seek_to_committed_in_thread():
-        committed = await thread._ensure_consumer().seek_to_committed()  # those > 0
-        for tp, offset in committed.items():
-            if offset:  # the step the seeks were made in: no fetch returned in between
-                epoch[(tp.topic, tp.partition)] += 1
-        return committed
-
-    async def seek_complete():
-        committed = await thread.call_thread(seek_to_committed_in_thread)
-        changelogs = app.tables.changelog_topics
-        for tp, offset in committed.items():
-            if offset:
-                order.sought(tp, offset)
-            elif tp.topic not in changelogs:
-                await seek_now(tp, 0)
-        return committed
-
-    thread._fetch_records = fetch_records_tagged
-    consumer._getmany = fetch_tagged
-    consumer.getmany = getmany_current
-    consumer.seek = seek_now
-    consumer.seek_to_committed = seek_complete
-
-
-def make_acks_safe(app: faust.App) -> None:
-    """Patch ``app``'s consumer so events skipped on a generation change stay uncommitted."""
-    consumer = app.consumer
-    ack = consumer.ack
-
-    def safe_ack(message) -> bool:
-        if (message.generation_id != app.consumer_generation_id
-                or not app.flow_control.is_active()):
-            consumer._unacked_messages.discard(message)
-            return False  # read again after the seek to the committed offset
-        return ack(message)
-
-    consumer.ack = safe_ack

@@ -1,7 +1,7 @@
 """The worker's work as one pure step: one batch of one input partition in, the leads it
 changed and one typed list of outputs out. Knows no Faust and no broker: the agent in
-``streams/app.py``, ``evaluate``, ``bench stages`` and ``bench scale`` all call
-:meth:`Step.run`, so the per-event sequence exists once.
+``streams/agents.py``, ``bench stages``, ``bench scale`` and the tests all call
+:meth:`Step.run`, so the worker's per-event sequence exists once.
 
 Per event, in offset order: validate (:meth:`Step.ingest`), skip a replayed offset,
 de-duplicate, update the lead's features (exact per event), measure online quality,

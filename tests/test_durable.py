@@ -1,5 +1,6 @@
-"""The offset-order guard in front of the interactions agent (streams/durable.py), with a
-stand-in for Faust's consumer: which records it admits, refuses and reads again."""
+"""The pure state machines of streams/durable.py: the offset-order guard in front of the
+interactions agent, with a stand-in for Faust's consumer (which records it admits,
+refuses and reads again), and the restore of lead state from the changelog."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ class Consumer:
     def __init__(self, order: InputOrder, fail: bool = False):
         self.order, self.fail = order, fail
         self.seeks: list = []
-        self._unacked_messages: set = set()
 
     async def seek(self, tp, offset):  # like the patched seek: the order learns of it
         self.seeks.append((tp.partition, offset))
@@ -31,9 +31,8 @@ class Consumer:
         self.order.sought(tp, offset)
 
 
-class App:
-    def __init__(self, consumer):
-        self.consumer = consumer
+def refuse(message) -> None:  # as streams.faust_internals.refuse marks a refused record
+    message.acked = True
 
 
 def _guard(first: dict, fail: bool = False):
@@ -47,7 +46,8 @@ def _guard(first: dict, fail: bool = False):
         asked.append(offset)
         return first.get(offset)
 
-    guard = OrderGuard(App(consumer), order, first_offset, lambda tp, kind: gaps.append(kind))
+    guard = OrderGuard(order, first_offset, refuse=refuse, seek=consumer.seek,
+                       on_gap=lambda tp, kind: gaps.append(kind))
     return guard, order, consumer, gaps, asked
 
 
@@ -112,7 +112,7 @@ def test_a_seek_while_the_broker_is_asked_refuses_the_record_instead_of_taking_t
         order.sought(tp, 10)
         return 13  # the broker's answer (13 follows the hole) is about the old position
 
-    guard = OrderGuard(App(consumer), order, first_offset)
+    guard = OrderGuard(order, first_offset, refuse=refuse, seek=consumer.seek)
     order.sought(P0, 10)
     held = Message(13)
     assert _admit(guard, 10, 11) == [NEXT, NEXT]
@@ -130,7 +130,8 @@ def test_a_sought_offset_that_never_comes_back_is_sought_again():
     async def first_offset(tp, offset):
         return offset  # the broker holds the sought record
 
-    guard = OrderGuard(App(consumer), order, first_offset, patience=0.05)
+    guard = OrderGuard(order, first_offset, refuse=refuse, seek=consumer.seek,
+                       patience=0.05)
     order.sought(P0, 0)
     assert _admit(guard, 7, 8) == [GAP, GAP]  # stale: waiting for 0
     assert consumer.seeks == []
@@ -257,38 +258,6 @@ def test_a_failed_read_is_retried_until_it_succeeds():
         r = StateRestorer(data, lambda k: 0, read, retry_delay=0.01)
         r.on_assigned(1, {0})
         assert await r.ready(0, timeout=5) and data == {b"0:a": b"1"} and len(calls) == 2
-
-    asyncio.run(run())
-
-
-def test_a_failed_delivery_makes_the_flush_before_a_commit_raise():
-    from streams.durable import make_delivery_checked
-
-    class Producer:
-        async def flush(self):
-            pass
-
-    class FaustApp:
-        producer = Producer()
-
-    async def run():
-        app = FaustApp()
-        watch = make_delivery_checked(app)
-        ok, lost = asyncio.get_running_loop().create_future(), \
-            asyncio.get_running_loop().create_future()
-        watch(ok)
-        watch(lost)
-        ok.set_result("metadata")
-        await asyncio.sleep(0)
-        await app.producer.flush()  # everything delivered so far: the commit may go on
-        lost.set_exception(TimeoutError("no broker"))
-        await asyncio.sleep(0)
-        try:
-            await app.producer.flush()
-        except RuntimeError as err:
-            assert "1 records were not delivered" in str(err)
-        else:
-            raise AssertionError("flush must refuse once a record was lost")
 
     asyncio.run(run())
 

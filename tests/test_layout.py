@@ -82,3 +82,23 @@ def test_settings_file(tmp_path, monkeypatch):
     monkeypatch.setenv("LEADSTREAM_TOP_K", "7")  # the environment wins over the file
     s = Settings()
     assert (s.topic_prefix, s.top_k) == ("prod-", 7)
+
+
+def test_only_faust_internals_reaches_past_faust_s_api():
+    """``streams/durable.py`` is pure (no Faust, no Kafka client), and no module of
+    ``streams/`` but ``faust_internals.py`` touches another object's private attributes or
+    the parts of Faust's consumer and app it reaches into (docs/reliability.md)."""
+    for n in _imports(REPO / "streams" / "durable.py"):
+        assert n.split(".")[0] not in {"faust", "aiokafka", "kafka", "mode"}, n
+    internals = {"assignor", "recovery", "highwater", "resume_partitions", "flow_active",
+                 "flow_control", "rebalancing"}
+    for path in (REPO / "streams").glob("*.py"):
+        if path.name == "faust_internals.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            private = node.attr.startswith("_") and not node.attr.startswith("__") and not (
+                isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            assert not private and node.attr not in internals, \
+                f"{path.name}:{node.lineno} .{node.attr}"

@@ -64,10 +64,9 @@ def _label_values(base: str, query: str) -> set[str]:
         return {s[label] for s in json.loads(r.read())["data"] if label in s}
 
 
-# Series a worker has from its start only once streams/app.py calls Metrics.init_labels
-# (before that, from the first stall or gap): a query of nothing else may come back empty
-# only while the worker does not expose them yet.
-_INIT_ONLY = {"leadstream_partition_stalls_total", "leadstream_input_gaps_total"}
+# Series a query may find empty because the worker does not expose them yet: none (the
+# worker initialises every labelled counter at 0, streams/web.py declare_series).
+_INIT_ONLY: set = set()
 
 
 def _rules() -> list[dict]:

@@ -1,0 +1,127 @@
+"""The worker's agents: interactions through the step, agent facts into running figures,
+listings checked. Agents only wire: take records, call pure code, write the table, send.
+
+The interactions agent takes what has been fetched (up to ``batch_max_events`` or
+``batch_max_wait_ms``), lets each record through the trust check (its partition's state
+is whole here, ``streams.durable.StateRestorer``) and the offset-order guard
+(``streams.durable.OrderGuard``), runs one :meth:`streams.step.Step.run` per partition and
+writes each changed lead once (``features_by_lead``, keyed by the raw lead id and
+co-partitioned with ``interactions``) before it sends the outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import orjson
+
+from leadstream.outputs import AgentInsight
+from models.agents import AgentStats, insights
+from streams.context import Context
+from streams.durable import AGAIN, NEXT
+from streams.faust_internals import refuse
+from streams.step import ALERT, DEAD_LETTER, FACT, RECOMMENDATION, REKEY, SCORE, Record
+
+
+def add_agents(ctx: Context) -> tuple:
+    """Declare the agents on ``ctx.app``; returns (interactions agent, listings agent)."""
+    app, settings, step, store = ctx.app, ctx.settings, ctx.step, ctx.store
+    restorer, guard, emit, catalog_ready = ctx.restorer, ctx.guard, ctx.emit, ctx.catalog_ready
+    changelog, t = ctx.changelog, ctx.topics
+    topic_of = {DEAD_LETTER: t["interactions-dlq"], REKEY: t["interactions"],
+                RECOMMENDATION: t["recommendations"], SCORE: t["lead-scores"],
+                FACT: t["agent-facts"], ALERT: t["agent-insights"]}
+
+    @app.agent(t["interactions"], name="process_interactions")
+    async def process_interactions(stream):
+        """Per batch fetched (up to ``batch_max_events`` or ``batch_max_wait_ms``): the
+        records each partition may take, in offset order, through one step; each changed
+        lead written once; the outputs sent. Faust acks the batch's records after this
+        body returns, so every commit covers only records whose writes the producer holds
+        (the commit flushes it first)."""
+        await catalog_ready.wait()
+        within = settings.batch_max_wait_ms / 1000.0
+        async for events in stream.take_events(settings.batch_max_events, within=within):
+            received = time.time()
+            parts: dict[int, list] = {}
+            for event in events:
+                msg = event.message
+                p = msg.partition
+                if not restorer.trusted(p) and (
+                        not await restorer.ready(p)
+                        or msg.generation_id != app.consumer_generation_id):
+                    refuse(app, msg)  # not this worker's any more, or fetched before a
+                    continue          # rebalance: read again from the committed offset
+                verdict = await guard.admit(msg)
+                if verdict is not NEXT:  # seen before, or past a hole being read again
+                    if verdict is AGAIN:
+                        step.replayed_again()
+                    continue
+                parts.setdefault(p, []).append(
+                    (msg, Record(event.key, event.value, msg.offset, received)))
+            for p, items in parts.items():
+                if not restorer.trusted(p):  # moved while the guard asked the broker
+                    for msg, _ in items:
+                        refuse(app, msg)
+                    continue
+                # from the trust check to the table writes nothing is awaited
+                try:
+                    res = step.run(p, [r for _, r in items], store)
+                except Exception:
+                    store.forget_decoded()  # live copies may be half-updated
+                    raise
+                writes = [(key, store.put(key, state)) for key, state in res.changed.items()]
+                for key, value in writes:
+                    await emit(changelog, key, value, partition=p)
+                for o in res.outputs:
+                    await emit(topic_of[o.kind], o.key, o.value, o.partition, o.headers)
+
+    agent_stats, stats_restorer = ctx.agent_stats, ctx.stats_restorer
+
+    @app.agent(t["agent-facts"], name="aggregate_agent_facts")
+    async def aggregate_agent_facts(stream):
+        """Every agent's running figures, on the worker that holds the agent-facts topic."""
+        async for event in stream.events():
+            msg = event.message
+            if not stats_restorer.trusted(msg.partition) and (
+                    not await stats_restorer.ready(msg.partition)
+                    or msg.generation_id != app.consumer_generation_id):
+                refuse(app, msg)
+                continue
+            fact = orjson.loads(event.value)
+            key = fact["agent_id"].encode()
+            stored = agent_stats.get(key)
+            st = AgentStats.from_dict(orjson.loads(stored)) if stored else AgentStats()
+            st.add(fact)
+            agent_stats[key] = orjson.dumps(st.to_dict())
+
+    dlq = t["interactions-dlq"]
+
+    @app.agent(t["properties"], name="validate_listings")
+    async def validate_listings(stream):
+        async for event in stream.events():
+            msg = event.message
+            res = step.check_listing(event.value, event.key, msg.topic)
+            if res is not None:
+                await dlq.send(key=event.key, value=event.value,
+                               headers=res.headers(msg.topic, msg.partition, msg.offset))
+
+    return process_interactions, validate_listings
+
+
+def team_insights(ctx: Context) -> dict[str, dict]:
+    """Insights of every agent in the agent-stats table (this worker's copy)."""
+    team = {k.decode(): AgentStats.from_dict(orjson.loads(v))
+            for k, v in list(ctx.agent_stats.data.items())}
+    return insights(team)
+
+
+async def publish_insights(ctx: Context) -> None:
+    """Send every agent's insights to ``agent-insights`` (a timer's body)."""
+    now = datetime.now(UTC)
+    for agent, ins in team_insights(ctx).items():
+        rec = AgentInsight(generated_at=now, **ins)
+        await ctx.topics["agent-insights"].send(key=agent.encode(),
+                                                value=orjson.dumps(rec.model_dump(mode="json")))
+        ctx.step.metrics.agent_insights.inc()

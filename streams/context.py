@@ -1,0 +1,57 @@
+"""What the agents, timers and views of one worker share: built once by
+:func:`streams.app.create_app`, handed to ``streams.agents``, ``streams.timers`` and
+``streams.web``. Nothing here is a module global: every app has its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from models.snapshot import SnapshotStore
+from streams.durable import OrderGuard, StateRestorer
+from streams.step import LeadStore, Step
+from streams.topics import TopicSpec
+
+
+@dataclass
+class Context:
+    settings: Any
+    app: faust.App
+    specs: dict[str, TopicSpec]
+    n: int  # partitions of ``interactions`` (and of the lead table)
+    step: Step  # the pure batch step, and the catalog and models every worker holds whole
+    topics: dict  # logical name (as in topics.yaml) -> faust Topic
+    leads: Any  # the ``features_by_lead`` table
+    agent_stats: Any  # the ``agent_stats_v1`` table
+    store: LeadStore  # the lead table's values, recently active leads decoded
+    restorer: StateRestorer  # the lead table's partitions, read back from the changelog
+    stats_restorer: StateRestorer  # the same for the agent-stats table
+    guard: OrderGuard  # input offsets in order, in front of the interactions agent
+    snapshots: SnapshotStore
+    emit: Callable  # ``emitter``: a record to the producer, its delivery checked
+    catalog_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def changelog(self):
+        """The lead table's changelog topic."""
+        return self.leads.changelog_topic
+
+
+def emitter(producer, watch: Callable[[asyncio.Future], None], out_topics: dict) -> Callable:
+    """``emit(topic, key, value, partition=None, headers=None)`` for the faust topics of
+    ``out_topics`` (topic -> full name).
+
+    It hands a record to the producer: cheaper than ``Topic.send`` per event, and as safe:
+    every offset commit first waits for the producer to deliver all it holds, and refuses
+    if any of these records failed (``watch``: ``streams.faust_internals``,
+    ``make_delivery_checked``)."""
+
+    async def emit(topic, key: bytes | None, value: bytes | None, partition: int | None = None,
+                   headers=None) -> None:
+        watch(await producer.send(out_topics[topic], key, value, partition, None, headers))
+
+    return emit

@@ -1,0 +1,348 @@
+"""Every use of Faust's and aiokafka's internals, each behind one small function.
+
+Nothing else in leadstream reaches past Faust's public API: the patches that close the
+gaps of faust-streaming 0.15's at-least-once delivery (``make_*``) and the accessors for
+what Faust keeps private (read positions, committed offsets, the assignor's partitions,
+unacked messages) are all here, each with its contract. The rules they serve are the
+pure state machines of ``streams.durable``; how each gap was found is told in
+``docs/reliability.md``. A Faust or aiokafka upgrade starts by reading this module and
+running ``tests/test_faust_internals.py`` (one test per patch that fails without it)
+and ``tests/integration/test_reliability.py``.
+
+Apply the patches before the app starts: Faust's fetch loop and the producer buffer's
+sending task bind the methods they call when they start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable
+
+import faust
+
+from streams.durable import InputOrder
+
+log = logging.getLogger(__name__)
+
+
+# ---- what the agents and timers read and do through Faust's consumer ------------------
+
+def refuse(app: faust.App, message) -> None:
+    """Leave ``message`` unhandled and uncommitted: Faust neither acks it nor commits past
+    it (the partition is read again from there, here or by its new owner)."""
+    message.acked = True
+    app.consumer._unacked_messages.discard(message)
+
+
+def input_positions(app: faust.App, topic: str) -> dict:
+    """Per assigned partition of ``topic``: ``(next offset to read, end offset)``. Faust
+    keeps the last offset it delivered (``_read_offset``) and the last it committed
+    privately; a partition with no metadata yet is left out."""
+    consumer = app.consumer
+    out = {}
+    for tp in consumer.assignment():
+        if tp.topic != topic:
+            continue
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 (no metadata yet)
+            continue
+        read = consumer._read_offset.get(tp)
+        pos = read + 1 if read is not None else consumer._committed_offset.get(tp) or 0
+        out[tp] = (pos, end or 0)
+    return out
+
+
+def committed_offset(app: faust.App, tp) -> int:
+    """The offset of ``tp`` this worker last committed (0 if none)."""
+    return app.consumer._committed_offset.get(tp) or 0
+
+
+def consuming(app: faust.App) -> bool:
+    """Whether records flow to the agents now: not paused, not rebalancing (read positions
+    legitimately stand still otherwise)."""
+    return bool(app.consumer.flow_active and app.flow_control.is_active()
+                and not app.rebalancing)
+
+
+async def seek_back(app: faust.App, tp, offset: int) -> None:
+    """Resume fetching ``tp`` and seek it to ``offset``: how a stalled partition (no fetch
+    requests after a rebalance, faust-streaming issues 166 and 629) is made to fetch
+    again. The seek is the patched one (:func:`make_seek_complete`). No test makes a
+    partition stall on demand; the timer's decision is ``StallWatch``'s doctest."""
+    consumer = app.consumer
+    consumer.resume_partitions({tp})
+    await consumer.seek(tp, offset)
+
+
+def held_partitions(app: faust.App, topic: str) -> set[int] | None:
+    """The partitions of ``topic`` this worker holds as active now (None while
+    rebalancing), as Faust's partition assignor says."""
+    if app.rebalancing:
+        return None
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+
+# ---- the patches -----------------------------------------------------------------------
+
+def make_at_least_once(app: faust.App, drop_one_in: int = 0,
+                       drop_topic: str | None = None) -> InputOrder:
+    """Apply the consumer and producer-buffer patches to ``app`` (before it starts):
+    :func:`make_flush_durable`, :func:`make_seek_complete`, :func:`make_acks_safe`.
+    Returns the seek-aware :class:`~streams.durable.InputOrder` for an
+    :class:`~streams.durable.OrderGuard`. ``drop_one_in`` > 0 (tests only) makes the
+    fetch lose, once, every record of ``drop_topic`` whose offset is ``n - 1`` modulo
+    ``drop_one_in``: the loss the guard exists to catch."""
+    order = InputOrder()
+    make_flush_durable(app)
+    make_seek_complete(app, order, drop_one_in, drop_topic)
+    make_acks_safe(app)
+    return order
+
+
+def make_flush_durable(app: faust.App) -> None:
+    """Make ``app.producer.buffer.flush()`` drain the buffer completely (reliability
+    point 1).
+
+    Faust's ``ProducerBuffer.flush()``, which every offset commit awaits, returns on the
+    first 0.1 s without a message sent although messages are still queued, and ignores
+    the message its sending task has taken off the queue but not yet handed to the Kafka
+    client. Patched, it returns only when the queue is empty and nothing is in flight.
+    Call it before the app starts: the buffer's sending task binds ``_send_pending``.
+    """
+    buffer = app.producer.buffer
+    in_flight = 0
+    send = buffer._send_pending
+
+    async def send_pending(fut) -> None:
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            await send(fut)
+        finally:
+            in_flight -= 1
+
+    async def flush() -> None:
+        while buffer.size or in_flight:
+            if buffer.state != "running":
+                raise RuntimeError("Cannot flush: producer buffer not running")
+            buffer.message_sent.clear()
+            try:
+                await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.1)
+            except TimeoutError:
+                continue
+
+    buffer._send_pending = send_pending
+    buffer.flush = flush
+
+
+def make_seek_complete(app: faust.App, order: InputOrder, drop_one_in: int = 0,
+                       drop_topic: str | None = None) -> None:
+    """Make every seek of ``app``'s consumer take effect (reliability points 2 and 3).
+
+    Faust wrongly (2) leaves a partition with nothing committed where its fetch stopped
+    when it seeks to the committed offsets after a rebalance (aiokafka's
+    ``seek_to_committed`` skips offset 0 and none), and (3) lets the rest of a batch
+    fetched before a seek set the read offset again, so the records the seek asked for
+    are dropped as old. Patched: such partitions are sought to 0; each partition has an
+    epoch, raised on the consumer's thread in the same step as its seek, each fetched
+    batch carries the epochs of the step it was fetched in, a record of an older epoch is
+    dropped (it is fetched again) and only a record of the current epoch moves the read
+    offset. Every seek also sets the next offset ``order`` expects of the partition.
+    Call it before the app starts: the fetch loop binds ``getmany`` and the read-offset
+    mapping when it starts. The unit tests run Faust's fetch loop with calls to the
+    consumer thread made on the event loop; the race between a seek and a fetch on the
+    real thread is covered by the SIGKILL test of ``tests/integration/test_reliability.py``
+    (where it was found).
+    """
+    consumer = app.consumer
+    dropped: set = set()  # fault injection (tests): each record lost once
+    epoch: Counter = Counter()  # per (topic, partition)
+    tagged: dict[str, Counter] = {"fetch": Counter(), "delivered": Counter()}
+    seeking: Counter = Counter()
+
+    class ReadOffsets(defaultdict):
+        """Faust's read offsets, refusing writes for records fetched before a seek."""
+
+        def __setitem__(self, tp, offset) -> None:
+            key = (tp.topic, tp.partition)
+            if seeking[key] or tagged["delivered"][key] == epoch[key]:
+                super().__setitem__(tp, offset)
+
+        def update(self, offsets) -> None:  # only ``perform_seek`` writes in bulk
+            for tp, offset in dict(offsets).items():
+                super().__setitem__(tp, offset)
+
+    consumer._read_offset = ReadOffsets(lambda: None, consumer._read_offset)
+    fetch, getmany = consumer._getmany, consumer.getmany
+    thread = consumer._thread
+    fetch_records = thread._fetch_records
+
+    class Tagged(dict):
+        """A fetched batch with the epochs current when it was fetched."""
+
+        epochs: Counter
+
+    async def fetch_records_tagged(*args, **kwargs):
+        records = Tagged(await fetch_records(*args, **kwargs))
+        records.epochs = epoch.copy()  # consumer's thread, the step the fetch returned in
+        return records
+
+    async def fetch_tagged(active_partitions, timeout):
+        records = await fetch(active_partitions, timeout)
+        tagged["fetch"] = records.epochs if isinstance(records, Tagged) else epoch.copy()
+        return records
+
+    async def getmany_current(timeout: float):
+        batch = getmany(timeout=timeout)
+        try:
+            async for tp, message in batch:
+                key = (tp.topic, tp.partition)
+                if epoch[key] != tagged["fetch"][key]:
+                    continue  # fetched before a seek of this partition: read again
+                if (drop_one_in and tp.topic == drop_topic
+                        and message.offset % drop_one_in == drop_one_in - 1
+                        and (key, message.offset) not in dropped):
+                    dropped.add((key, message.offset))
+                    continue
+                tagged["delivered"][key] = epoch[key]
+                yield tp, message
+        finally:
+            await batch.aclose()
+
+    def seek_in_thread(tp, offset: int) -> None:
+        thread.seek(tp, offset)
+        epoch[(tp.topic, tp.partition)] += 1  # the same step: no fetch returns in between
+
+    async def seek_now(tp, offset: int) -> None:
+        key = (tp.topic, tp.partition)
+        seeking[key] += 1
+        # the order first: a record the agent gets from here on is measured against the
+        # sought offset, whenever the event loop resumes after the seek
+        order.sought(tp, offset)
+        try:
+            await thread.call_thread(seek_in_thread, tp, offset)
+            consumer._read_offset[tp] = offset if offset else None
+        except BaseException:
+            order.seek_failed(tp)  # the next hole the guard sees seeks again
+            raise
+        finally:
+            seeking[key] -= 1
+
+    async def seek_to_committed_in_thread():
+        committed = await thread._ensure_consumer().seek_to_committed()  # those > 0
+        for tp, offset in committed.items():
+            if offset:  # the step the seeks were made in: no fetch returned in between
+                epoch[(tp.topic, tp.partition)] += 1
+        return committed
+
+    async def seek_complete():
+        committed = await thread.call_thread(seek_to_committed_in_thread)
+        changelogs = app.tables.changelog_topics
+        for tp, offset in committed.items():
+            if offset:
+                order.sought(tp, offset)
+            elif tp.topic not in changelogs:
+                await seek_now(tp, 0)
+        return committed
+
+    thread._fetch_records = fetch_records_tagged
+    consumer._getmany = fetch_tagged
+    consumer.getmany = getmany_current
+    consumer.seek = seek_now
+    consumer.seek_to_committed = seek_complete
+
+
+def make_acks_safe(app: faust.App) -> None:
+    """Make ``app``'s consumer refuse the ack of an event it skips on a generation change
+    (reliability point 4).
+
+    Faust's pure-Python stream iterator skips the events fetched under the previous
+    generation and acks them, so the next commit moves past events never processed.
+    Patched, an ack of a message of an older generation, or while the flow is stopped,
+    is refused and the message stays uncommitted (the seek after the rebalance reads it
+    again). The compiled iterator faust-streaming ships for CPython already skips without
+    acking; the patch covers installs without it (``NO_CYTHON``).
+    """
+    consumer = app.consumer
+    ack = consumer.ack
+
+    def safe_ack(message) -> bool:
+        if (message.generation_id != app.consumer_generation_id
+                or not app.flow_control.is_active()):
+            consumer._unacked_messages.discard(message)
+            return False  # read again after the seek to the committed offset
+        return ack(message)
+
+    consumer.ack = safe_ack
+
+
+def make_restore_owned(app: faust.App, owned: list) -> None:
+    """Switch Faust's changelog recovery off for the tables of ``owned``, a list of
+    ``(table, restorer, input topic name)``, and hand each assignment of a table's input
+    topic to its :class:`~streams.durable.StateRestorer` instead (reliability point 6).
+
+    Faust's per-generation recovery state machine is hard to check and once hung waiting
+    for changelog records that never came. Patched, Faust never reads those tables'
+    changelog partitions (they stay paused; the restorers read them with consumers of
+    their own) and never deletes their keys; each restorer sees every assignment of the
+    current generation before Faust's own rebalance handling runs. No unit test can show
+    a hang of Faust's recovery; ``test_workers_joining_leaving_and_killed_move_tables_
+    with_their_partitions`` and the SIGKILL test (every partition restored by the last
+    worker) in ``tests/integration/test_reliability.py`` cover the whole path.
+    """
+    tables = app.tables
+    on_rebalance = tables.on_rebalance
+
+    def skip(add):
+        def wrapped(t, tp) -> None:
+            if not any(t is table for table, _, _ in owned):
+                add(t, tp)
+        wrapped.skips = True  # type: ignore[attr-defined]
+        return wrapped
+
+    async def rebalanced(assigned, revoked, newly_assigned, generation_id=0) -> None:
+        recovery = tables.recovery  # created when the table manager starts
+        if not getattr(recovery.add_active, "skips", False):
+            recovery.add_active = skip(recovery.add_active)
+            recovery.add_standby = skip(recovery.add_standby)
+        if generation_id == app.consumer_generation_id:  # else Faust ignores it too
+            for _, restorer, topic in owned:
+                restorer.on_assigned(generation_id,
+                                     {tp.partition for tp in assigned if tp.topic == topic})
+        await on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+    tables.on_rebalance = rebalanced
+
+
+def make_delivery_checked(app: faust.App) -> Callable[[asyncio.Future], None]:
+    """Make ``app.producer.flush()`` raise once a watched record failed to be delivered
+    (reliability point 7). Returns ``watch(future)`` for the futures the producer's
+    ``send`` returns.
+
+    Faust's ``Producer.flush()``, which every offset commit awaits first, returns when
+    every record handed to the Kafka client is done, delivered or failed, so a failed
+    changelog write would be committed past like a delivered one. Patched, the flush
+    raises instead: the worker stops and is restarted from the last good commit.
+    """
+    producer = app.producer
+    flush = producer.flush
+    failed: list = []
+
+    def done(fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            if not failed:
+                log.error("a record was not delivered (%r): no offset is committed from "
+                          "now on, the worker stops", fut.exception())
+            failed.append(fut.exception())
+
+    async def checked_flush() -> None:
+        await flush()
+        if failed:
+            raise RuntimeError(f"{len(failed)} records were not delivered (first: "
+                               f"{failed[0]!r}): refusing to commit past them")
+
+    producer.flush = checked_flush
+    return lambda fut: fut.add_done_callback(done)

@@ -1,0 +1,317 @@
+"""Each patch of streams/faust_internals.py against Faust's own classes, with fakes for the
+Kafka client only: every test runs the failure with Faust alone (``patched=False``: the
+gap shows) and with the patch (it is closed), so a Faust upgrade that fixes a gap, or
+breaks a patch, shows here. Patches no unit test can show name the integration test
+that covers them (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
+
+from streams import faust_internals as fi
+from streams.durable import InputOrder
+
+INPUT = TP("interactions", 0)
+
+
+def _app() -> faust.App:
+    return faust.App("patch-test", broker="kafka://127.0.0.1:1", store="memory://",
+                     autodiscover=False, web_enabled=False)
+
+
+def _record(tp, offset: int) -> ConsumerRecord:
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"v", None, 1, 1, [])
+
+
+class Kafka:
+    """A stand-in for the aiokafka consumer behind Faust's consumer thread: one partition's
+    log of ``size`` records, a fetch position, committed offsets, aiokafka's seek rules."""
+
+    def __init__(self, size: int, position: int = 0, committed=None, batch: int = 10):
+        self.size, self.batch = size, batch
+        self.position = {INPUT: position}
+        self.committed = {INPUT: committed}
+
+    def seek(self, tp, offset: int) -> None:
+        self.position[tp] = offset
+
+    async def seek_to_committed(self):  # aiokafka: seeks only to offsets > 0
+        for tp, offset in self.committed.items():
+            if offset and offset > 0:
+                self.seek(tp, offset)
+        return dict(self.committed)
+
+    def fetch(self) -> dict:
+        pos = self.position[INPUT]
+        end = min(pos + self.batch, self.size)
+        self.position[INPUT] = end
+        return {INPUT: [_record(INPUT, o) for o in range(pos, end)]} if end > pos else {}
+
+
+class Thread:
+    """Faust's consumer thread, run on the event loop: ``call_thread`` calls at once."""
+
+    def __init__(self, kafka: Kafka):
+        self.kafka = kafka
+
+    async def call_thread(self, fun, *args, **kwargs):
+        result = fun(*args, **kwargs)
+        return await result if asyncio.iscoroutine(result) else result
+
+    def _ensure_consumer(self) -> Kafka:
+        return self.kafka
+
+    def seek(self, tp, offset: int) -> None:
+        self.kafka.seek(tp, offset)
+
+    async def seek_to_committed(self):
+        return await self.call_thread(self.kafka.seek_to_committed)
+
+    async def _fetch_records(self, consumer, active_partitions, timeout=None, max_records=None):
+        records = consumer.fetch()
+        if not records:
+            await asyncio.sleep(0.01)
+        return records
+
+    async def getmany(self, active_partitions, timeout):
+        return await self.call_thread(self._fetch_records, self.kafka, active_partitions,
+                                      timeout=timeout)
+
+    def highwater(self, tp) -> int:
+        return self.kafka.size
+
+    def assignment(self) -> set:
+        return {INPUT}
+
+
+def _consumer(app: faust.App, kafka: Kafka, patched: bool):
+    consumer = app.consumer
+    consumer._thread = Thread(kafka)
+    consumer._set_active_tps({INPUT})
+    order = InputOrder()
+    if patched:
+        fi.make_seek_complete(app, order)
+    return consumer, order
+
+
+# ---- point 1: flush before commit drains the producer buffer --------------------------
+
+@pytest.mark.parametrize("patched", [False, True])
+def test_flush_waits_for_every_queued_and_in_flight_message(patched):
+    """Faust's ``ProducerBuffer.flush()`` returns after 0.1 s without a send, with
+    messages still queued, and ignores the one its sending task holds."""
+
+    async def run():
+        app = _app()
+        buffer = app.producer.buffer
+        sent: list = []
+
+        async def slow_send(fut) -> None:  # the Kafka client takes its time
+            await asyncio.sleep(0.15)
+            sent.append(fut)
+
+        buffer._send_pending = slow_send
+        if patched:
+            fi.make_flush_durable(app)
+        await buffer.start()
+        try:
+            for i in range(3):
+                buffer.put(i)
+            await asyncio.sleep(0.01)  # the sending task takes the first one
+            await buffer.flush()
+            return len(sent)
+        finally:
+            while len(sent) < 3:  # let Faust's own flush on stop find the queue empty
+                await asyncio.sleep(0.05)
+            await buffer.stop()
+
+    assert (asyncio.run(run()) == 3) is patched
+
+
+# ---- point 2: a partition with nothing committed is sought to its start ---------------
+
+@pytest.mark.parametrize("patched", [False, True])
+def test_the_seek_after_a_rebalance_moves_a_partition_with_nothing_committed(patched):
+    """Records fetched while the partition was paused for recovery are dropped; Faust then
+    seeks every partition to its committed offset, which for none is no seek at all."""
+
+    async def run():
+        app = _app()
+        kafka = Kafka(size=400, position=360, committed=None)  # fetched up to 360, dropped
+        consumer, order = _consumer(app, kafka, patched)
+        await consumer.perform_seek()  # what Faust does after every rebalance
+        return kafka.position[INPUT], order.expected(INPUT)
+
+    position, expected = asyncio.run(run())
+    assert (position, expected) == ((0, 0) if patched else (360, None))
+
+
+# ---- point 3: a seek is not undone by the batch fetched before it ---------------------
+
+@pytest.mark.parametrize("patched", [False, True])
+def test_a_seek_during_a_batch_reads_the_sought_records(patched):
+    """Faust's fetch loop (``Consumer._drain_messages``, run here as it is) delivers a
+    batch fetched before a seek to 0 and sets the read offset after each record, so the
+    records from 0 are dropped as older than the read offset when they come."""
+
+    async def run():
+        app = _app()
+        kafka = Kafka(size=200, position=150)
+        consumer, _ = _consumer(app, kafka, patched)
+        seen: list[int] = []
+        fetcher = type("Fetcher", (), {})()
+        fetcher._stopped = asyncio.Event()
+
+        async def callback(message) -> None:  # the agents' side of the loop
+            seen.append(message.offset)
+            if message.offset == 152 and seen.count(152) == 1:
+                await consumer.seek(INPUT, 0)  # e.g. recovery, after a rebalance
+            if message.offset == 199:  # the end of the log
+                fetcher._stopped.set()
+
+        consumer.callback = callback
+        await asyncio.wait_for(consumer._drain_messages(fetcher), 10)
+        return seen[seen.index(152) + 1:]
+
+    after_seek = asyncio.run(run())
+    if patched:
+        assert after_seek == list(range(200))  # the stale rest of the batch skipped
+    else:
+        assert 0 not in after_seek and after_seek[:7] == list(range(153, 160))
+
+
+# ---- point 4: events skipped on a generation change are not acked ---------------------
+
+def fi_message(tp, offset: int, generation: int):
+    from faust.transport.consumer import ConsumerMessage
+
+    return ConsumerMessage(tp.topic, tp.partition, offset, 0.0, 0, [], b"k", b"v", None, 1, 1,
+                           tp, generation_id=generation)
+
+
+@pytest.mark.parametrize("patched", [False, True])
+def test_an_event_of_a_previous_generation_is_never_acked(patched):
+    """Faust's pure-Python stream iterator acks the events it skips after a generation
+    change; an acked offset is committed past."""
+    app = _app()
+    app.topics._acking_topics.add(INPUT.topic)  # an agent's topic: acks count
+    consumer = app.consumer
+    if patched:
+        fi.make_acks_safe(app)
+    app.flow_control.resume()  # records flow (not paused for a rebalance)
+    app.consumer_generation_id = 2
+    old = fi_message(INPUT, 5, generation=1)
+    consumer.track_message(old)
+    acked = consumer.ack(old)
+    assert acked is not patched
+    assert (5 in consumer._acked.get(INPUT, [])) is not patched
+    current = fi_message(INPUT, 6, generation=2)
+    consumer.track_message(current)
+    assert consumer.ack(current)  # an event of this generation is acked as before
+
+
+def test_a_refused_message_is_neither_acked_nor_waited_for():
+    app = _app()
+    app.topics._acking_topics.add(INPUT.topic)
+    consumer = app.consumer
+    msg = fi_message(INPUT, 3, generation=0)
+    consumer.track_message(msg)
+    fi.refuse(app, msg)
+    assert msg not in consumer._unacked_messages  # shutdown does not wait for it
+    assert not consumer.ack(msg) and 3 not in consumer._acked.get(INPUT, [])  # not committed
+
+
+# ---- point 7: no commit after a failed delivery ---------------------------------------
+
+@pytest.mark.parametrize("patched", [False, True])
+def test_a_failed_delivery_makes_the_flush_before_a_commit_raise(patched):
+    """Faust's ``Producer.flush()`` returns once every record is done, failed or not."""
+
+    async def run():
+        app = _app()
+
+        async def flush() -> None:  # the Kafka client's flush: every record is done
+            pass
+
+        app.producer.flush = flush
+        watch = fi.make_delivery_checked(app) if patched else (lambda fut: None)
+        loop = asyncio.get_running_loop()
+        ok, lost = loop.create_future(), loop.create_future()
+        watch(ok)
+        watch(lost)
+        ok.set_result("metadata")
+        await asyncio.sleep(0)
+        await app.producer.flush()  # everything delivered so far: the commit may go on
+        lost.set_exception(TimeoutError("no broker"))
+        await asyncio.sleep(0)
+        try:
+            await app.producer.flush()
+        except RuntimeError as err:
+            assert "1 records were not delivered" in str(err)
+            return "refused"
+        return "committed"
+
+    assert asyncio.run(run()) == ("refused" if patched else "committed")
+
+
+# ---- point 6: Faust's recovery off for the owned tables, assignments to the restorers --
+
+def test_restore_owned_hands_assignments_to_the_restorer_and_skips_faust_recovery():
+    """Only what the patch routes is shown here; that the worker's own restore keeps
+    every lead through kills and rebalances is shown by the SIGKILL and join/leave/kill
+    tests of tests/integration/test_reliability.py."""
+
+    async def run():
+        app = _app()
+        owned = app.Table("owned", default=None, partitions=4)
+        other = app.Table("other", default=None, partitions=4)
+        calls: list = []
+
+        class Restorer:
+            def on_assigned(self, generation, partitions):
+                calls.append(("restorer", generation, sorted(partitions)))
+
+        class Recovery:
+            def add_active(self, table, tp):
+                calls.append(("faust recovery", table.name, tp.partition))
+
+            add_standby = add_active
+
+        async def faust_rebalance(assigned, revoked, newly_assigned, generation_id=0):
+            for tp in assigned:
+                tables.recovery.add_active(owned if tp.topic == "interactions" else other,
+                                           tp)
+
+        tables = app.tables
+        tables._recovery = Recovery()
+        tables.on_rebalance = faust_rebalance
+        fi.make_restore_owned(app, [(owned, Restorer(), "interactions")])
+        app.consumer_generation_id = 3
+        assigned = {TP("interactions", 0), TP("interactions", 2), TP("facts", 0)}
+        await tables.on_rebalance(assigned, set(), assigned, generation_id=3)
+        await tables.on_rebalance(assigned, set(), assigned, generation_id=2)  # stale
+        return calls
+
+    calls = asyncio.run(run())
+    assert calls[0] == ("restorer", 3, [0, 2])  # before Faust's own handling
+    assert sorted(calls[1:]) == [("faust recovery", "other", 0)] * 2  # never "owned"
+
+
+# ---- the accessors ---------------------------------------------------------------------
+
+def test_input_positions_read_faust_s_read_and_committed_offsets():
+    app = _app()
+    consumer = app.consumer
+    consumer._thread = Thread(Kafka(size=50))
+    assert fi.input_positions(app, "interactions") == {INPUT: (0, 50)}  # nothing read yet
+    consumer._committed_offset[INPUT] = 20
+    assert fi.input_positions(app, "interactions") == {INPUT: (20, 50)}
+    assert fi.committed_offset(app, INPUT) == 20
+    consumer._read_offset[INPUT] = 31
+    assert fi.input_positions(app, "interactions") == {INPUT: (32, 50)}
+    assert fi.input_positions(app, "other") == {}
