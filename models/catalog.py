@@ -62,6 +62,7 @@ class Catalog:
         self.active = np.zeros(0, dtype=bool)
         self.known = np.zeros(0, dtype=bool)
         self._grow(max(capacity, 1))
+        self._attrs: dict[int, dict] = {}  # attributes() per row, until the row changes
 
     _COLUMNS = ("price", "log_price", "beds", "baths", "sqft", "lat", "lon", "type_code",
                 "city_code", "active", "known")
@@ -113,6 +114,7 @@ class Catalog:
         self.city_code[i] = code
         self.active[i] = listing.status == "active"
         self.known[i] = True
+        self._attrs.pop(i, None)
         if listing.address:
             self.addresses[i] = listing.address
         else:
@@ -125,6 +127,7 @@ class Catalog:
         i = self.index.get(property_id)
         if i is not None:
             self.active[i] = False
+            self._attrs.pop(i, None)
             self.version += 1
 
     def active_rows(self) -> np.ndarray:
@@ -142,12 +145,29 @@ class Catalog:
         return PROPERTY_TYPES[c] if c >= 0 else None
 
     def attributes(self, property_id: str) -> dict | None:
-        """Known attributes of one listing, or None."""
+        """Known attributes of one listing, or None (the same dict until the listing
+        changes: read it, do not change it).
+
+        >>> from leadstream.events import parse_listing
+        >>> cat = Catalog()
+        >>> _ = cat.upsert(parse_listing(b'{"property_id":"P1","status":"active",'
+        ...     b'"price":300000,"bedrooms":2,"bathrooms":1,"property_type":"condo",'
+        ...     b'"city":"Austin"}'))
+        >>> cat.attributes("P1")["active"], cat.attributes("P2")
+        (True, None)
+        >>> cat.delete("P1"); cat.attributes("P1")["active"]
+        False
+        """
         i = self.index.get(property_id)
-        if i is None or not self.known[i]:
+        if i is None:
+            return None
+        got = self._attrs.get(i)
+        if got is not None:
+            return got
+        if not self.known[i]:
             return None
         sqft, lat, lon = float(self.sqft[i]), float(self.lat[i]), float(self.lon[i])
-        return {
+        got = self._attrs[i] = {
             "price": float(self.price[i]),
             "bedrooms": int(self.beds[i]),
             "bathrooms": float(self.baths[i]),
@@ -158,6 +178,7 @@ class Catalog:
             "city": self.city_of(i),
             "active": bool(self.active[i]),
         }
+        return got
 
     def describe(self, property_id: str) -> str:
         """The listing's address if known, else a short description, else its id."""
