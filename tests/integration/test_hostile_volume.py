@@ -382,6 +382,14 @@ def test_hostile_records_at_volume_are_each_accounted_and_good_state_equals_a_cl
     originals = {(m.partition, m.offset): m for m in
                  asyncio.run(read_topic(s, "interactions", timeout=180))}
     assert len(originals) == got["in"]
+    # the two producers wrote at once: on each partition their records alternate in runs
+    sent_by = {k: i for i, seq in enumerate(seqs) for _, k, _, _, _ in seq if k is not None}
+    switches = Counter()
+    for p in {p for p, _ in originals}:
+        run = [sent_by[m.key] for (q, _), m in sorted(originals.items())
+               if q == p and m.key in sent_by]
+        switches[p] = sum(a != b for a, b in zip(run, run[1:], strict=False))
+    assert min(switches.values()) >= 10, switches
     dlq = asyncio.run(read_topic(s, "interactions-dlq", timeout=120))
     sources, reasons, late_seen = Counter(), Counter(), Counter()
     for m in dlq:
@@ -440,4 +448,5 @@ def test_hostile_records_at_volume_are_each_accounted_and_good_state_equals_a_cl
     print(f"\nbuilt in {t_build:.1f} s; published {n_in} in {t_publish:.1f} s; worker "
           f"accounted for all in {t_worker:.1f} s; hostile kept as good: {dict(accepted)}; "
           f"refused: {dict(refused)}; late: {sum(late.values())}; outcomes: {dict(outcomes)}; "
-          f"leads: {len(want)}; redrawn: {dict(redrawn)}")
+          f"leads: {len(want)}; redrawn: {dict(redrawn)}; producer switches per partition: "
+          f"{dict(switches)}")
