@@ -95,15 +95,46 @@ def cmd_broker(args, settings: Settings) -> int:
 
 
 def cmd_topics(args, settings: Settings) -> int:
-    if args.action == "list":
-        from streams.topics import load_topics
+    """``list``: what topics.yaml declares and, with a broker configured, how the broker's
+    topics differ (missing, partitions, config); ``apply``: create the missing ones on
+    the configured broker (never on a throwaway one)."""
+    from streams.topics import apply_topics, load_topics
 
-        for t in load_topics(settings).values():
-            print(f"{t.full_name:28} partitions={t.partitions} key={t.key:12} "
-                  f"policy={t.config.get('cleanup.policy', '-')}  {t.description}")
-        return 0
-    with bootstrap_or_embedded(settings) as (s, _b):
-        return _apply_topics(s)
+    if args.action == "apply" and not settings.kafka_bootstrap:
+        print("leadstream topics: error: no broker configured: set LEADSTREAM_KAFKA_BOOTSTRAP "
+              "(topics apply creates topics on your cluster; `leadstream broker` starts a "
+              "local one and creates its topics itself)", file=sys.stderr)
+        return 2
+    if args.action == "apply":
+        report = asyncio.run(apply_topics(settings))
+    else:
+        report = asyncio.run(apply_topics(settings, create=False)) if (
+            settings.kafka_bootstrap) else None
+    status = {}
+    if report is not None:
+        status.update({n: "created" for n in report.created})
+        status.update({n: "missing" for n in report.missing})
+        status.update({n: "ok" for n in report.unchanged})
+        status.update({d.split(": ", 1)[0]: "differs: " + d.split(": ", 1)[1]
+                       for d in report.differences})
+    rows = [{"topic": t.full_name, "partitions": t.partitions, "key": t.key,
+             "cleanup_policy": t.config.get("cleanup.policy", "-"),
+             "on_broker": status.get(t.full_name), "description": t.description}
+            for t in load_topics(settings).values()]
+    if args.json:
+        print(json.dumps({"broker": settings.kafka_bootstrap, "topics": rows}, indent=2))
+    else:
+        from rich.table import Table
+
+        t = Table("topic", "partitions", "key", "policy", "on the broker", "description",
+                  title="topics.yaml" + (f" against {settings.kafka_bootstrap}"
+                                         if report is not None else
+                                         " (no broker configured: declared topics only)"))
+        for r in rows:
+            t.add_row(r["topic"], str(r["partitions"]), r["key"], r["cleanup_policy"],
+                      r["on_broker"] or "-", r["description"])
+        _console().print(t)
+    return 1 if report is not None and (report.differences or report.missing) else 0
 
 
 def cmd_worker(args, settings: Settings) -> int:
@@ -940,6 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("topics", help="topics from topics.yaml")
     t.add_argument("action", choices=["apply", "list"])
+    t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_topics)
 
     w = sub.add_parser("worker", help="run a Faust worker")

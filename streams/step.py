@@ -9,9 +9,10 @@ learn the models, update the profile, attribute experiments, record agent facts,
 for a preference drift and note whether a list or a score is due. Per lead, once per
 batch: at most one lead score (computed only when due: the lead's first, a strong
 signal, or its last score older than ``score_refresh_seconds`` of event time; a CRM
-event re-scores at once) and at most one list (every lead due one ranked in the same pass, explained for
-its top items only). Each lead changed is written once per batch, however many of its
-events the batch held (what Kafka Streams' record caches do per commit).
+event re-scores at once) and at most one list (every lead due one ranked in the same
+pass, explained for its top items only). Each lead changed is written once per batch,
+however many of its events the batch held (what Kafka Streams' record caches do per
+commit).
 
 Every input offset ends in exactly one outcome, counted in ``leadstream_events_in_total``
 and one of: processed (applied), duplicate (its ``event_id`` was already applied),

@@ -48,16 +48,19 @@ class ApplyReport:
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # declared, absent, not created
 
     def lines(self) -> list[str]:
         out = [f"created   {n}" for n in self.created]
+        out += [f"MISSING   {n}" for n in self.missing]
         out += [f"ok        {n}" for n in self.unchanged]
         out += [f"DIFFERS   {d}" for d in self.differences]
         return out
 
 
-async def apply_topics(settings, timeout: float = 30.0) -> ApplyReport:
-    """Create missing topics; report partition or config differences of existing ones."""
+async def apply_topics(settings, timeout: float = 30.0, create: bool = True) -> ApplyReport:
+    """Create missing topics (``create=False``: only report them); report partition or
+    config differences of existing ones."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -69,7 +72,9 @@ async def apply_topics(settings, timeout: float = 30.0) -> ApplyReport:
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs.values() if s.full_name not in existing]
-        if missing:
+        if missing and not create:
+            report.missing = [s.full_name for s in missing]
+        elif missing:
             await admin.create_topics(
                 [
                     NewTopic(s.full_name, s.partitions, s.replication_factor,

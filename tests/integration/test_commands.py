@@ -58,6 +58,36 @@ def test_topics_apply_is_idempotent_and_reports_differences(kafka):
     assert "partitions 2 (declared 4)" in second.differences[0]
 
 
+def test_topics_list_asks_the_broker_and_apply_needs_one(kafka):
+    """``topics list`` shows what the broker holds against topics.yaml; ``topics apply``
+    without a configured broker refuses instead of starting a throwaway one."""
+    import json
+
+    s = Settings(kafka_bootstrap=kafka.bootstrap, topic_prefix=f"l{uuid.uuid4().hex[:6]}-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")}
+    env.update(LEADSTREAM_HOME=str(HOME), LEADSTREAM_TOPIC_PREFIX=s.topic_prefix)
+
+    def leadstream(*args, bootstrap=True):
+        e = {**env, "LEADSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap} if bootstrap else env
+        return subprocess.run([sys.executable, "-m", "leadstream", *args], env=e,
+                              capture_output=True, text=True, timeout=120)
+
+    before = leadstream("topics", "list", "--json")
+    assert before.returncode == 1  # nothing of this prefix exists yet
+    rows = json.loads(before.stdout)["topics"]
+    assert {r["on_broker"] for r in rows} == {"missing"} and len(rows) == len(load_topics(s))
+    refused = leadstream("topics", "apply", bootstrap=False)
+    assert refused.returncode == 2 and "LEADSTREAM_KAFKA_BOOTSTRAP" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert leadstream("topics", "apply").returncode == 0
+    after = leadstream("topics", "list", "--json")
+    assert after.returncode == 0
+    assert {r["on_broker"] for r in json.loads(after.stdout)["topics"]} == {"ok"}
+    offline = leadstream("topics", "list", "--json", bootstrap=False)
+    assert offline.returncode == 0
+    assert {r["on_broker"] for r in json.loads(offline.stdout)["topics"]} == {None}
+
+
 def test_demo_command_shows_recommendations_and_stops_by_itself(tmp_path):
     """The README's first command, on its own embedded broker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")}
