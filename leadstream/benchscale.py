@@ -15,8 +15,9 @@ decoded (:class:`streams.step.LeadStore`).
 Memory per lead is the growth of the process's resident memory over the populate step
 divided by the leads: table keys and values plus the per-lead model state (content
 profile, matrix-factorisation factors and counts), plus the decoded copies of at most
-``lead_cache_size`` leads (a fixed amount, so it weighs most at the smallest size). The record of a lead with a month of
-history is larger than after one event: ``leadstream bench features`` measures that.
+``lead_cache_size`` leads (a fixed amount, so it weighs most at the smallest size). The
+record of a lead with a month of history is larger than after one event: ``leadstream
+bench features`` measures that.
 """
 
 from __future__ import annotations

@@ -347,8 +347,9 @@ def test_a_lead_score_is_computed_only_when_due(pipe):
 
 
 def test_agent_facts_and_preference_drift(pipe):
-    for i, (price, city, ptype) in enumerate([(1.2e6, "Denver", "house"), (1.3e6, "Denver", "house"),
-                                              (1.25e6, "Denver", "house")]):
+    denver = [(1.2e6, "Denver", "house"), (1.3e6, "Denver", "house"),
+              (1.25e6, "Denver", "house")]
+    for i, (price, city, ptype) in enumerate(denver):
         assert pipe.load_listing(listing(f"D{i}", price, city, ptype), f"D{i}".encode())
     pipe.settings = pipe.settings.model_copy(update={"drift_min_positives": 3})
 
