@@ -288,8 +288,8 @@ def start_kafka(
     if not (data_dir / "logs" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         fmt = subprocess.run(
-            jvm + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props),
-                   "--ignore-formatted"],
+            jvm + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
+                   str(props), "--ignore-formatted"],
             capture_output=True,
             text=True,
             timeout=120,
