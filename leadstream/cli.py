@@ -651,7 +651,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
     if args.tune:
         from models.evaluate import tune
 
-        r = tune(events, cat, seed=args.seed)
+        r = tune(events, cat, seed=args.seed, targets=targets, exclude_seen=args.exclude_seen)
         if args.json:
             print(json.dumps(r, indent=2))
             return 0
@@ -665,9 +665,16 @@ def cmd_evaluate(args, settings: Settings) -> int:
     t = time.perf_counter()
     show = not args.json and sys.stderr.isatty()
     with _replay_progress(len(events) * len(protocols), show) as progress:
-        r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed,
-                     suite_params=settings.hybrid_weights(), targets=targets,
-                     exclude_seen=args.exclude_seen, references=refs, progress=progress)
+        if args.tune_half:
+            from models.evaluate import tune_split
+
+            r = tune_split(events, cat, protocols=protocols, k=10, seed=args.seed,
+                           targets=targets, exclude_seen=args.exclude_seen, references=refs,
+                           progress=progress)
+        else:
+            r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed,
+                         suite_params=settings.hybrid_weights(), targets=targets,
+                         exclude_seen=args.exclude_seen, references=refs, progress=progress)
     r["invalid_lines"] = bad
     r["invalid_reasons"] = reasons
     r["seconds"] = round(time.perf_counter() - t, 1)
@@ -683,7 +690,8 @@ def cmd_evaluate(args, settings: Settings) -> int:
     cols += ["coverage", "ev/s"] if "prequential" in protocols else []
     what = ", ".join(targets) if targets else "positive events"
     title = (f"{r['events']:,} events, {r['seconds']} s; scored: {what}"
-             f"{', seen listings excluded' if args.exclude_seen else ''}")
+             f"{', seen listings excluded' if args.exclude_seen else ''}"
+             f"{', second half only' if args.tune_half else ''}")
     t = Table(*cols, title=title)
     rows = list(r["models"].items())
     ref_rows = list(r.get("references", {}).items())
@@ -706,6 +714,14 @@ def cmd_evaluate(args, settings: Settings) -> int:
     for name, params in refs.items():
         c.print(f"ref: {name} = {RiverReference(**params).describe()} (a reference, not "
                 "part of the recommender)")
+    tuned = r.get("tuned")
+    if tuned:
+        base = "; ".join(f"{p} {f['hr@10']:.4f}" for p, f in tuned["default_weights"].items()
+                         if isinstance(f, dict))
+        c.print(f"hybrid weights chosen on the first half ({len(tuned['trials'])} trials, "
+                f"prequential HR@10 {tuned['first_half_hr@10']:.4f} there): "
+                + ", ".join(f"{k}={v}" for k, v in tuned["weights"].items())
+                + f"; the default weights on the second half: {base}")
     ls = r.get("lead_scores")
     if ls and ls["labels"]:
         def fig(x):
@@ -925,6 +941,14 @@ def cmd_bench(args, settings: Settings) -> int:
         r = benchrestore.bench_restore(leads=args.restore_leads, sim_leads=args.leads,
                                        days=args.days, seed=args.seed)
         show = benchrestore.print_restore
+    elif args.what == "mf":
+        from leadstream import benchmf
+
+        if not args.file:
+            print("error: bench mf needs --file EVENTS.jsonl", file=sys.stderr)
+            return 2
+        r = benchmf.bench_mf(args.file, args.variant or ["default", "river_funkmf"])
+        show = benchmf.print_mf
     elif args.what == "soak":
         from leadstream import soak
 
@@ -1051,6 +1075,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "included) out of its ranking")
     ev.add_argument("--no-references", action="store_true",
                     help="skip River's FunkMF and BiasedMF references (faster)")
+    ev.add_argument("--tune-half", action="store_true",
+                    help="choose the hybrid's weights on the first half of the stream and "
+                         "report every figure on the second half")
     ev.add_argument("--tune", action="store_true",
                     help="search the hybrid's weights instead; prints the settings to use")
     ev.add_argument("--json", action="store_true")
@@ -1084,7 +1111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="benchmarks that print their figures")
     be.add_argument("what", choices=["features", "scoring", "pipeline", "stages", "scale", "soak",
-                                     "restore"])
+                                     "restore", "mf"])
     be.add_argument("--events", type=int, default=20_000, help="pipeline: backlog size")
     be.add_argument("--loads", default="200,500,750,1000", help="pipeline: offered events/s")
     be.add_argument("--seconds", type=float, default=10.0, help="pipeline: per offered load")
@@ -1109,6 +1136,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="restore: leads in the changelog the worker reads back")
     be.add_argument("--batch", type=int, default=500,
                     help="stages: records per step (the worker's batch_max_events)")
+    be.add_argument("--file", help="mf: an event file (JSON lines)")
+    be.add_argument("--variant", action="append",
+                    help="mf: 'default', a reference (river_funkmf, river_biasedmf) or "
+                         "CollaborativeModel parameters 'negatives=4,lr=0.1'; repeatable")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
     return p

@@ -115,8 +115,11 @@ class CollaborativeModel(base.Base):
         ``active_rows``; ``ids``: every row's listing id (its length bounds the rows)."""
         if weight == 0:
             return
-        self._ensure(max(row + 1, len(ids)))
-        p = self._lead(lead)
+        if row >= len(self.Q) or len(ids) > len(self.Q):
+            self._ensure(max(row + 1, len(ids)))
+        p = self.P.get(lead)
+        if p is None:
+            p = self._lead(lead)
         Q = self.Q
         lr = self.lr / math.sqrt(1.0 + self.lr_decay * self.t) if self.lr_decay else self.lr
         qi = Q[row]
@@ -143,9 +146,9 @@ class CollaborativeModel(base.Base):
         if self.l2:
             Qn *= 1.0 - lr * self.l2
             qi *= 1.0 - lr * self.l2
-        Qn -= np.multiply.outer(g, p)
+        Qn -= g[:, None] * p
         Q[j] = Qn  # before the positive's row: a draw of it must not undo its step
-        qi += g.sum() * p
+        qi += np.add.reduce(g) * p
         dp[-1] = 0.0  # the lead's constant
         if self.lead_lr != 1.0:
             dp *= self.lead_lr

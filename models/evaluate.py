@@ -132,20 +132,25 @@ def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
              models: tuple[str, ...] = MODELS, suite_params: dict | None = None,
              targets: Iterable[str] | None = None, exclude_seen: bool = False,
              references: dict[str, dict] | None = None,
-             progress: Callable[[int], None] | None = None) -> dict:
+             progress: Callable[[int], None] | None = None, score_from: float = 0.0) -> dict:
     """Figures per model for the given protocols (see the module docstring).
 
     ``references``: name -> ``RiverReference`` parameters (e.g. ``REFERENCES``), reported
     under ``result["references"]``; ``progress`` is called with the number of events
-    replayed so far (over all protocols), every 1,000 events and at the end."""
+    replayed so far (over all protocols), every 1,000 events and at the end;
+    ``score_from``: the share of the stream (in events) whose targets are not scored (the
+    models still learn from it), e.g. 0.5 to report on the second half only."""
     if not events:
         raise NoEvents("no valid event to evaluate")
+    first_scored = int(len(events) * score_from)
     targets = frozenset(targets) if targets is not None else None
     refs = references or {}
     result: dict = {"events": len(events), "k": k, "models": {m: {} for m in models},
                     "protocol": {"targets": sorted(targets) if targets else "positive",
                                  "exclude_seen": exclude_seen},
                     "not_scored": {}}
+    if first_scored:
+        result["scored_from_event"] = first_scored
     if refs:
         result["references"] = {
             r: {"settings": RiverReference(seed=seed, **p).settings()} for r, p in refs.items()}
@@ -161,7 +166,8 @@ def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
         ref_models = {r: RiverReference(seed=seed, **p) for r, p in refs.items()}
         accs = {m: _Acc() for m in (*models, *ref_models)}
         scores: list | None = [] if protocol == "prequential" else None
-        run = _Run(suite, cat, accs, k, not has_catalog, ref_models, targets, exclude_seen)
+        run = _Run(suite, cat, accs, k, not has_catalog, ref_models, targets, exclude_seen,
+                   first_scored)
 
         def tick(n: int, base: int = done) -> None:
             if progress is not None:
@@ -203,10 +209,12 @@ class _Run:
     """One protocol's replay: the suite and the references learn, target events are scored."""
 
     def __init__(self, suite: ModelSuite, cat: Catalog, accs: dict, k: int, unlisted: bool,
-                 refs: dict, targets: frozenset | None, exclude_seen: bool):
+                 refs: dict, targets: frozenset | None, exclude_seen: bool,
+                 first_scored: int = 0):
         self.suite, self.cat, self.accs, self.k = suite, cat, accs, k
         self.unlisted, self.refs = unlisted, refs
         self.targets, self.exclude_seen = targets, exclude_seen
+        self.first_scored = first_scored
         self.names = tuple(n for n in accs if n not in refs)
         self.seen: dict[str, set[str]] = {}  # listings each lead interacted with
         self.not_scored: dict[str, int] = {}
@@ -249,7 +257,7 @@ class _Run:
             if h is not None and i >= h:  # the held-out event and the lead's later events
                 continue
             pid = ev.property_id
-            if protocol == "prequential" and self.is_target(ev):
+            if protocol == "prequential" and i >= self.first_scored and self.is_target(ev):
                 self.score_one(ev.lead_id, lead, pid)
             t = time.perf_counter()
             listing = cat.attributes(pid) if pid is not None else None
@@ -264,7 +272,8 @@ class _Run:
             if scores is not None:
                 _learn_scores(suite, feats, ev, listing, scores)
         for lead_id, i in held.items():
-            self.score_one(lead_id, profiles[lead_id], events[i].property_id)
+            if i >= self.first_scored:
+                self.score_one(lead_id, profiles[lead_id], events[i].property_id)
         tick(len(events))
         return learn_s
 
@@ -346,11 +355,12 @@ def _learn_scores(suite: ModelSuite, feats: dict, ev, listing, scores: list) -> 
 
 
 TUNE_GRID = {"w_popularity": (0.25, 0.5, 1.0), "w_content": (1.0, 2.0, 3.0),
-             "w_itemitem": (0.5, 1.0, 2.0), "w_mf": (0.5, 1.0, 2.0)}
+             "w_itemitem": (0.5, 1.0, 2.0), "w_mf": (0.5, 1.0, 2.0, 4.0)}
 
 
 def tune(events: list, catalog_lines: list[bytes] | None, *, k: int = 10, seed: int = 42,
-         rounds: int = 2) -> dict:
+         rounds: int = 2, targets: Iterable[str] | None = None,
+         exclude_seen: bool = False) -> dict:
     """Coordinate search over the hybrid's weight scales, by prequential HR@k.
 
     Starts from the defaults and, ``rounds`` times, tries every value of one weight with
@@ -364,7 +374,7 @@ def tune(events: list, catalog_lines: list[bytes] | None, *, k: int = 10, seed: 
         if key in seen:
             return seen[key]
         r = evaluate(events, catalog_lines, k=k, seed=seed, models=("hybrid",),
-                     suite_params=params)
+                     suite_params=params, targets=targets, exclude_seen=exclude_seen)
         hr = r["models"]["hybrid"]["prequential"]["hr@10"]
         trials.append({**params, "hr@10": hr})
         seen[key] = hr
@@ -379,3 +389,31 @@ def tune(events: list, catalog_lines: list[bytes] | None, *, k: int = 10, seed: 
                 if hr > best_hr:
                     best, best_hr = cand, hr
     return {"best": best, "hr@10": best_hr, "trials": trials}
+
+
+def tune_split(events: list, catalog_lines: list[bytes] | None, *, k: int = 10, seed: int = 42,
+               rounds: int = 1, targets: Iterable[str] | None = None,
+               exclude_seen: bool = False,
+               protocols: tuple[str, ...] = ("prequential", "leave-last-out"),
+               references: dict[str, dict] | None = None,
+               progress: Callable[[int], None] | None = None) -> dict:
+    """The hybrid's weights chosen on the first half of the stream, reported on the second.
+
+    ``tune`` runs on the first half alone (the models learn and are scored there); then
+    every model and reference replays the whole stream with the chosen weights and only
+    the second half's targets are scored (``score_from=0.5``), so no figure is tuned on
+    what it reports. ``result["tuned"]`` holds the weights, the first half's figure, the
+    trials and the hybrid's second-half figures with the default weights."""
+    if not events:
+        raise NoEvents("no valid event to evaluate")
+    protocol = {"targets": targets, "exclude_seen": exclude_seen}
+    t = tune(events[: len(events) // 2], catalog_lines, k=k, seed=seed, rounds=rounds,
+             **protocol)
+    r = evaluate(events, catalog_lines, protocols=protocols, k=k, seed=seed,
+                 suite_params=t["best"], references=references, progress=progress,
+                 score_from=0.5, **protocol)
+    base = evaluate(events, catalog_lines, protocols=protocols, k=k, seed=seed,
+                    models=("hybrid",), score_from=0.5, **protocol)
+    r["tuned"] = {"weights": t["best"], "first_half_hr@10": t["hr@10"], "trials": t["trials"],
+                  "default_weights": base["models"]["hybrid"]}
+    return r

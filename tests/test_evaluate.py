@@ -147,3 +147,35 @@ def test_cli_json_keeps_its_keys_and_adds_references(first_touch, tmp_path, caps
     assert set(r["models"]["mf"]) >= {"prequential", "leave_last_out", "coverage",
                                       "events_per_second"}
     assert cli.main(["evaluate", "--events", str(path), "--targets", "property_sav"]) == 2
+
+
+def test_bench_mf_replays_the_research_protocol_of_evaluate(first_touch):
+    from leadstream.benchmf import parse_variant, replay
+
+    events, _ = load_events(first_touch)
+    r = evaluate(events, models=("mf",), targets=["property_saved"], exclude_seen=True,
+                 protocols=("prequential", "leave-last-out"))["models"]["mf"]
+    for protocol in ("prequential", "leave-last-out"):
+        a = replay(events, parse_variant("negatives=8"), protocol)
+        b = replay(events, parse_variant("negatives=8"), protocol)
+        assert a["hr@10"] == b["hr@10"] and a["learn_us_p50"] > 0
+        assert a["evaluated"] == r[protocol.replace("-", "_")]["evaluated"]
+    assert parse_variant("default")._get_params() == parse_variant("")._get_params()
+
+
+def test_tune_half_chooses_weights_on_the_first_half_and_reports_the_second(first_touch):
+    from models.evaluate import TUNE_GRID, tune, tune_split
+
+    events, _ = load_events(first_touch)
+    kw = {"targets": ["property_saved"], "exclude_seen": True}
+    r = tune_split(events, None, references=SMALL_REFS, **kw)
+    assert r["scored_from_event"] == len(events) // 2
+    first = tune(events[: len(events) // 2], None, rounds=1, **kw)
+    assert r["tuned"]["weights"] == first["best"] and set(first["best"]) == set(TUNE_GRID)
+    whole = evaluate(events, **kw, protocols=("prequential", "leave-last-out"))
+    for m in ("mf", "hybrid"):
+        second = r["models"][m]["prequential"]["evaluated"]
+        assert 0 < second < whole["models"][m]["prequential"]["evaluated"]
+    assert r["references"]["river_funkmf"]["leave_last_out"]["evaluated"] == r["models"][
+        "mf"]["leave_last_out"]["evaluated"]
+    assert set(r["tuned"]["default_weights"]) >= {"prequential", "leave_last_out"}
