@@ -127,7 +127,8 @@ _ROWS: list[tuple[str, str, str, str, str, str]] = [
     ("sessions_7d", _S, _N, "7d", ">= 0", "decayed count of sessions by start time"),
     ("sessions_30d", _S, _N, "30d", ">= 0", "decayed count of sessions by start time"),
     ("session_length_mean_s", _S, _N, "session", "seconds",
-     "mean time from a session's first to last event"),
+     "mean session length: the time from its first to last event, or the duration its "
+     "session_ended event reported if longer"),
     ("session_length_max_s", _S, _N, "session", "seconds", "longest session"),
     ("events_per_session_mean", _S, _N, "session", ">= 0", "mean events per session"),
     ("bounce_ratio", _S, _N, "session", "0..1", "share of sessions with a single event"),

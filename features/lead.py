@@ -175,7 +175,9 @@ class LeadFeatures:
     event_count: int = 0
     last_update: float = 0.0  # wall clock of the last applied event (for the idle TTL)
     ids: EventIdSet = field(default_factory=EventIdSet)  # event ids applied, by event time
-    sessions: list[list] = field(default_factory=list)  # open: [sid, first, last, n]
+    # open: [sid, first, last, n, reported]: reported, the longest duration a
+    # session_ended event of the segment gave (its length is the longer of it and the span)
+    sessions: list[list] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)  # latest final session starts, sorted
     cities: dict[str, float] = field(default_factory=dict)  # forward-decayed 30 d weight
     filters: dict[str, list] = field(default_factory=dict)  # field -> [value, ts, event_id]
@@ -204,8 +206,8 @@ def _renormalise(s: LeadFeatures, t_new: float) -> None:
 
 def _finalise(s: LeadFeatures, seg: list) -> None:
     v = s.v
-    _, first, last, n = seg
-    length = last - first
+    _, first, last, n, reported = seg
+    length = max(last - first, reported)
     v[L.s_closed] += 1
     v[L.s_len_sum] += length
     v[L.s_len_max] = max(v[L.s_len_max], length)
@@ -227,11 +229,11 @@ def _finalise(s: LeadFeatures, seg: list) -> None:
             del st[0]
 
 
-def _session(s: LeadFeatures, sid: str, ts: float, gap: float) -> None:
+def _session(s: LeadFeatures, sid: str, ts: float, gap: float, reported: float = 0.0) -> None:
     touching = [seg for seg in s.sessions
                 if seg[0] == sid and seg[1] - gap <= ts <= seg[2] + gap]
     if not touching:
-        s.sessions.append([sid, ts, ts, 1])
+        s.sessions.append([sid, ts, ts, 1, reported])
         if len(s.sessions) > MAX_OPEN_SESSIONS:
             stalest = min(s.sessions, key=lambda g: (g[2], g[0]))
             s.sessions.remove(stalest)
@@ -241,10 +243,12 @@ def _session(s: LeadFeatures, sid: str, ts: float, gap: float) -> None:
     seg[1] = min(seg[1], ts)
     seg[2] = max(seg[2], ts)
     seg[3] += 1
+    seg[4] = max(seg[4], reported)
     for other in touching[1:]:  # the event bridged two segments of one session
         seg[1] = min(seg[1], other[1])
         seg[2] = max(seg[2], other[2])
         seg[3] += other[3]
+        seg[4] = max(seg[4], other[4])
         s.sessions.remove(other)
 
 
@@ -326,8 +330,9 @@ def update(
     if ref - day < 32:
         s.days |= 1 << (ref - day)
 
-    if event.session_id is not None:
-        _session(s, event.session_id, ts, session_gap)
+    if event.session_id is not None:  # a session_ended event says how long it lasted
+        _session(s, event.session_id, ts, session_gap,
+                 (payload.duration_seconds or 0.0) if et == "session_ended" else 0.0)
 
     if et == "property_viewed":
         for k in range(4):
@@ -523,7 +528,7 @@ def compute(s: LeadFeatures, as_of: float | None = None, *,
     # sessions: final ones plus the open ones
     open_ = s.sessions
     n_sess = v[L.s_closed] + len(open_)
-    lens = [seg[2] - seg[1] for seg in open_]
+    lens = [max(seg[2] - seg[1], seg[4]) for seg in open_]
     len_sum = v[L.s_len_sum] + sum(lens)
     len_max = max([v[L.s_len_max], *lens]) if n_sess else 0.0
     sess_events = v[L.s_events] + sum(seg[3] for seg in open_)
@@ -660,7 +665,7 @@ def compute(s: LeadFeatures, as_of: float | None = None, *,
         "session_gap_mean_h": _ratio(s_last - s_first, n_sess - 1) / HOUR if n_sess > 1 else 0.0,
         "session_regularity": regularity,
         "current_session_events": float(cur[3]) if cur else 0.0,
-        "current_session_length_s": cur[2] - cur[1] if cur else 0.0,
+        "current_session_length_s": max(cur[2] - cur[1], cur[4]) if cur else 0.0,
         "off_session_event_ratio": _ratio(n_ev - sess_events, n_ev),
         # time
         "recency_hours": (T - wm) / HOUR if n_ev else CAP_HOURS,
@@ -765,6 +770,9 @@ def decode(blob: bytes) -> LeadFeatures:
         ids = EventIdSet.from_bytes(fps, times)
     else:
         ids = _ids_v2(fps, times, math.floor(v[L.watermark]))
+    for seg in sessions:  # written before sessions carried their reported duration
+        if len(seg) == 4:
+            seg.append(0.0)
     return LeadFeatures(v, count, last_update, ids, sessions, starts, cities, filters, seen,
                         days, last_offset)
 

@@ -170,19 +170,22 @@ def reference_features(events, listings, *, lateness, session_gap, as_of=None,
     by_sid = defaultdict(list)
     for e, t in zip(events, times, strict=True):
         if e.session_id is not None:
-            by_sid[e.session_id].append(t)
-    segs = []  # (first, last, n, sid)
+            reported = (e.payload.duration_seconds or 0.0) if (
+                e.event_type == "session_ended") else 0.0
+            by_sid[e.session_id].append((t, reported))
+    segs = []  # (first, last, n, sid, length): length the longer of span and reported
     for sid, ts in by_sid.items():
         ts.sort()
-        start = prev = ts[0]
-        k = 1
-        for t in ts[1:]:
+        start = prev = ts[0][0]
+        k, longest = 1, ts[0][1]
+        for t, r in ts[1:]:
             if t - prev > session_gap:
-                segs.append((start, prev, k, sid))
-                start, k = t, 0
+                segs.append((start, prev, k, sid, max(prev - start, longest)))
+                start, k, longest = t, 0, 0.0
             prev = t
             k += 1
-        segs.append((start, prev, k, sid))
+            longest = max(longest, r)
+        segs.append((start, prev, k, sid, max(prev - start, longest)))
     n_s = len(segs)
     open_ = [s for s in segs if s[1] >= wm - lateness - session_gap]
     assert len(open_) <= max_open_sessions, "the reference assumes no early session close"
@@ -294,14 +297,14 @@ def reference_features(events, listings, *, lateness, session_gap, as_of=None,
         "sessions_lifetime": float(n_s),
         "sessions_7d": sum(dec(s[0], "7d") for s in segs),
         "sessions_30d": sum(dec(s[0], "30d") for s in segs),
-        "session_length_mean_s": _div(sum(s[1] - s[0] for s in segs), n_s),
-        "session_length_max_s": max((s[1] - s[0] for s in segs), default=0.0),
+        "session_length_mean_s": _div(sum(s[4] for s in segs), n_s),
+        "session_length_max_s": max((s[4] for s in segs), default=0.0),
         "events_per_session_mean": _div(in_sessions, n_s),
         "bounce_ratio": _div(sum(1 for s in segs if s[2] == 1), n_s),
         "session_gap_mean_h": (starts[-1] - starts[0]) / (n_s - 1) / HOUR if n_s > 1 else 0.0,
         "session_regularity": regularity,
         "current_session_events": float(cur[2]) if cur else 0.0,
-        "current_session_length_s": cur[1] - cur[0] if cur else 0.0,
+        "current_session_length_s": cur[4] if cur else 0.0,
         "off_session_event_ratio": _div(n - in_sessions, n),
         "recency_hours": (T - wm) / HOUR if n else CAP_HOURS,
         "tenure_days": (wm - first_ts) / DAY if n else 0.0,

@@ -93,6 +93,9 @@ def payloads(draw, et: str) -> dict:
         return {"outcome": draw(st.sampled_from(["converted", "lost", "nurturing"]))}
     if et == "search_performed":
         return {"query": "2 bed", "result_count": draw(st.sampled_from([0, 0, 3, 50, 900]))}
+    if et == "session_ended":  # the client's measure of the session, or none
+        dur = draw(st.sampled_from([None, 0, 60, 900, 5000]))
+        return {} if dur is None else {"duration_seconds": dur}
     if et == "map_area_viewed":
         return {"bbox": {"min_lat": 30.0, "min_lon": -98.0, "max_lat": 30.5, "max_lon": -97.5}}
     if et == "filter_applied":
@@ -459,3 +462,27 @@ def test_a_record_of_the_previous_layout_reads_back_with_its_ids():
     assert F.update(s, _view("old-70", t0 + 300 * 70), None) == "applied"
     blob = F.encode(s)
     assert blob[:3] == b"LF3" and F.decode(blob) == s
+
+
+def test_a_session_ended_event_reports_the_session_length():
+    """``session_ended``'s ``duration_seconds`` (the client's measure) is the session's
+    length when it is longer than the span of the events seen; never shorter."""
+    from leadstream.events import make_event
+
+    t0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+    def ev(et, eid, dt, **payload):
+        return make_event(et, event_id=eid, lead_id="L1", session_id="s1",
+                          timestamp=t0 + timedelta(seconds=dt), payload=payload)
+
+    s = F.LeadFeatures()
+    F.update(s, ev("session_started", "a", 0), None)
+    F.update(s, ev("session_ended", "b", 2, duration_seconds=600), None)
+    f = F.compute(s).numerical
+    assert f["current_session_length_s"] == 600 and f["session_length_max_s"] == 600
+    t = F.LeadFeatures()
+    F.update(t, ev("session_started", "a", 0), None)
+    F.update(t, ev("session_ended", "b", 900, duration_seconds=60), None)
+    assert F.compute(t).numerical["current_session_length_s"] == 900
+    # stored and read back, the reported length stays
+    assert F.compute(F.decode(F.encode(s))).numerical["session_length_max_s"] == 600
