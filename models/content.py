@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import math
+import re
 import zlib
 
 import numpy as np
@@ -64,6 +65,15 @@ def _soft(vec: np.ndarray, start: int, n: int, x: float) -> None:
         vec[start + lo + 1] += frac
 
 
+def _scaled(v: np.ndarray) -> np.ndarray:
+    """Each block of ``v`` scaled to the square root of its weight in the similarity."""
+    for name, (lo, hi) in BLOCKS.items():
+        norm = float(np.linalg.norm(v[lo:hi]))
+        if norm > 0:
+            v[lo:hi] *= math.sqrt(BLOCK_WEIGHT[name]) / norm
+    return v
+
+
 class ContentModel(base.Base):
     """Listing vectors in a contiguous matrix (rows = catalog rows) and lead profiles."""
 
@@ -94,11 +104,52 @@ class ContentModel(base.Base):
             t0 = BLOCKS["text"][0]
             for term, w in self.tfidf.transform_one(doc).items():
                 v[t0 + zlib.crc32(term.encode()) % TEXT_DIMS] += w
-        for name, (lo, hi) in BLOCKS.items():
-            norm = float(np.linalg.norm(v[lo:hi]))
-            if norm > 0:
-                v[lo:hi] *= math.sqrt(BLOCK_WEIGHT[name]) / norm
-        return v
+        return _scaled(v)
+
+    def query_vector(self, query: str, cities: list[str]) -> np.ndarray | None:
+        """A search as a listing-like vector: the property types, the cities (of
+        ``cities``, the catalog's) and the bedroom count its words name, and its words'
+        TF-IDF terms; None when it names none of them.
+
+        >>> m = ContentModel()
+        >>> q = m.query_vector("2 bed condo in Austin", ["Austin", "Denver"])
+        >>> a = m.vector({"price": 4e5, "bedrooms": 2, "bathrooms": 1,
+        ...               "property_type": "condo", "city": "Austin"})
+        >>> d = m.vector({"price": 4e5, "bedrooms": 4, "bathrooms": 1,
+        ...               "property_type": "house", "city": "Denver"})
+        >>> bool(q @ a > q @ d), m.query_vector("", ["Austin"])
+        (True, None)
+        """
+        text = query.lower()
+        words = set(re.findall(r"[a-z0-9_]+", text))
+        v = np.zeros(DIM, dtype=np.float32)
+        for t, i in _TYPE.items():
+            if t in words or t.replace("_", " ") in text:
+                v[BLOCKS["type"][0] + i] = 1.0
+        for city in cities:
+            if city and city.lower() in text:
+                v[BLOCKS["city"][0] + zlib.crc32(city.lower().encode()) % CITY_BINS] = 1.0
+        beds = re.search(r"\b(\d)\s*(?:bed|beds|bedroom|bedrooms|br|bd)\b", text)
+        if beds:
+            _soft(v, BLOCKS["bedrooms"][0], BED_BINS, float(beds.group(1)))
+        if text.strip():
+            t0 = BLOCKS["text"][0]
+            for term, w in self.tfidf.transform_one(text).items():
+                v[t0 + zlib.crc32(term.encode()) % TEXT_DIMS] += w
+        return _scaled(v) if v.any() else None
+
+    def area_vector(self, rows: np.ndarray) -> np.ndarray | None:
+        """Where a lead looked on the map: the mean location (city block) of the listings
+        at ``rows`` (those inside the area), None when there are none with a vector."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rows = rows[(rows < len(self.has))]
+        rows = rows[self.has[rows]] if len(rows) else rows
+        if len(rows) == 0:
+            return None
+        lo, hi = BLOCKS["city"]
+        v = np.zeros(DIM, dtype=np.float32)
+        v[lo:hi] = self.X[rows, lo:hi].mean(axis=0)
+        return _scaled(v) if v.any() else None
 
     def upsert(self, row: int, attributes: dict) -> None:
         self._ensure(row + 1)
@@ -118,6 +169,13 @@ class ContentModel(base.Base):
     def learn_one(self, lead: str, row: int, weight: float, ts: float) -> None:
         if row >= len(self.has) or not self.has[row] or weight == 0:
             return
+        self.learn_vector(lead, self.X[row], weight, ts)
+
+    def learn_vector(self, lead: str, vec: np.ndarray, weight: float, ts: float) -> None:
+        """Add ``vec`` (a listing's vector, or a search's or map area's) to the lead's
+        profile with ``weight``, decayed to the lead's latest event time."""
+        if weight == 0:
+            return
         prof = self.leads.get(lead)
         if prof is None:
             p, t = np.zeros(DIM, dtype=np.float32), ts
@@ -127,7 +185,7 @@ class ContentModel(base.Base):
                 p = p * np.float32(0.5 ** ((ts - t) / self.half_life))
                 t = ts
         w = weight * 0.5 ** (max(t - ts, 0.0) / self.half_life)
-        p = p + np.float32(w) * self.X[row]
+        p = p + np.float32(w) * vec
         self.leads[lead] = (p, t)
 
     def profile(self, lead: str) -> np.ndarray | None:

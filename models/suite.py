@@ -54,7 +54,7 @@ from models.collaborative import CollaborativeModel
 from models.content import BLOCKS, ContentModel
 from models.itemitem import ItemItemModel
 from models.scoring import LeadScorer
-from models.weights import direction_of, feedback_weight
+from models.weights import CONTENT_SIGNALS, direction_of, feedback_weight
 
 SUITE_VERSION = "hybrid-1"
 MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")
@@ -166,6 +166,8 @@ class ModelSuite(base.Base):
         """Learn from one applied event; ``profile`` is the lead's state *before* it."""
         self.events_learned += 1
         pid = event.property_id
+        if event.event_type in CONTENT_SIGNALS:
+            self._looked_for(catalog, lead_id, event)
         if pid is None:
             return
         w = feedback_weight(event.event_type, direction_of(event))
@@ -195,6 +197,24 @@ class ModelSuite(base.Base):
             pool = np.arange(len(catalog))
         self.mf.learn_one(lead_id, row, pid, w, pool, catalog.ids)
         self.content.learn_one(lead_id, row, w, ts)
+
+    def _looked_for(self, catalog: Catalog, lead_id: str, event) -> None:
+        """A search or a map view: what the lead looks for, into its content profile (the
+        types, cities, bedrooms and terms a query names; the location of the active
+        listings inside a map area)."""
+        payload = event.payload
+        if event.event_type == "search_performed":
+            vec = self.content.query_vector(payload.query or "", catalog.cities)
+        else:
+            b = payload.bbox
+            n = len(catalog)
+            inside = (catalog.active[:n] & (catalog.lat[:n] >= b.min_lat)
+                      & (catalog.lat[:n] <= b.max_lat) & (catalog.lon[:n] >= b.min_lon)
+                      & (catalog.lon[:n] <= b.max_lon))
+            vec = self.content.area_vector(np.flatnonzero(inside))
+        if vec is not None:
+            self.content.learn_vector(lead_id, vec, CONTENT_SIGNALS[event.event_type],
+                                      event.timestamp.timestamp())
 
     def _feedback(self, catalog: Catalog, lead_id: str, profile: LeadProfile, row: int) -> None:
         """Test-then-train for the blend: would each component have ranked this listing in

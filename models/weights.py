@@ -47,6 +47,12 @@ STRONG_SIGNALS = frozenset(
 )
 
 
+# events that name no listing but say what the lead looks for: a search's words (types,
+# cities, bedrooms, terms) and the area a lead viewed on the map feed its content profile
+# with this weight (a listing view counts 1.0)
+CONTENT_SIGNALS: dict[str, float] = {"search_performed": 0.5, "map_area_viewed": 0.5}
+
+
 def direction_of(event) -> str | None:
     """A swipe's direction, None for any other event: read without asking a payload for
     a field it lacks (a pydantic model answers a missing attribute slowly, through an

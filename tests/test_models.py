@@ -313,3 +313,45 @@ def test_recommend_many_ranks_each_lead_as_recommend_does():
     for (lead_id, profile, model, over), got in zip(reqs, many, strict=True):
         want = m.recommend(cat, lead_id, profile, k=10, model=model, overrides=over)
         assert got == want, lead_id
+
+
+def test_searches_and_map_views_feed_the_content_profile():
+    """Issue 18 item 5: what a lead searched for and where it looked on the map move its
+    content scores before it engaged with any listing."""
+    from datetime import UTC, datetime
+
+    from features.profile import LeadProfile
+    from leadstream.events import make_event, parse_listing
+    from models.catalog import Catalog
+    from models.suite import ModelSuite
+
+    cat, suite = Catalog(), ModelSuite(seed=3)
+    rows = {}
+    for pid, city, lat, lon, ptype, beds in [("A", "Austin", 30.27, -97.74, "condo", 2),
+                                             ("D", "Denver", 39.74, -104.99, "house", 4)]:
+        row = cat.upsert(parse_listing((
+            '{"property_id":"%s","status":"active","price":400000,"bedrooms":%d,'
+            '"bathrooms":1,"property_type":"%s","city":"%s","latitude":%f,"longitude":%f}'
+            % (pid, beds, ptype, city, lat, lon)).encode()))
+        suite.on_listing(cat, row, {"description": ""})
+        rows[pid] = row
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    search = make_event("search_performed", event_id="s", lead_id="Q", session_id="x",
+                        timestamp=t, payload={"query": "2 bed condo austin",
+                                              "result_count": 3})
+    area = make_event("map_area_viewed", event_id="m", lead_id="M", session_id="x",
+                      timestamp=t, payload={"bbox": {"min_lat": 39.5, "min_lon": -105.2,
+                                                     "max_lat": 39.9, "max_lon": -104.8}})
+    for ev in (search, area):
+        assert suite.content.scores(ev.lead_id, len(cat)) is None  # nothing known yet
+        suite.learn_one(cat, ev.lead_id, LeadProfile(), ev)
+    q = suite.content.scores("Q", len(cat))
+    m = suite.content.scores("M", len(cat))
+    assert q[rows["A"]] > q[rows["D"]]  # the searched type, city and bedrooms
+    assert m[rows["D"]] > m[rows["A"]]  # the area looked at
+    # a map area with no listing in it, or a query naming nothing, changes nothing
+    empty = make_event("map_area_viewed", event_id="e", lead_id="E", session_id="x",
+                       timestamp=t, payload={"bbox": {"min_lat": 0, "min_lon": 0,
+                                                      "max_lat": 1, "max_lon": 1}})
+    suite.learn_one(cat, "E", LeadProfile(), empty)
+    assert suite.content.scores("E", len(cat)) is None
