@@ -320,6 +320,8 @@ def test_searches_and_map_views_feed_the_content_profile():
     content scores before it engaged with any listing."""
     from datetime import UTC, datetime
 
+    import orjson
+
     from features.profile import LeadProfile
     from leadstream.events import make_event, parse_listing
     from models.catalog import Catalog
@@ -329,10 +331,10 @@ def test_searches_and_map_views_feed_the_content_profile():
     rows = {}
     for pid, city, lat, lon, ptype, beds in [("A", "Austin", 30.27, -97.74, "condo", 2),
                                              ("D", "Denver", 39.74, -104.99, "house", 4)]:
-        row = cat.upsert(parse_listing((
-            '{"property_id":"%s","status":"active","price":400000,"bedrooms":%d,'
-            '"bathrooms":1,"property_type":"%s","city":"%s","latitude":%f,"longitude":%f}'
-            % (pid, beds, ptype, city, lat, lon)).encode()))
+        row = cat.upsert(parse_listing(orjson.dumps({
+            "property_id": pid, "status": "active", "price": 400000, "bedrooms": beds,
+            "bathrooms": 1, "property_type": ptype, "city": city, "latitude": lat,
+            "longitude": lon})))
         suite.on_listing(cat, row, {"description": ""})
         rows[pid] = row
     t = datetime(2026, 3, 1, tzinfo=UTC)
