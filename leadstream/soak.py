@@ -140,6 +140,11 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
     sent = samples[-1]["sent"] if samples else 0
     growth = round(second_half / first_half, 3) if first_half else None
     lag_steady = max(x["lag"] for x in steady) if steady else 0
+    # RSS slope after the warm-up (least squares, MB per minute) and the lag's p99
+    slope = (statistics.linear_regression([x["t_seconds"] / 60 for x in steady], rss).slope
+             if len(steady) >= 2 else 0.0)
+    lags = sorted(x["lag"] for x in steady)
+    lag_p99 = lags[min(int(0.99 * len(lags)), len(lags) - 1)] if lags else 0
     verdicts = {  # memory within 10 % after warm-up, lag under 10 s of input, no errors
         "memory_flat": growth is not None and growth <= 1.10,
         "lag_bounded": lag_steady <= 10 * rate,
@@ -155,6 +160,8 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
         "rss_mb_steady_median_first_half": first_half,
         "rss_mb_steady_median_second_half": second_half,
         "rss_growth_ratio": growth,
+        "rss_slope_mb_per_minute": round(slope, 3),
+        "lag_p99_steady": lag_p99,
         "leads_held_max_steady": max(x["leads"] for x in steady) if steady else 0,
         "lag_max": max(x["lag"] for x in samples) if samples else 0,
         "lag_max_steady": lag_steady,
@@ -176,7 +183,8 @@ def print_soak(r: dict) -> None:
     c.print(t)
     c.print(f"after {r['warmup_seconds']:g} s warm-up: RSS median "
             f"{r['rss_mb_steady_median_first_half']} MB, then "
-            f"{r['rss_mb_steady_median_second_half']} MB (x{r['rss_growth_ratio']}); "
+            f"{r['rss_mb_steady_median_second_half']} MB (x{r['rss_growth_ratio']}, slope "
+            f"{r['rss_slope_mb_per_minute']} MB/min); lag p99 {r['lag_p99_steady']:,.0f}; "
             f"leads held at most {r['leads_held_max_steady']:,.0f}; lag max "
             f"{r['lag_max_steady']:,.0f} (whole run {r['lag_max']:,.0f}); "
             f"error lines {r['error_lines']}")
