@@ -107,13 +107,14 @@ class Worker:
         return sum(v for (n, lab), v in self.metrics().items()
                    if n == name and all(dict(lab).get(k) == x for k, x in labels.items()))
 
-    def wait_for(self, predicate, timeout: float = 90, what: str = "condition") -> None:
+    def wait_for(self, predicate, timeout: float = 90, what: str = "condition",
+                 every: float = 0.5) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
             if predicate():
                 return
-            time.sleep(0.5)
+            time.sleep(every)
         raise AssertionError(f"timed out waiting for {what}; metrics: "
                              + str({k: v for k, v in self.metrics().items()
                                     if k[0].startswith("leadstream_events")}))

@@ -59,14 +59,17 @@ def _expected(records, s):
 def test_sigkill_mid_stream_twice_loses_nothing_and_applies_nothing_twice(settings,
                                                                          worker_factory,
                                                                          kills):
-    s = settings.model_copy(update={"kafka_session_timeout_seconds": 6.0})
+    # small batches and a close watch, so each kill lands near its point of the stream: a
+    # worker taking batches of 500 went from 25 % to the whole stream between two looks
+    s = settings.model_copy(update={"kafka_session_timeout_seconds": 6.0,
+                                    "batch_max_events": 25})
     records, unique = _stream(seed=31)
     asyncio.run(publish(s, [(r.topic, r.key, r.value) for r in records]))
 
     w = worker_factory(s)
     for fraction in kills:  # two kill points, the second after more progress
         w.wait_for(lambda f=fraction, w=w: w.total("leadstream_events_processed_total")
-                   >= f * len(unique), what=f"{fraction:.0%} of the stream")
+                   >= f * len(unique), what=f"{fraction:.0%} of the stream", every=0.02)
         w.stop(signal.SIGKILL)
         # the replacement starts once the dead member's session expired: an immediate one
         # can hang in Faust's table recovery across two rebalances (see the issue notes)
