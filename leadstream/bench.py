@@ -168,6 +168,20 @@ def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
 
     feat_bpl = table_bytes(sample)
     prof_bpl = table_bytes(psample)
+
+    def decoded_bytes(values: list[bytes]) -> float:
+        """What a lead costs kept decoded in the worker's cache (streams.step.LeadStore)."""
+        from streams.step import LeadState
+
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        live = [LeadState.unpack(v) for v in values]
+        used = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        del live
+        return used / len(values)
+
     full = _dedup_full_set()
     us = [x / 1000 for x in upd]
     rts = [x / 1000 for x in rt]
@@ -194,6 +208,7 @@ def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
         "stored_bytes_per_lead_max": max(len(b) for b in sample),
         "profile_bytes_per_lead": round(prof_bpl),
         "total_state_bytes_per_lead": round(table_bytes(records)),
+        "decoded_bytes_per_lead": round(decoded_bytes(records)),
         "ids_remembered_mean": round(statistics.fmean(
             len(F.decode(b).ids) for b in sample), 1),
         "dedup_full_set": full,
@@ -247,7 +262,8 @@ def print_features(r: dict) -> None:
             f"[bold]{r['bytes_per_lead']} B/lead[/] (stored state mean "
             f"{r['stored_bytes_per_lead_mean']} B, max {r['stored_bytes_per_lead_max']} B); "
             f"profile {r['profile_bytes_per_lead']} B/lead; the features_by_lead value "
-            f"(both in one record) {r['total_state_bytes_per_lead']} B/lead")
+            f"(both in one record) {r['total_state_bytes_per_lead']} B/lead; kept decoded in "
+            f"the worker's cache {r['decoded_bytes_per_lead']:,} B/lead")
     d = r["dedup_full_set"]
     c.print(f"event ids: {r['ids_remembered_mean']} remembered per lead on average; the bound, "
             f"a full set of {d['ids']} (within {d['ttl_seconds'] / 3600:g} h of event time): "

@@ -444,11 +444,10 @@ class ModelSuite(base.Base):
         and reasons; summation order may differ in the last bits of a score)."""
         out: list[Ranked | None] = [None] * len(requests)
         n = len(catalog)
-        hybrid = [i for i, r in enumerate(requests) if r[2] == "hybrid"]
         for i, (lead_id, lead, model, over) in enumerate(requests):
             if model != "hybrid" or n == 0:
                 out[i] = self.recommend(catalog, lead_id, lead, k, model, over)
-        hybrid = [i for i in hybrid if out[i] is None]
+        hybrid = [i for i, r in enumerate(out) if r is None]
         if not hybrid:
             return out
         order = list(_COMPONENTS)

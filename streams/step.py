@@ -227,9 +227,6 @@ class LeadStore:
             for k in keys:
                 self._live.pop(k, None)
 
-    def decoded(self) -> int:
-        return len(self._live)
-
 
 @dataclass(slots=True)
 class StepResult:
@@ -295,11 +292,12 @@ class Step:
         ``now``: the wall-clock time stamped as each changed lead's ``last_update``.
         """
         now = time.time() if now is None else now
+        clock = datetime.fromtimestamp(now, UTC)  # the freshness checks' clock, per batch
         self._measured = False
         out: list[Output] = []
         batch: dict[bytes, _Lead] = {}
         for r in records:
-            res = self.ingest(r.value, r.key, partition)
+            res = self.ingest(r.value, r.key, partition, clock)
             if isinstance(res, DeadLetter):
                 out.append(Output(DEAD_LETTER, r.key, r.value,
                                   headers=res.headers(self.topic, partition, r.offset)))
@@ -322,15 +320,17 @@ class Step:
         return StepResult({k: v.state for k, v in batch.items() if v.changed}, out)
 
     # ---- per event ------------------------------------------------------------------
-    def ingest(self, raw: bytes | None, key: bytes | None, partition: int):
-        """Validate one record: returns the event, a DeadLetter or a Rekey."""
+    def ingest(self, raw: bytes | None, key: bytes | None, partition: int,
+               clock: datetime | None = None):
+        """Validate one record (freshness against ``clock``, default now): returns the
+        event, a DeadLetter or a Rekey."""
         self._in.inc()
         if raw is None:
             return self._dead("schema", "null value (tombstone) on the interactions topic")
         try:
             ev = parse_event(
                 raw,
-                now=datetime.now(UTC),
+                now=clock or datetime.now(UTC),
                 max_bytes=self.settings.max_event_bytes,
                 max_future_skew=self._future,
                 max_age=self._age,
@@ -338,9 +338,10 @@ class Step:
         except InvalidRecord as err:
             return self._dead(err.reason, err.message)
         want = ev.lead_id.encode()
-        if key != want or partition != partition_for(want, self.n_partitions):
+        home = partition_for(want, self.n_partitions)
+        if key != want or partition != home:
             self.metrics.rekeyed.inc()
-            return Rekey(want, partition_for(want, self.n_partitions))
+            return Rekey(want, home)
         return ev
 
     def replayed_again(self) -> None:
@@ -398,17 +399,18 @@ class Step:
             window = self.experiment.attribution_window_seconds
             for exp, arm, kind in attribute(profile.rec_log, ev, window):
                 self.metrics.experiment.labels(experiment=exp, arm=arm, kind=kind).inc()
+        fv = None
         if et == "outcome_recorded" and ev.payload.outcome in LABELS:
             # the scorer learns from the features as of the outcome
-            numerical = features.compute(feats, lateness=s.allowed_lateness_seconds,
-                                         session_gap=s.session_gap_seconds).numerical
+            fv = features.compute(feats, lateness=s.allowed_lateness_seconds,
+                                  session_gap=s.session_gap_seconds)
             label = LABELS[ev.payload.outcome]
-            self.models.scorer.learn_one(numerical, label)
+            self.models.scorer.learn_one(fv.numerical, label)
             self.metrics.score_labels.labels(label="converted" if label else "not").inc()
         self._facts(ev, profile, out)
         lead.last_ev = ev
         if et in _CRM:  # each CRM event re-scores the lead, at once
-            self._rescore(lead, ev, out, crm=True)
+            self._rescore(lead, ev, out, crm=True, fv=fv)
             lead.score_ev = None
         elif et in STRONG_SIGNALS:
             lead.score_ev = ev
@@ -564,11 +566,13 @@ class Step:
                 >= self.settings.score_refresh_seconds):
             self._rescore(lead, ev, out, crm=False)
 
-    def _rescore(self, lead: _Lead, ev, out: list, crm: bool) -> None:
+    def _rescore(self, lead: _Lead, ev, out: list, crm: bool, fv=None) -> None:
+        """Score the lead now (``fv``: its features, if already computed for this event)."""
         s = self.settings
         feats = lead.state.features
-        fv = features.compute(feats, lateness=s.allowed_lateness_seconds,
-                              session_gap=s.session_gap_seconds)
+        if fv is None:
+            fv = features.compute(feats, lateness=s.allowed_lateness_seconds,
+                                  session_gap=s.session_gap_seconds)
         if self.normalizer.due():
             self.normalizer.observe(fv.numerical)
         score = self._score(ev, lead.state.profile, feats, fv.numerical, crm)
@@ -617,12 +621,14 @@ class Step:
              arm.params if arm else None) for lead, arm in zip(due, arms, strict=True)],
             k=self.settings.top_k)
         for lead, arm, r in zip(due, arms, ranked, strict=True):
-            rec = self._publish(lead, lead.trigger_ev, lead.state.profile, r, arm)
+            rec = self._publish(lead, r, arm)
             if rec is not None:
                 out.append(Output(RECOMMENDATION, lead.key, rec))
 
-    def _publish(self, lead: _Lead, ev, profile: LeadProfile, ranked, arm) -> bytes | None:
-        """The recommendation record of ``ranked`` for ``lead`` (None: nothing material)."""
+    def _publish(self, lead: _Lead, ranked, arm) -> bytes | None:
+        """The recommendation record of ``ranked`` for ``lead``, cited as due to its
+        trigger event (None: nothing material)."""
+        ev, profile = lead.trigger_ev, lead.state.profile
         exp = self.experiment
         trigger = lead.trigger
         if trigger == "top_k_changed":
