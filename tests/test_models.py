@@ -309,7 +309,7 @@ def test_recommend_many_ranks_each_lead_as_recommend_does():
     reqs += [(reqs[0][0], reqs[0][1], "popularity", None),
              (reqs[1][0], reqs[1][1], "hybrid", {"w_content": 0.0})]
     many = m.recommend_many(cat, reqs, k=10)
-    assert len(many) == len(reqs) > 30
+    assert len(many) == len(reqs) > 12  # a dozen leads or more, ranked together
     for (lead_id, profile, model, over), got in zip(reqs, many, strict=True):
         want = m.recommend(cat, lead_id, profile, k=10, model=model, overrides=over)
         assert got == want, lead_id
