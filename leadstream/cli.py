@@ -45,8 +45,11 @@ def bootstrap_or_embedded(settings: Settings, port: int | None = None, quiet: bo
     if not quiet:
         print(f"starting the embedded broker on 127.0.0.1:{port} …", file=sys.stderr)
     broker = start_broker(settings, port=port)
+    update: dict = {"kafka_bootstrap": broker.bootstrap}
+    if broker.kind == "tansu":  # no transactional producer (docs: brokers)
+        update["changelog_transactions"] = False
     try:
-        yield settings.model_copy(update={"kafka_bootstrap": broker.bootstrap}), broker
+        yield settings.model_copy(update=update), broker
     finally:
         broker.stop()
 
@@ -434,7 +437,8 @@ def cmd_demo(args, settings: Settings) -> int:
         log_path = Path(s.home) / "demo-worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "LEADSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-               "LEADSTREAM_TOPIC_PREFIX": s.topic_prefix, "LEADSTREAM_WEB_PORT": str(web_port)}
+               "LEADSTREAM_TOPIC_PREFIX": s.topic_prefix, "LEADSTREAM_WEB_PORT": str(web_port),
+               "LEADSTREAM_CHANGELOG_TRANSACTIONS": str(s.changelog_transactions).lower()}
         with open(log_path, "ab") as log:
             worker = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"], env=env,
                                       stdout=log, stderr=subprocess.STDOUT,

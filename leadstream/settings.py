@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     lead_sweep_interval_seconds: float = Field(
         60.0, description="how often a worker looks for idle leads to forget"
     )
+    changelog_transactions: bool = Field(
+        True, description="write each lead-table changelog partition with a transactional "
+        "producer of its own, so a worker frozen past its session timeout cannot leave a "
+        "stale lead behind (streams/changelog.py); off only for brokers without "
+        "transactions (the Tansu fallback)")
     fault_drop_one_in: int = Field(
         0, ge=0, description="tests only: the worker's fetch loses, once, every n-th "
         "interactions record, which the offset-order guard must notice and read again"

@@ -6,11 +6,13 @@ The interactions agent takes what has been fetched (up to ``batch_max_events`` o
 is whole here, ``streams.durable.StateRestorer``) and the offset-order guard
 (``streams.durable.OrderGuard``), runs one :meth:`streams.step.Step.run` per partition and
 writes each changed lead once (``features_by_lead``, keyed by the raw lead id and
-co-partitioned with ``interactions``) before it sends the outputs.
+co-partitioned with ``interactions``; into the partition's open changelog transaction,
+``streams.changelog``) before it sends the outputs.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -18,17 +20,20 @@ import orjson
 
 from leadstream.outputs import AgentInsight
 from models.agents import AgentStats, insights
+from streams.changelog import ChangelogFenced
 from streams.context import Context
 from streams.durable import AGAIN, NEXT
 from streams.faust_internals import refuse
 from streams.step import ALERT, DEAD_LETTER, FACT, RECOMMENDATION, REKEY, SCORE, Record
+
+log = logging.getLogger("leadstream.worker")
 
 
 def add_agents(ctx: Context) -> tuple:
     """Declare the agents on ``ctx.app``; returns (interactions agent, listings agent)."""
     app, settings, step, store = ctx.app, ctx.settings, ctx.step, ctx.store
     restorer, guard, emit, catalog_ready = ctx.restorer, ctx.guard, ctx.emit, ctx.catalog_ready
-    changelog, t = ctx.changelog, ctx.topics
+    t = ctx.topics
     topic_of = {DEAD_LETTER: t["interactions-dlq"], REKEY: t["interactions"],
                 RECOMMENDATION: t["recommendations"], SCORE: t["lead-scores"],
                 FACT: t["agent-facts"], ALERT: t["agent-insights"]}
@@ -72,8 +77,16 @@ def add_agents(ctx: Context) -> tuple:
                     store.forget_decoded()  # live copies may be half-updated
                     raise
                 writes = [(key, store.put(key, state)) for key, state in res.changed.items()]
-                for key, value in writes:
-                    await emit(changelog, key, value, partition=p)
+                try:
+                    written = not writes or await ctx.write_leads(p, writes)
+                except ChangelogFenced as err:  # taken over: nothing of this worker's since
+                    log.error("%s", err)        # its last commit is read back; stop here
+                    await app.crash(err)
+                    return
+                if not written:
+                    for msg, _ in items:  # moved away meanwhile: its new owner reads them
+                        refuse(app, msg)
+                    continue
                 for o in res.outputs:
                     await emit(topic_of[o.kind], o.key, o.value, o.partition, o.headers)
 

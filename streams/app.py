@@ -13,7 +13,9 @@ Per-lead state lives in one changelog-backed table co-partitioned with ``interac
 and keyed by the raw lead id, ``features_by_lead``: the rolling features
 (``features/lead.py`` bytes) and what the recommender needs (``features/profile.py``
 JSON) in one value (``features/record.py``), written once per batch for each lead the
-batch changed; recently active leads stay decoded in memory
+batch changed, by the partition's own transactional producer so that a worker cut off
+from its group cannot leave stale leads behind (``streams/changelog.py``); recently
+active leads stay decoded in memory
 (:class:`streams.step.LeadStore`). What every worker needs whole (the catalog index, the
 models) lives in the step object held by the app, never in module globals.
 """
@@ -23,14 +25,17 @@ from __future__ import annotations
 import asyncio
 
 import faust
+from aiokafka import AIOKafkaProducer
 
 from models.snapshot import SnapshotStore
 from streams import agents, readers, timers, web
+from streams.changelog import FencedChangelog
 from streams.context import Context, emitter
 from streams.durable import OrderGuard, StateRestorer
 from streams.faust_internals import (
     make_at_least_once,
     make_delivery_checked,
+    make_flush_commits,
     make_restore_owned,
     refuse,
 )
@@ -111,6 +116,14 @@ def create_app(settings) -> faust.App:
     outputs = (*topics.values(), leads.changelog_topic)
     emit = emitter(producer, make_delivery_checked(app),
                    {t: t.get_topic_name() for t in outputs})
+    fence = None  # the changelog's writes fenced by the broker (streams/changelog.py)
+    if settings.changelog_transactions:
+        fence = FencedChangelog(
+            leads.changelog_topic.get_topic_name(), f"{app.conf.id}-features_by_lead",
+            lambda tid: AIOKafkaProducer(transactional_id=tid,
+                                         linger_ms=settings.producer_linger_ms,
+                                         **settings.kafka_client_kwargs()))
+        make_flush_commits(app, fence.commit)
     guard = OrderGuard(
         order, lambda tp, offset: readers.first_offset(settings, tp, offset),
         refuse=lambda message: refuse(app, message),
@@ -133,12 +146,22 @@ def create_app(settings) -> faust.App:
     def crash(err: BaseException) -> None:
         asyncio.ensure_future(app.crash(err))
 
-    def changelog_of(table):
-        return lambda p: readers.read_partition(settings, table.changelog_topic.get_topic_name(),
-                                                p)
+    def changelog_of(table, fence=None):
+        async def read(p):
+            if fence is not None:  # every older writer of the partition fenced first
+                await fence.acquire(p)
+            async for kv in readers.read_partition(
+                    settings, table.changelog_topic.get_topic_name(), p):
+                yield kv
+        return read
 
-    restorer = StateRestorer(leads.data, lambda k: partition_for(k, n), changelog_of(leads),
-                             on_restored=restored, on_dropped=handed_over,
+    def released(partitions) -> None:
+        if fence is not None:
+            asyncio.ensure_future(fence.release(partitions))
+
+    restorer = StateRestorer(leads.data, lambda k: partition_for(k, n),
+                             changelog_of(leads, fence), on_restored=restored,
+                             on_dropped=handed_over, on_released=released,
                              settle=producer.flush, on_failure=crash)
     stats_restorer = StateRestorer(agent_stats.data, lambda k: 0, changelog_of(agent_stats),
                                    settle=producer.flush, on_failure=crash,
@@ -150,7 +173,7 @@ def create_app(settings) -> faust.App:
     ctx = Context(settings=settings, app=app, specs=specs, n=n, step=step, topics=topics,
                   leads=leads, agent_stats=agent_stats, store=store, restorer=restorer,
                   stats_restorer=stats_restorer, guard=guard, snapshots=snapshots.store,
-                  emit=emit)
+                  emit=emit, fence=fence)
     app.leadstream_agents = agents.add_agents(ctx)  # type: ignore[attr-defined]
     timers.add_timers(ctx, snapshots)
     web.add_views(ctx)

@@ -33,12 +33,24 @@ class Context:
     guard: OrderGuard  # input offsets in order, in front of the interactions agent
     snapshots: SnapshotStore
     emit: Callable  # ``emitter``: a record to the producer, its delivery checked
+    fence: Any  # ``streams.changelog.FencedChangelog``, or None: changelog writes by ``emit``
     catalog_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def changelog(self):
         """The lead table's changelog topic."""
         return self.leads.changelog_topic
+
+    async def write_leads(self, partition: int, records) -> bool:
+        """Write ``(key, value or None)`` records of the lead table to its changelog: into
+        the partition's open transaction (``fence``), or with ``emit``. False if this
+        worker no longer holds the partition's producer: nothing is written, and the
+        caller leaves the records it handled uncommitted."""
+        if self.fence is not None:
+            return await self.fence.write(partition, records)
+        for key, value in records:
+            await self.emit(self.changelog, key, value, partition=partition)
+        return True
 
 
 def emitter(producer, watch: Callable[[asyncio.Future], None], out_topics: dict) -> Callable:

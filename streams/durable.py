@@ -281,8 +281,9 @@ class StateRestorer:
     of the ``(key, value or None)`` records of that changelog partition from its start
     to the end offset it had when the read began. :meth:`on_assigned` drops every lead
     of a partition not trusted (``on_dropped(keys)`` gets those of partitions no longer
-    assigned) and starts the restores (``on_restored(partition, leads, seconds)`` after
-    each); :meth:`ready` waits for one. ``settle()``, awaited before each read, delivers
+    assigned; ``on_released(partitions)`` the partitions themselves) and starts the
+    restores (``on_restored(partition, leads, seconds)`` after each); :meth:`ready` waits
+    for one. ``settle()``, awaited before each read, delivers
     what this worker itself still has on its way to the changelog (the producer's flush).
     A read that fails is retried; any other error of a restore goes to
     ``on_failure(exc)`` (the worker stops) rather than leaving a partition silently
@@ -291,7 +292,7 @@ class StateRestorer:
 
     def __init__(self, data, partition_of: Callable, read: Callable, on_restored=None,
                  on_dropped=None, retry_delay: float = 1.0, settle=None, on_failure=None,
-                 what: str = "lead state"):
+                 what: str = "lead state", on_released=None):
         self.data, self.partition_of, self.read = data, partition_of, read
         self.what = what
         self.settle = settle
@@ -299,6 +300,7 @@ class StateRestorer:
         self.on_restored = on_restored or (lambda partition, n_keys, seconds: None)
         self.on_dropped = on_dropped or (lambda keys: None)
         self.on_failure = on_failure
+        self.on_released = on_released or (lambda partitions: None)
         self.ownership = Ownership()
         self._assigned: set = set()
         self._tasks: dict = {}
@@ -317,6 +319,8 @@ class StateRestorer:
                 if p not in partitions:
                     gone.append(k)
         self.on_dropped(gone)
+        if self._assigned - partitions:
+            self.on_released(self._assigned - partitions)
         # a read under way goes on if the partition stayed here through the rebalance:
         # nobody else can have written it meanwhile
         tasks = {}

@@ -346,3 +346,22 @@ def make_delivery_checked(app: faust.App) -> Callable[[asyncio.Future], None]:
 
     producer.flush = checked_flush
     return lambda fut: fut.add_done_callback(done)
+
+
+def make_flush_commits(app: faust.App, commit: Callable) -> None:
+    """Make ``app.producer.flush()`` also await ``commit()`` (the changelog's open
+    transactions, ``streams.changelog``) once everything the producer holds is delivered.
+
+    Faust awaits the producer's flush before every offset commit and on revocation, and
+    the restorer before each read: the points where the changelog must hold what the
+    offsets about to be committed (or the partition about to be handed over) produced. A
+    failed commit raises there, so no offset is committed past state never written.
+    """
+    producer = app.producer
+    flush = producer.flush
+
+    async def flush_and_commit() -> None:
+        await flush()
+        await commit()
+
+    producer.flush = flush_and_commit

@@ -13,11 +13,15 @@ log = logging.getLogger("leadstream.worker")
 
 
 async def read_partition(settings, topic: str, partition: int):
-    """The ``(key, value)`` records of one partition of ``topic``, from its start to the end
-    offset it has when the read begins (value None: a deletion), with a consumer of its own:
-    how a worker reads a partition of the lead table's changelog back."""
+    """The committed ``(key, value)`` records of one partition of ``topic``, from its start
+    to the end offset it has when the read begins (value None: a deletion), with a consumer
+    of its own: how a worker reads a partition of the lead table's changelog back. Records
+    of aborted transactions (a fenced worker's, ``streams.changelog``) are never read; the
+    end is the last stable offset, so an open transaction of another writer would hold
+    the read there (the reader takes the partition's producer first, which ends it)."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest", **settings.kafka_client_kwargs())
+                                auto_offset_reset="earliest", isolation_level="read_committed",
+                                **settings.kafka_client_kwargs())
     try:
         await asyncio.wait_for(consumer.start(), 30)
         tp = TopicPartition(topic, partition)

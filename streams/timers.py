@@ -89,8 +89,9 @@ async def sweep_idle_leads(ctx: Context) -> None:
                 store.forget_decoded((k,))
                 step.metrics.leads_expired.inc()
                 # the producer the agent writes through, so a lead's later value never
-                # lands in the changelog ahead of this tombstone
-                await ctx.emit(ctx.changelog, k, None, partition=partition_for(k, n))
+                # lands in the changelog ahead of this tombstone (if the partition moved
+                # meanwhile, its new owner keeps the lead until its own sweep)
+                await ctx.write_leads(partition_for(k, n), [(k, None)])
         await asyncio.sleep(0)
     step.metrics.lead_state_bytes.set(total)
     step.metrics.open_sessions.set(sessions)
@@ -114,6 +115,18 @@ def add_timers(ctx: Context, snapshots: ModelSnapshots) -> None:
     @app.timer(interval=settings.lead_sweep_interval_seconds)
     async def forget_idle_leads():
         await sweep_idle_leads(ctx)
+
+    if ctx.fence is not None:
+        @app.timer(interval=1.0)
+        async def commit_changelog():
+            """Commit the changelog's open transactions at least once a second, also when
+            no offset commit comes (tombstones of the sweep), well inside the broker's
+            transaction timeout. A fenced partition stops the worker."""
+            try:
+                await ctx.fence.commit()
+            except Exception as err:
+                log.error("%s", err)
+                await app.crash(err)
 
     @app.timer(interval=min(settings.snapshot_interval_seconds, 10.0))
     async def snapshot_models():

@@ -259,6 +259,47 @@ def test_a_failed_delivery_makes_the_flush_before_a_commit_raise(patched):
     assert asyncio.run(run()) == ("refused" if patched else "committed")
 
 
+# ---- point 8: the changelog's transactions committed before the offsets ----------------
+
+@pytest.mark.parametrize("patched", [False, True])
+def test_an_offset_commit_first_commits_the_changelog_transactions(patched):
+    """Faust's offset commit (``Consumer._commit_offsets``) awaits the producer's flush and
+    then commits; the changelog's open transactions (``streams.changelog``) must be
+    committed in between, and a failed one must stop the offset commit."""
+
+    async def run(fail: bool):
+        app = _app()
+        consumer, _ = _consumer(app, Kafka(size=10), patched=False)
+        done: list[str] = []
+
+        async def flush() -> None:
+            done.append("flush")
+
+        async def commit_changelog() -> None:
+            if fail:
+                raise RuntimeError("fenced")
+            done.append("changelog")
+
+        async def commit_offsets(offsets) -> bool:
+            done.append("offsets")
+            return True
+
+        app.producer.flush = flush
+        consumer._commit = commit_offsets
+        if patched:
+            fi.make_flush_commits(app, commit_changelog)
+        try:
+            await consumer._commit_offsets({INPUT: 5})
+        except RuntimeError:
+            done.append("refused")
+        return done
+
+    assert asyncio.run(run(fail=False)) == (["flush", "changelog", "offsets"] if patched
+                                            else ["flush", "offsets"])
+    assert asyncio.run(run(fail=True)) == (["flush", "refused"] if patched
+                                           else ["flush", "offsets"])
+
+
 # ---- point 6: Faust's recovery off for the owned tables, assignments to the restorers --
 
 def test_restore_owned_hands_assignments_to_the_restorer_and_skips_faust_recovery():

@@ -411,3 +411,44 @@ def test_hostile_input_is_dead_lettered_with_reasons_and_good_events_all_pass(se
     assert reasons[HOSTILE[7]] == "timestamp_in_future" and reasons[HOSTILE[8]] in (
         "timestamp_too_old",)
     assert w.get("/health/live")[0] == 200
+
+
+def test_a_frozen_worker_resumed_after_its_partitions_moved_leaves_no_stale_state(
+        settings, worker_factory, tmp_path):
+    """Issue 20: worker A is stopped with SIGSTOP while it holds fetched events, past its
+    session timeout, so its partitions move to B, which restores them and handles the rest
+    of the stream; then A resumes (SIGCONT) and goes on with what it had fetched. Its
+    writes must never reach a restore: after both stop, a fresh worker reads every lead
+    back from the changelog exact. (Without the transactional changelog writes A's stale
+    values land after B's and the fresh worker restores them.)"""
+    s = settings.model_copy(update={"kafka_session_timeout_seconds": 6.0,
+                                    "batch_max_events": 25})
+    records, unique = _stream(seed=47)
+    want = _expected(records, s)
+    # the catalog first: each worker reads it whole before its first event
+    asyncio.run(publish(s, [(r.topic, r.key, r.value) for r in records
+                            if r.topic != "interactions"]))
+    a = worker_factory(s)
+    b = worker_factory(s.model_copy(update={"web_port": free_port(),
+                                            "worker_data_dir": tmp_path / "b"}))
+
+    def held(w):
+        return len(orjson.loads(w.get("/health/ready")[1])["partitions"])
+
+    a.wait_for(lambda: held(a) == 2 and held(b) == 2, what="two partitions each")
+    asyncio.run(publish(s, [(r.topic, r.key, r.value) for r in records
+                            if r.topic == "interactions"]))
+    a.wait_for(lambda: a.total("leadstream_events_processed_total") >= 0.1 * len(unique),
+               what="A a tenth through the stream", every=0.02)
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        # B takes A's partitions once A's session expired, and finishes the whole stream
+        _assert_every_lead_equals_one_run(b, want, len(unique))
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    time.sleep(s.kafka_session_timeout_seconds + 4)  # A goes on, learns, rejoins or stops
+    a.stop(signal.SIGTERM)
+    b.stop(signal.SIGTERM)
+    c = worker_factory(s.model_copy(update={"web_port": free_port(),
+                                            "worker_data_dir": tmp_path / "c"}))
+    _assert_every_lead_equals_one_run(c, want, len(unique), timeout=60)

@@ -1,0 +1,151 @@
+"""The lead table's changelog, written so that a worker cut off from its group cannot
+leave a stale value in it (issue 20, "a frozen worker cannot corrupt state").
+
+Each partition of the changelog is written by a transactional producer of its own, whose
+``transactional.id`` names the app, the table and the partition. A worker takes a
+partition's producer (:meth:`FencedChangelog.acquire`) when the partition is assigned to
+it and before it reads the partition back; starting that producer makes the broker bump
+the id's epoch, abort whatever transaction an older holder of the id left open and refuse
+every write and commit of that older holder from then on. The restore reads committed
+records only (``streams.readers.read_partition``). So a worker frozen with SIGSTOP (or cut
+off by a network partition) past its session timeout can resume and go on writing what it
+had fetched: the broker rejects it, its open transaction is never read back, and the
+worker stops (:class:`ChangelogFenced`) instead of committing anything.
+
+Why a transactional producer and not the alternatives: an owner check before each write
+(asking the group coordinator) leaves a window between the check and the write, and a
+freeze inside that window defeats it; a generation number inside each value cannot win
+against last-write-wins, since the restore (and log compaction) keeps the last record of
+a key whatever its generation. The broker's epoch check is the one fence the writer
+cannot race.
+
+Writes join the partition's open transaction (one is begun with the first write after a
+commit); :meth:`FencedChangelog.commit` commits every open one. The worker commits before
+every offset commit (the producer's flush, which Faust awaits first), before each
+restore, on revocation and once a second, so the input offsets never run ahead of the
+state they produced, and a transaction never stays open past the broker's timeout. The
+writes are still once per changed lead per batch; nothing downstream waits for the
+commit (outputs are sent with the worker's ordinary producer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+
+log = logging.getLogger("leadstream.worker")
+
+
+def _retrieved(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class ChangelogFenced(RuntimeError):
+    """Another worker took over a changelog partition this worker still wrote."""
+
+
+class FencedChangelog:
+    """One transactional producer per changelog partition of ``topic``.
+
+    ``make_producer(transactional_id)`` builds an (unstarted) ``AIOKafkaProducer``; the
+    ids are ``f"{id_prefix}-{partition}"``. The id must be the same for every worker of
+    one app (that is what fences), and differ between apps and tables.
+    """
+
+    def __init__(self, topic: str, id_prefix: str, make_producer):
+        self.topic, self.id_prefix, self.make_producer = topic, id_prefix, make_producer
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        self._open: dict[int, list[asyncio.Future]] = {}  # partition -> deliveries
+        self._locks: dict[int, asyncio.Lock] = {}
+        self.commits = 0
+
+    def _lock(self, partition: int) -> asyncio.Lock:
+        return self._locks.setdefault(partition, asyncio.Lock())
+
+    def held(self) -> set[int]:
+        """The partitions this worker holds a producer for."""
+        return set(self._producers)
+
+    async def acquire(self, partition: int) -> None:
+        """Take ``partition``'s producer: every other holder of it is fenced, and its open
+        transaction aborted, once this returns. Call before reading the partition back."""
+        async with self._lock(partition):
+            await self._close(partition)
+            producer = self.make_producer(f"{self.id_prefix}-{partition}")
+            await producer.start()  # InitProducerId: bumps the epoch, aborts the old txn
+            self._producers[partition] = producer
+
+    async def release(self, partitions: Iterable[int]) -> None:
+        """Stop the producers of ``partitions`` (moved away): an open transaction is
+        aborted (its input offsets are not committed here; their new owner replays them)."""
+        for p in partitions:
+            async with self._lock(p):
+                await self._close(p)
+
+    async def _close(self, partition: int) -> None:
+        producer = self._producers.pop(partition, None)
+        self._open.pop(partition, None)
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception as err:  # noqa: BLE001 (fenced or the broker away: gone anyway)
+                log.info("changelog partition %d: its producer stopped with %r", partition, err)
+
+    async def write(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> bool:
+        """Add ``records`` (key, value or None) to ``partition``'s open transaction. False
+        if this worker holds no producer for it (moved away or being read back): nothing
+        is written, and the caller must leave the batch's records uncommitted."""
+        async with self._lock(partition):
+            producer = self._producers.get(partition)
+            if producer is None:
+                return False
+            pending = self._open.get(partition)
+            if pending is None:
+                await self._call(partition, producer.begin_transaction())
+                pending = self._open[partition] = []
+            for key, value in records:
+                fut = await self._call(partition, producer.send(
+                    self.topic, value, key=key, partition=partition))
+                fut.add_done_callback(_retrieved)  # a fenced write fails the commit too
+                pending.append(fut)
+            return True
+
+    async def commit(self) -> None:
+        """Commit every open transaction; raise :class:`ChangelogFenced` if another worker
+        took a partition over, or ``RuntimeError`` if a write was not delivered."""
+        for p in list(self._open):
+            async with self._lock(p):
+                pending = self._open.get(p)
+                producer = self._producers.get(p)
+                if pending is None or producer is None:
+                    continue
+                await self._call(p, producer.commit_transaction())
+                del self._open[p]
+                failed = [f.exception() for f in pending
+                          if f.done() and not f.cancelled() and f.exception() is not None]
+                if failed:  # not reached in practice: a failed write fails the commit
+                    raise RuntimeError(f"changelog partition {p}: {len(failed)} writes not "
+                                       f"delivered (first: {failed[0]!r})")
+                self.commits += 1
+
+    async def _call(self, partition: int, aw):
+        try:
+            return await aw
+        except AssertionError as err:  # aiokafka: a transaction call after a fatal error
+            raise ChangelogFenced(f"changelog partition {partition}: its producer failed "
+                                  f"earlier ({err!r}); this worker stops") from err
+        except (ProducerFenced, InvalidProducerEpoch) as err:
+            raise ChangelogFenced(
+                f"changelog partition {partition} was taken over by another worker while "
+                f"this one still wrote it (frozen or cut off past its session timeout?): "
+                f"its open transaction is aborted and never read back; this worker "
+                f"stops ({err!r})") from err
+
+    async def close(self) -> None:
+        """Stop every producer (an open transaction is aborted by the broker)."""
+        await self.release(list(self._producers))
