@@ -23,6 +23,28 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# HighLevel's published webhook keys (marketplace.gohighlevel.com/docs/webhook/
+# WebhookIntegrationGuide): Ed25519 for X-GHL-Signature, RSA for the legacy X-WH-Signature
+GHL_ED25519_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=
+-----END PUBLIC KEY-----
+"""
+GHL_RSA_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEAokvo/r9tVgcfZ5DysOSC
+Frm602qYV0MaAiNnX9O8KxMbiyRKWeL9JpCpVpt4XHIcBOK4u3cLSqJGOLaPuXw6
+dO0t6Q/ZVdAV5Phz+ZtzPL16iCGeK9po6D6JHBpbi989mmzMryUnQJezlYJ3DVfB
+csedpinheNnyYeFXolrJvcsjDtfAeRx5ByHQmTnSdFUzuAnC9/GepgLT9SM4nCpv
+uxmZMxrJt5Rw+VUaQ9B8JSvbMPpez4peKaJPZHBbU3OdeCVx5klVXXZQGNHOs8gF
+3kvoV5rTnXV0IknLBXlcKKAQLZcY/Q9rG6Ifi9c+5vqlvHPCUJFT5XUGG5RKgOKU
+J062fRtN+rLYZUV+BjafxQauvC8wSWeYja63VSUruvmNj8xkx2zE/Juc+yjLjTXp
+IocmaiFeAO6fUtNjDeFVkhf5LNb59vECyrHD2SQIrhgXpO4Q3dVNA5rw576PwTzN
+h/AMfHKIjE4xQA1SZuYJmNnmVZLIZBlQAF9Ntd03rfadZ+yDiOXCCs9FkHibELhC
+HULgCsnuDJHcrGNd5/Ddm5hxGQ0ASitgHeMZ0kcIOwKDOzOU53lDza6/Y09T7sYJ
+PQe7z0cvj7aE4B+Ax1ZoZGPzpJlZtGXCsu9aTEGEnKzmsFqwcSsnw3JB31IGKAyk
+T1hhTiaCeIY/OwwwNUY2yvcCAwEAAQ==
+-----END PUBLIC KEY-----
+"""
+
 
 def _default_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "leadstream"
@@ -136,6 +158,36 @@ class Settings(BaseSettings):
         0.25, description="a move of the price level by this share is a drift (0.25 = 25 %)")
     agent_insights_interval_seconds: float = Field(
         60.0, description="publish every agent's insights this often")
+
+    # --- HTTP intake (streams/intake.py) ------------------------------------------------
+    http_max_body_bytes: int = Field(
+        1_048_576, ge=1, description="POST /events and webhook bodies larger than this are "
+        "refused with 413 (each event is still held to max_event_bytes)")
+    http_ack_timeout_seconds: float = Field(
+        30.0, gt=0, description="how long an intake request waits for the broker to "
+        "acknowledge its records before answering 503 (/events) or 429 (webhooks): retry, "
+        "event ids make a repeat harmless")
+    ghl_webhook_public_key: str = Field(
+        GHL_ED25519_PUBLIC_KEY, description="PEM (or its base64 body) of the Ed25519 key "
+        "that verifies GoHighLevel's X-GHL-Signature; default: the key HighLevel publishes in "
+        "its Webhook Integration Guide")
+    ghl_webhook_legacy_public_key: str = Field(
+        GHL_RSA_PUBLIC_KEY, description="PEM of the RSA key that verifies the legacy "
+        "X-WH-Signature (RSA-SHA256); default: the key HighLevel publishes")
+    ghl_accept_legacy_signature: bool = Field(
+        True, description="accept a webhook signed only with the legacy X-WH-Signature "
+        "(HighLevel deprecated it on 2026-07-01 in favour of X-GHL-Signature)")
+    ghl_webhook_max_age_seconds: float = Field(
+        7200.0, ge=0, description="a webhook whose own timestamp is older than this is "
+        "refused as a replay (0: no check); within it a repeat is dropped by event-id "
+        "de-duplication. HighLevel retries a 429 for about 70 minutes")
+    ghl_property_id_pattern: str = Field(
+        r"\[(?P<property_id>[^\]\s]{1,128})\]", description="regular expression with a "
+        "group property_id that finds the listing an appointment is for in its title, then "
+        "its notes (default: an id in square brackets, 'Viewing [P17]')")
+    ghl_unassigned_agent_id: str = Field(
+        "ghl-unassigned", min_length=1, max_length=128, description="agent_id of CRM events "
+        "whose opportunity or contact has no assigned user")
 
     # --- models ---------------------------------------------------------------------------
     model_seed: int = Field(42, description="seed of every model (same seed, same output)")
