@@ -25,7 +25,7 @@ import asyncio
 import faust
 
 from models.snapshot import SnapshotStore
-from streams import agents, readers, timers, web
+from streams import agents, intake, readers, timers, web
 from streams.context import Context, emitter
 from streams.durable import OrderGuard, StateRestorer
 from streams.faust_internals import (
@@ -154,6 +154,7 @@ def create_app(settings) -> faust.App:
     app.leadstream_agents = agents.add_agents(ctx)  # type: ignore[attr-defined]
     timers.add_timers(ctx, snapshots)
     web.add_views(ctx)
+    intake.add_routes(ctx)  # POST /events, POST /webhooks/gohighlevel
     return app
 
 
