@@ -20,7 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 # HighLevel's published webhook keys (marketplace.gohighlevel.com/docs/webhook/
@@ -233,6 +233,36 @@ class Settings(BaseSettings):
     recommend_min_change: float = Field(
         0.3, description="material change: a new top item, or this share of the list new"
     )
+
+    @field_validator("ghl_webhook_public_key", "ghl_webhook_legacy_public_key")
+    @classmethod
+    def _public_key(cls, value: str, info):
+        if not value and info.field_name == "ghl_webhook_legacy_public_key":
+            return value  # no legacy key: X-WH-Signature is refused
+        from leadstream.gohighlevel import load_public_key
+
+        try:
+            key = load_public_key(value)
+        except Exception:  # noqa: BLE001 - cryptography raises several kinds
+            raise ValueError("not a PEM public key (nor the base64 body of one)") from None
+        want = "Ed25519PublicKey" if info.field_name == "ghl_webhook_public_key" else \
+            "RSAPublicKey"
+        if not any(c.__name__ == want for c in type(key).__mro__):
+            raise ValueError(f"not an {want[:-9]} public key")
+        return value
+
+    @field_validator("ghl_property_id_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        import re
+
+        try:
+            rx = re.compile(value)
+        except re.error as err:
+            raise ValueError(f"not a regular expression: {err}") from None
+        if "property_id" not in rx.groupindex:
+            raise ValueError("needs a group named property_id, e.g. \\[(?P<property_id>[^\\]]+)\\]")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -46,7 +46,7 @@ PROPERTY_DLQ_REASONS = (*_PARSE_REASONS, "key_mismatch")
 INTAKE_ENDPOINTS = ("/events", "/webhooks/gohighlevel")
 INTAKE_OUTCOMES = ("accepted", "refused", "failed", "ignored")
 INTAKE_REFUSALS = (*INTERACTION_DLQ_REASONS[:-1], "unmappable")
-INTAKE_STATUSES = ("200", "207", "400", "401", "413", "415", "422", "429", "503")
+INTAKE_STATUSES = ("200", "207", "400", "401", "413", "422", "429", "503")
 # streams/step.py: Step._trigger, and preference_drift in Step._apply
 TRIGGERS = ("first_event", "session_started", "strong_signal", "top_k_changed",
             "preference_drift")

@@ -103,7 +103,8 @@ ROUTES: dict[str, dict[str, Any]] = {
         "x-auth": "bearer",
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"type": "array", "items": {
-                "$ref": "schemas/interaction.json"}}},
+                "type": "object", "description": "an interaction event (its JSON Schema: "
+                "schemas/interaction.json)"}}},
             "application/x-ndjson": {"schema": {"type": "string",
                                                 "description": "one event per line"}}}},
         "responses": {

@@ -150,3 +150,19 @@ def test_split_body_reads_arrays_lines_and_single_objects():
     assert split_body(b"  \n", None) == []
     assert [i.raw for i in split_body(b'{"a":1}\n{"b":2}', "application/json")] == [
         b'{"a":1}', b'{"b":2}']
+
+
+def test_webhook_settings_are_checked_when_read():
+    from pydantic import ValidationError
+
+    ed = Ed25519PrivateKey.generate()
+    body = "".join(public_pem(ed).splitlines()[1:-1])  # the base64 body alone is enough
+    assert Settings(ghl_webhook_public_key=body).ghl_webhook_public_key == body
+    assert Settings(ghl_webhook_legacy_public_key="").ghl_webhook_legacy_public_key == ""
+    for bad in ({"ghl_webhook_public_key": "junk"},
+                {"ghl_webhook_public_key": GHL_RSA_PUBLIC_KEY},  # the wrong kind of key
+                {"ghl_webhook_legacy_public_key": GHL_ED25519_PUBLIC_KEY},
+                {"ghl_property_id_pattern": "(unclosed"},
+                {"ghl_property_id_pattern": r"\[\w+\]"}):  # no property_id group
+        with pytest.raises(ValidationError):
+            Settings(**bad)
