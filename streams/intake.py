@@ -260,7 +260,9 @@ class Intake:
                 ans.update(status="refused", reason=err.reason, message=err.message)
                 headers = [*dead.headers(source, -1, -1),
                            ("leadstream.dlq.request_id", request_id.encode()),
-                           ("leadstream.dlq.line", str(it.line or it.index).encode()),
+                           ("leadstream.dlq.index", str(it.index).encode()),
+                           *([("leadstream.dlq.line", str(it.line).encode())]
+                             if it.line is not None else []),
                            *extra_headers]
                 args = (self.dlq, _lead_key(it.raw), it.raw, None, None, headers)
             else:
@@ -310,7 +312,6 @@ class Intake:
             self.metrics.intake_lines.labels(endpoint=endpoint, outcome=ans["status"]).inc()
         return answers, all_acked
 
-
     async def submit_refusal(self, endpoint: str, body: bytes, request_id: str,
                               reason: str, message: str,
                               extra_headers: list[tuple[str, bytes]]) -> tuple[list[dict], bool]:
@@ -321,11 +322,13 @@ class Intake:
                    ("leadstream.dlq.request_id", request_id.encode()), *extra_headers]
         ans: dict[str, Any] = {"index": 0, "status": "refused", "reason": reason,
                                "message": message}
+        async def send():
+            fut = await producer.send(self.dlq, None, body, None, None, headers)
+            return await fut
+
         try:
-            fut = await asyncio.wait_for(producer.send(self.dlq, None, body, None, None, headers),
-                                         self.settings.http_ack_timeout_seconds)
-            meta = await asyncio.wait_for(fut, self.settings.http_ack_timeout_seconds)
-        except Exception:  # noqa: BLE001
+            meta = await asyncio.wait_for(send(), self.settings.http_ack_timeout_seconds)
+        except Exception:  # noqa: BLE001 - answered as not stored
             ans["dead_letter"] = None
             acked = False
         else:

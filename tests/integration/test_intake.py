@@ -100,6 +100,7 @@ def test_events_are_answered_per_line_applied_and_dead_lettered(settings, worker
         assert (h["leadstream.dlq.partition"], h["leadstream.dlq.offset"]) == ("-1", "-1")
         assert h["leadstream.dlq.request_id"] == ans["request_id"]
         assert h["leadstream.dlq.line"] == str(ans["lines"][i]["line"])
+        assert h["leadstream.dlq.index"] == str(i)
         assert "leadstream.dlq.at" in h
     assert w.total("leadstream_intake_lines_total", endpoint="/events", outcome="accepted") == 4
     assert w.total("leadstream_intake_refused_total", endpoint="/events", reason="schema") == 1
