@@ -25,7 +25,7 @@ import asyncio
 import faust
 
 from models.snapshot import SnapshotStore
-from streams import agents, intake, readers, timers, web
+from streams import agents, readers, timers, web
 from streams.context import Context, emitter
 from streams.durable import OrderGuard, StateRestorer
 from streams.faust_internals import (
@@ -34,6 +34,7 @@ from streams.faust_internals import (
     make_restore_owned,
     refuse,
 )
+from streams.intake import add_routes as add_intake_routes
 from streams.step import LeadStore, Step, partition_for
 from streams.topics import load_topics
 
@@ -154,7 +155,7 @@ def create_app(settings) -> faust.App:
     app.leadstream_agents = agents.add_agents(ctx)  # type: ignore[attr-defined]
     timers.add_timers(ctx, snapshots)
     web.add_views(ctx)
-    intake.add_routes(ctx)  # POST /events, POST /webhooks/gohighlevel
+    add_intake_routes(ctx)  # POST /events, POST /webhooks/gohighlevel (streams/intake.py)
     return app
 
 
