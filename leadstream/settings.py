@@ -20,8 +20,30 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+# HighLevel's published webhook keys (marketplace.gohighlevel.com/docs/webhook/
+# WebhookIntegrationGuide): Ed25519 for X-GHL-Signature, RSA for the legacy X-WH-Signature
+GHL_ED25519_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=
+-----END PUBLIC KEY-----
+"""
+GHL_RSA_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEAokvo/r9tVgcfZ5DysOSC
+Frm602qYV0MaAiNnX9O8KxMbiyRKWeL9JpCpVpt4XHIcBOK4u3cLSqJGOLaPuXw6
+dO0t6Q/ZVdAV5Phz+ZtzPL16iCGeK9po6D6JHBpbi989mmzMryUnQJezlYJ3DVfB
+csedpinheNnyYeFXolrJvcsjDtfAeRx5ByHQmTnSdFUzuAnC9/GepgLT9SM4nCpv
+uxmZMxrJt5Rw+VUaQ9B8JSvbMPpez4peKaJPZHBbU3OdeCVx5klVXXZQGNHOs8gF
+3kvoV5rTnXV0IknLBXlcKKAQLZcY/Q9rG6Ifi9c+5vqlvHPCUJFT5XUGG5RKgOKU
+J062fRtN+rLYZUV+BjafxQauvC8wSWeYja63VSUruvmNj8xkx2zE/Juc+yjLjTXp
+IocmaiFeAO6fUtNjDeFVkhf5LNb59vECyrHD2SQIrhgXpO4Q3dVNA5rw576PwTzN
+h/AMfHKIjE4xQA1SZuYJmNnmVZLIZBlQAF9Ntd03rfadZ+yDiOXCCs9FkHibELhC
+HULgCsnuDJHcrGNd5/Ddm5hxGQ0ASitgHeMZ0kcIOwKDOzOU53lDza6/Y09T7sYJ
+PQe7z0cvj7aE4B+Ax1ZoZGPzpJlZtGXCsu9aTEGEnKzmsFqwcSsnw3JB31IGKAyk
+T1hhTiaCeIY/OwwwNUY2yvcCAwEAAQ==
+-----END PUBLIC KEY-----
+"""
 
 
 def _default_home() -> Path:
@@ -137,6 +159,36 @@ class Settings(BaseSettings):
     agent_insights_interval_seconds: float = Field(
         60.0, description="publish every agent's insights this often")
 
+    # --- HTTP intake (streams/intake.py) ------------------------------------------------
+    http_max_body_bytes: int = Field(
+        1_048_576, ge=1, description="POST /events and webhook bodies larger than this are "
+        "refused with 413 (each event is still held to max_event_bytes)")
+    http_ack_timeout_seconds: float = Field(
+        30.0, gt=0, description="how long an intake request waits for the broker to "
+        "acknowledge its records before answering 503 (/events) or 429 (webhooks): retry, "
+        "event ids make a repeat harmless")
+    ghl_webhook_public_key: str = Field(
+        GHL_ED25519_PUBLIC_KEY, description="PEM (or its base64 body) of the Ed25519 key "
+        "that verifies GoHighLevel's X-GHL-Signature; default: the key HighLevel publishes in "
+        "its Webhook Integration Guide")
+    ghl_webhook_legacy_public_key: str = Field(
+        GHL_RSA_PUBLIC_KEY, description="PEM of the RSA key that verifies the legacy "
+        "X-WH-Signature (RSA-SHA256); default: the key HighLevel publishes")
+    ghl_accept_legacy_signature: bool = Field(
+        True, description="accept a webhook signed only with the legacy X-WH-Signature "
+        "(HighLevel deprecated it on 2026-07-01 in favour of X-GHL-Signature)")
+    ghl_webhook_max_age_seconds: float = Field(
+        7200.0, ge=0, description="a webhook whose own timestamp is older than this is "
+        "refused as a replay (0: no check); within it a repeat is dropped by event-id "
+        "de-duplication. HighLevel retries a 429 for about 70 minutes")
+    ghl_property_id_pattern: str = Field(
+        r"\[(?P<property_id>[^\]\s]{1,128})\]", description="regular expression with a "
+        "group property_id that finds the listing an appointment is for in its title, then "
+        "its notes (default: an id in square brackets, 'Viewing [P17]')")
+    ghl_unassigned_agent_id: str = Field(
+        "ghl-unassigned", min_length=1, max_length=128, description="agent_id of CRM events "
+        "whose opportunity or contact has no assigned user")
+
     # --- models ---------------------------------------------------------------------------
     model_seed: int = Field(42, description="seed of every model (same seed, same output)")
     hybrid_w_popularity: float = Field(0.5, description="hybrid weight scale: popularity")
@@ -186,6 +238,36 @@ class Settings(BaseSettings):
     recommend_min_change: float = Field(
         0.3, description="material change: a new top item, or this share of the list new"
     )
+
+    @field_validator("ghl_webhook_public_key", "ghl_webhook_legacy_public_key")
+    @classmethod
+    def _public_key(cls, value: str, info):
+        if not value and info.field_name == "ghl_webhook_legacy_public_key":
+            return value  # no legacy key: X-WH-Signature is refused
+        from leadstream.gohighlevel import load_public_key
+
+        try:
+            key = load_public_key(value)
+        except Exception:  # noqa: BLE001 - cryptography raises several kinds
+            raise ValueError("not a PEM public key (nor the base64 body of one)") from None
+        want = "Ed25519PublicKey" if info.field_name == "ghl_webhook_public_key" else \
+            "RSAPublicKey"
+        if not any(c.__name__ == want for c in type(key).__mro__):
+            raise ValueError(f"not an {want[:-9]} public key")
+        return value
+
+    @field_validator("ghl_property_id_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        import re
+
+        try:
+            rx = re.compile(value)
+        except re.error as err:
+            raise ValueError(f"not a regular expression: {err}") from None
+        if "property_id" not in rx.groupindex:
+            raise ValueError("needs a group named property_id, e.g. \\[(?P<property_id>[^\\]]+)\\]")
+        return value
 
     @classmethod
     def settings_customise_sources(

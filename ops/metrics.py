@@ -40,6 +40,13 @@ _PARSE_REASONS = ("oversized", "bad_wire_format", "not_utf8", "not_json", "not_a
 INTERACTION_DLQ_REASONS = (*_PARSE_REASONS, "unknown_event_type", "timestamp_in_future",
                            "timestamp_too_old", "late_event")
 PROPERTY_DLQ_REASONS = (*_PARSE_REASONS, "key_mismatch")
+# streams/intake.py: the HTTP endpoints, what each line or webhook ends as, why a line is
+# refused (the worker's reasons but lateness, which only the lead's worker knows), and the
+# answers' status codes
+INTAKE_ENDPOINTS = ("/events", "/webhooks/gohighlevel")
+INTAKE_OUTCOMES = ("accepted", "refused", "failed", "ignored")
+INTAKE_REFUSALS = (*INTERACTION_DLQ_REASONS[:-1], "unmappable")
+INTAKE_STATUSES = ("200", "207", "400", "401", "413", "422", "429", "503")
 # streams/step.py: Step._trigger, and preference_drift in Step._apply
 TRIGGERS = ("first_event", "session_started", "strong_signal", "top_k_changed",
             "preference_drift")
@@ -209,6 +216,27 @@ class Metrics:
             ["experiment", "arm", "kind"],
             registry=r,
         )
+        self.intake_lines = Counter(
+            "leadstream_intake_lines",
+            "HTTP intake: lines of POST /events and events mapped from webhooks, by endpoint "
+            "and outcome (accepted: on the input topic; refused: dead-lettered; failed: the "
+            "broker did not acknowledge in time; ignored: a webhook type nothing maps)",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.intake_refused = Counter(
+            "leadstream_intake_refused",
+            "HTTP intake: refused lines (dead-lettered), by endpoint and reason",
+            ["endpoint", "reason"],
+            registry=r,
+        )
+        self.intake_requests = Counter(
+            "leadstream_intake_requests",
+            "HTTP intake requests answered, by endpoint and status code (401: a webhook "
+            "whose signature did not verify)",
+            ["endpoint", "status"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "leadstream_consumer_lag",
             "Records on the partition not yet read by this worker (log end - position)",
@@ -278,6 +306,13 @@ class Metrics:
                 self.dead_lettered.labels(topic=topic, reason=reason)
         for event_type in event_types:
             self.events_processed.labels(event_type=event_type)
+        for endpoint in INTAKE_ENDPOINTS:
+            for outcome in INTAKE_OUTCOMES:
+                self.intake_lines.labels(endpoint=endpoint, outcome=outcome)
+            for reason in INTAKE_REFUSALS:
+                self.intake_refused.labels(endpoint=endpoint, reason=reason)
+            for status in INTAKE_STATUSES:
+                self.intake_requests.labels(endpoint=endpoint, status=status)
         for trigger in TRIGGERS:
             self.recommendations.labels(trigger=trigger)
         for p in parts:

@@ -39,6 +39,7 @@ from streams.faust_internals import (
     make_restore_owned,
     refuse,
 )
+from streams.intake import add_routes as add_intake_routes
 from streams.step import LeadStore, Step, partition_for
 from streams.topics import load_topics
 
@@ -177,6 +178,7 @@ def create_app(settings) -> faust.App:
     app.leadstream_agents = agents.add_agents(ctx)  # type: ignore[attr-defined]
     timers.add_timers(ctx, snapshots)
     web.add_views(ctx)
+    add_intake_routes(ctx)  # POST /events, POST /webhooks/gohighlevel (streams/intake.py)
     return app
 
 

@@ -328,13 +328,7 @@ class Step:
         if raw is None:
             return self._dead("schema", "null value (tombstone) on the interactions topic")
         try:
-            ev = parse_event(
-                raw,
-                now=clock or datetime.now(UTC),
-                max_bytes=self.settings.max_event_bytes,
-                max_future_skew=self._future,
-                max_age=self._age,
-            )
+            ev = self.validate(raw, clock)
         except InvalidRecord as err:
             return self._dead(err.reason, err.message)
         want = ev.lead_id.encode()
@@ -343,6 +337,18 @@ class Step:
             self.metrics.rekeyed.inc()
             return Rekey(want, home)
         return ev
+
+    def validate(self, raw: bytes, clock: datetime | None = None):
+        """The worker's check of one interaction value (the live-ingestion limits, freshness
+        against ``clock``, default now): the typed event, or InvalidRecord. The HTTP intake
+        (``streams/intake.py``) holds its lines to the same call."""
+        return parse_event(
+            raw,
+            now=clock or datetime.now(UTC),
+            max_bytes=self.settings.max_event_bytes,
+            max_future_skew=self._future,
+            max_age=self._age,
+        )
 
     def replayed_again(self) -> None:
         """Count a record delivered again below its partition's next offset (skipped)."""
