@@ -620,6 +620,9 @@ def _replay_progress(total: int, show: bool):
         yield lambda n: bar.update(task, completed=n)
 
 
+REPORT_POINTS = 200  # evaluate --report: at most 2 x 200 + 1 points per curve
+
+
 def cmd_evaluate(args, settings: Settings) -> int:
     """Replay an event file through every model and River's references; print prequential /
     leave-last-out figures."""
@@ -648,6 +651,16 @@ def cmd_evaluate(args, settings: Settings) -> int:
                   file=sys.stderr)
             return 2
     cat = open(args.catalog, "rb").read().splitlines() if args.catalog else None  # noqa: SIM115
+    if args.tune and args.report:
+        print("error: --report draws an evaluation; --tune prints a search", file=sys.stderr)
+        return 2
+    if args.report:
+        try:  # before the replay, not after it
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("error: --report needs matplotlib: pip install 'leadstream[report]'",
+                  file=sys.stderr)
+            return 2
     if args.tune:
         from models.evaluate import tune
 
@@ -662,6 +675,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
             print(f"  LEADSTREAM_HYBRID_{name.upper()}={v}")
         return 0
     refs = {} if args.no_references else REFERENCES
+    points = REPORT_POINTS if args.report else 0  # the curves are collected for a report
     t = time.perf_counter()
     show = not args.json and sys.stderr.isatty()
     with _replay_progress(len(events) * len(protocols), show) as progress:
@@ -670,14 +684,20 @@ def cmd_evaluate(args, settings: Settings) -> int:
 
             r = tune_split(events, cat, protocols=protocols, k=10, seed=args.seed,
                            targets=targets, exclude_seen=args.exclude_seen, references=refs,
-                           progress=progress)
+                           progress=progress, series_points=points)
         else:
             r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed,
                          suite_params=settings.hybrid_weights(), targets=targets,
-                         exclude_seen=args.exclude_seen, references=refs, progress=progress)
+                         exclude_seen=args.exclude_seen, references=refs, progress=progress,
+                         series_points=points)
     r["invalid_lines"] = bad
     r["invalid_reasons"] = reasons
     r["seconds"] = round(time.perf_counter() - t, 1)
+    if args.report:
+        from models.report import write_report
+
+        write_report(r, args.report, title=f"leadstream evaluate: {Path(args.events).name}")
+        print(f"wrote {args.report}", file=sys.stderr)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -1080,7 +1100,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "report every figure on the second half")
     ev.add_argument("--tune", action="store_true",
                     help="search the hybrid's weights instead; prints the settings to use")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--report", metavar="FILE.html",
+                    help="also write the figures and charts (HR@10 along the stream, "
+                         "coverage, lead-score calibration) to one self-contained HTML file")
+    ev.add_argument("--json", action="store_true",
+                    help="the figures as JSON (with --report: the curves too, as 'series')")
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("experiments", help="A/B experiments: report per arm")
