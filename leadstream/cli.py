@@ -88,8 +88,9 @@ def cmd_broker(args, settings: Settings) -> int:
     ready = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
     if args.json:  # one JSON document once the broker is ready (and its topics are there)
         report = None if args.no_topics else _apply_topics(ready, verbose=False)
-        _print_json({"kind": broker.kind, "bootstrap": broker.bootstrap,
-                     "topics": None if report is None else _report_json(report)})
+        print(json.dumps({"kind": broker.kind, "bootstrap": broker.bootstrap,  # one line
+                          "topics": None if report is None else _report_json(report)}),
+              flush=True)
     else:
         print(f"{broker.kind} broker ready: bootstrap {broker.bootstrap}")
         print(f"export LEADSTREAM_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
