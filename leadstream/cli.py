@@ -728,6 +728,10 @@ def cmd_evaluate(args, settings: Settings) -> int:
             print("error: --report needs matplotlib: pip install 'leadstream[report]'",
                   file=sys.stderr)
             return 2
+        if not Path(args.report).resolve().parent.is_dir():
+            print(f"error: --report: no directory {Path(args.report).resolve().parent}",
+                  file=sys.stderr)
+            return 2
     if args.tune:
         from models.evaluate import tune
 

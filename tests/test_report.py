@@ -126,6 +126,13 @@ def test_report_draws_every_model_and_its_tables_are_the_json_figures(
         assert sum(b["n"] for b in got) == ls["labels"]
 
 
+def test_report_errors_come_before_the_replay(stream, tmp_path, capsys):
+    args = ["evaluate", "--events", str(stream / "ev.jsonl")]
+    assert cli.main([*args, "--report", str(tmp_path / "no" / "r.html")]) == 2
+    assert "no directory" in capsys.readouterr().err
+    assert cli.main([*args, "--tune", "--report", str(tmp_path / "r.html")]) == 2
+
+
 def test_without_outcomes_or_a_prequential_run_the_report_says_so():
     r = {"events": 3, "k": 10, "protocol": {"targets": "positive", "exclude_seen": False},
          "models": {"hybrid": {"leave_last_out": {"hr@10": 0.5, "ndcg@10": 0.3,
