@@ -23,9 +23,11 @@ candidate listings that appeared in some top-k) and events per second (learning 
 that model's ranking). ``references`` are River's own matrix factorisations
 (``models/references.py``), replayed on the same stream and scored the same way.
 
-With ``series_points``, the prequential replay also keeps, per model and reference, the
-cumulative HR@k along the stream (stream position, HR@k so far), downsampled to at most
-twice that many points plus the last (what ``models/report.py`` draws). Lead scores are
+With ``series_points``, the prequential replay also keeps, per model and reference, its
+hit count along the stream ([stream position, targets scored so far, hits so far]),
+downsampled to at most twice that many points plus the last (what ``models/report.py``
+draws): HR@k so far is hits / scored, and HR@k over any stretch between two points is
+the difference of hits over the difference of scored, exactly. Lead scores are
 reported with their calibration: the prequential predictions of the heuristic and the
 online scorer in score buckets of 10 (the published 0-100 score) against the observed
 conversion rate of each bucket.
@@ -81,9 +83,12 @@ class Downsampled:
             self.stride *= 2
 
     def pairs(self) -> list[list]:
-        out = [[x, y] for x, y in zip(self.xs, self.ys, strict=True)]
+        """[x, y] pairs (a tuple y is spread: [x, *y])."""
+        out = [[x, *y] if isinstance(y, tuple) else [x, y]
+               for x, y in zip(self.xs, self.ys, strict=True)]
         if self.last is not None and (not out or out[-1][0] != self.last[0]):
-            out.append(list(self.last))
+            x, y = self.last
+            out.append([x, *y] if isinstance(y, tuple) else [x, y])
         return out
 
 
@@ -102,7 +107,7 @@ class _Acc:
             self.hits += 1
             self.ndcg += 1.0 / math.log2(rank + 2)
         if self.series is not None:
-            self.series.add(position, round(self.hits / self.n, 4))
+            self.series.add(position, (self.n, self.hits))
 
     def figures(self) -> dict:
         return {"hr@10": round(self.hits / self.n, 4) if self.n else 0.0,
@@ -188,7 +193,8 @@ def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
     ``score_from``: the share of the stream (in events) whose targets are not scored (the
     models still learn from it), e.g. 0.5 to report on the second half only;
     ``series_points``: if > 0, ``result["series"]["hr@10"][model]`` is the prequential
-    cumulative HR@k as [stream position, HR@k so far] pairs (a few hundred at most)."""
+    hit count along the stream as [stream position, scored so far, hits so far] (a few
+    hundred points at most)."""
     if not events:
         raise NoEvents("no valid event to evaluate")
     first_scored = int(len(events) * score_from)
@@ -239,8 +245,9 @@ def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
                 spent = learn_s[m if m in ref_models else "suite"] + acc.seconds
                 out["events_per_second"] = round(len(events) / spent, 1) if spent else 0.0
             if acc.series is not None:
-                result.setdefault("series", {"x": "stream position (event index)",
-                                             "hr@10": {}})["hr@10"][m] = acc.series.pairs()
+                result.setdefault("series", {
+                    "columns": ["position", "scored", "hits"], "hr@10": {}})["hr@10"][m] = (
+                    acc.series.pairs())
     return result
 
 

@@ -3,7 +3,8 @@ drawn by matplotlib as inline SVG (no script, no CDN: it opens offline).
 
 - **HR@10 along the stream**: each model's and reference's cumulative prequential HR@10
   against the stream position (``result["series"]``, from ``evaluate(series_points=…)``);
-  references dashed.
+  references dashed; and the same over a moving window of a twentieth of the scored
+  events (exact: differences of the hit counts), where learning and drift show.
 - **catalog coverage**: the share of candidate listings that appeared in some top-10, per
   model and reference.
 - **lead-score calibration**: the prequential predictions of the heuristic and the online
@@ -63,27 +64,63 @@ def _colours(names: list[str]) -> dict[str, str]:
     return {n: cmap(i % 10) for i, n in enumerate(names)}
 
 
-def hr_chart(result: dict, colours: dict) -> str | None:
+def cumulative(points: list[list]) -> list[tuple[int, float]]:
+    """(position, HR so far) of [position, scored, hits] points.
+
+    >>> cumulative([[5, 1, 1], [9, 4, 2]])
+    [(5, 1.0), (9, 0.5)]
+    """
+    return [(x, hits / n) for x, n, hits in points if n]
+
+
+def windowed(points: list[list], window: int) -> list[tuple[int, float]]:
+    """(position, HR over the last ``window`` or more scored targets) of [position, scored,
+    hits] points: for each point, against the latest earlier point at least ``window``
+    targets back (exact, as the counts are cumulative).
+
+    >>> windowed([[1, 10, 1], [2, 20, 2], [3, 30, 12], [4, 40, 22]], 20)
+    [(3, 0.55), (4, 1.0)]
+    """
+    out, j = [], 0
+    for i, (x, n, hits) in enumerate(points):
+        while j + 1 < i and n - points[j + 1][1] >= window:
+            j += 1
+        n0, h0 = points[j][1], points[j][2]
+        if i > j and n - n0 >= window:
+            out.append((x, (hits - h0) / (n - n0)))
+    return out
+
+
+def hr_chart(result: dict, colours: dict, window: bool = False) -> str | None:
     series = result.get("series", {}).get("hr@10")
     if not series:
         return None
     fig, ax = _figure()
     refs = set(result.get("references", {}))
-    for name, pairs in series.items():
-        if not pairs:
+    scored = max((p[-1][1] for p in series.values() if p), default=0)
+    size = max(scored // 20, 10)
+    for name, points in series.items():
+        curve = windowed(points, size) if window else cumulative(points)
+        if not curve:
             continue
-        xs, ys = zip(*pairs, strict=True)
+        xs, ys = zip(*curve, strict=True)
         (line,) = ax.plot(xs, ys, label=("ref: " + name) if name in refs else name,
                           color=colours.get(name), linestyle="--" if name in refs else "-",
-                          linewidth=1.6)
+                          linewidth=1.3 if window else 1.6)
         line.set_gid(f"series-{name}")
+    k = result.get("k", 10)
     ax.set_xlabel("stream position (events replayed)")
-    ax.set_ylabel(f"HR@{result.get('k', 10)} so far (cumulative)")
-    ax.set_title("prequential HR@10 along the stream")
+    if window:
+        ax.set_ylabel(f"HR@{k} over the last {size:,} scored events")
+        ax.set_title(f"prequential HR@10 over a moving window ({size:,} of {scored:,} scored "
+                     "events)")
+    else:
+        ax.set_ylabel(f"HR@{k} so far (cumulative)")
+        ax.set_title("prequential HR@10 along the stream (cumulative)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="best")
-    return _svg(fig, "hr")
+    return _svg(fig, "hr-window" if window else "hr")
 
 
 def coverage_chart(result: dict, colours: dict) -> str | None:
@@ -214,6 +251,9 @@ def render(result: dict, title: str = "leadstream evaluate") -> str:
     charts = [("hr", "HR@10 along the stream",
                "Cumulative prequential HR@10 of each model (references dashed) at each "
                "scored event's position in the stream.", hr_chart(result, colours)),
+              ("hr-window", "HR@10 over a moving window",
+               "The same hits over a moving window of a twentieth of the scored events: "
+               "where a model learns, or fades.", hr_chart(result, colours, window=True)),
               ("coverage", "Catalog coverage",
                "Share of the candidate listings that appeared in some top-10 (references "
                "hatched).", coverage_chart(result, colours)),
@@ -225,6 +265,7 @@ def render(result: dict, title: str = "leadstream evaluate") -> str:
         parts.append(f"<h2>{heading}</h2>")
         if svg is None:
             why = {"hr": "no prequential run (or no series collected)",
+                   "hr-window": "no prequential run (or no series collected)",
                    "coverage": "no prequential run", "calibration": "no CRM outcome"}[name]
             parts.append(f'<p class="no-chart" id="no-chart-{name}">No chart: {why}.</p>')
         else:

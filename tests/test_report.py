@@ -91,19 +91,22 @@ def test_report_draws_every_model_and_its_tables_are_the_json_figures(
     assert page.external == []  # nothing to fetch: works offline
     names = [*r["models"], *r["references"]]
     assert set(r["references"]) == set(REFERENCES)
-    for chart in ("hr", "coverage"):
+    for chart in ("hr", "hr-window", "coverage"):
         drawn = [g.removeprefix(f"{chart}-series-") for g in page.figures[f"chart-{chart}"]
                  if g.startswith(f"{chart}-series-")]
         assert sorted(drawn) == sorted(names), chart  # one series per model and reference
     cal = [g for g in page.figures["chart-calibration"] if g.startswith("calibration-series-")]
     assert sorted(cal) == ["calibration-series-heuristic", "calibration-series-online"]
 
-    # the curves: bounded, in stream order, ending on the table's figure
-    for name, pairs in r["series"]["hr@10"].items():
-        assert 10 < len(pairs) <= 2 * cli.REPORT_POINTS + 1
-        assert [x for x, _ in pairs] == sorted(x for x, _ in pairs)
-        fig = (r["models"].get(name) or r["references"][name])["prequential"]["hr@10"]
-        assert pairs[-1][1] == pytest.approx(fig, abs=1e-4)
+    # the curves: bounded, in stream order, ending on the table's figures
+    assert r["series"]["columns"] == ["position", "scored", "hits"]
+    for name, points in r["series"]["hr@10"].items():
+        assert 10 < len(points) <= 2 * cli.REPORT_POINTS + 1
+        assert [p[0] for p in points] == sorted(p[0] for p in points)
+        assert [p[1] for p in points] == sorted(p[1] for p in points)
+        fig = (r["models"].get(name) or r["references"][name])["prequential"]
+        assert points[-1][1] == fig["evaluated"]
+        assert round(points[-1][2] / points[-1][1], 4) == fig["hr@10"]
 
     # the figures table: the JSON's numbers, row by row
     rows = page.rows["figures"]
