@@ -201,8 +201,8 @@ def _figures_table(result: dict) -> str:
 def _calibration_table(result: dict) -> str:
     ls = result.get("lead_scores")
     if not ls or not ls.get("labels"):
-        return "<p>No CRM outcome (<code>outcome_recorded</code>) in the replay: no lead-score " \
-               "calibration.</p>"
+        return ("<p>No CRM outcome (<code>outcome_recorded</code>) scored in a prequential "
+                "run: no lead-score calibration.</p>")
     out = [f"<p>{ls['labels']} CRM outcomes, {ls['converted']} converted. "
            + "; ".join(f"{s}: log loss {_num(ls[s]['log_loss'])}, AUC {_num(ls[s]['auc'])}"
                        for s in SCORERS) + ".</p>",
@@ -266,7 +266,8 @@ def render(result: dict, title: str = "leadstream evaluate") -> str:
         if svg is None:
             why = {"hr": "no prequential run (or no series collected)",
                    "hr-window": "no prequential run (or no series collected)",
-                   "coverage": "no prequential run", "calibration": "no CRM outcome"}[name]
+                   "coverage": "no prequential run",
+                   "calibration": "no CRM outcome in a prequential run"}[name]
             parts.append(f'<p class="no-chart" id="no-chart-{name}">No chart: {why}.</p>')
         else:
             parts.append(f'<figure id="chart-{name}">{svg}'
