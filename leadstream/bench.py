@@ -42,9 +42,9 @@ def cpu_seconds(pid: int | str = "self") -> float:
 
 def console(name: str, detail: str, r: dict):
     """A rich console, after the benchmark's header line (what ran, on which machine)."""
-    from rich.console import Console
+    from leadstream.console import console as _console
 
-    c = Console(highlight=False)
+    c = _console()
     c.print(f"[bold]leadstream bench {name}[/]  {detail}; Python {r['machine']['python']}, "
             f"{r['machine']['cpus']} CPUs")
     return c

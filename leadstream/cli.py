@@ -23,9 +23,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _console():
-    from rich.console import Console
+    """Rich output: the terminal's width, or no wrapping at all when piped."""
+    from leadstream.console import console
 
-    return Console(highlight=False)
+    return console()
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str), flush=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -54,14 +59,20 @@ def bootstrap_or_embedded(settings: Settings, port: int | None = None, quiet: bo
         broker.stop()
 
 
-def _apply_topics(settings: Settings, verbose: bool = True) -> int:
+def _apply_topics(settings: Settings, verbose: bool = True):
+    """Create topics.yaml's missing topics; prints what it did when ``verbose``."""
     from streams.topics import apply_topics
 
     report = asyncio.run(apply_topics(settings))
     if verbose:
         for line in report.lines():
             print(line)
-    return 1 if report.differences else 0
+    return report
+
+
+def _report_json(report) -> dict:
+    return {"created": report.created, "unchanged": report.unchanged,
+            "missing": report.missing, "differences": report.differences}
 
 
 # ---------------------------------------------------------------------------------------
@@ -77,10 +88,18 @@ def cmd_broker(args, settings: Settings) -> int:
     except BrokerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{broker.kind} broker ready: bootstrap {broker.bootstrap}")
-    print(f"export LEADSTREAM_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
-    if not args.no_topics:
-        _apply_topics(settings.model_copy(update={"kafka_bootstrap": broker.bootstrap}))
+    ready = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    if args.json:  # one JSON document once the broker is ready (and its topics are there)
+        report = None if args.no_topics else _apply_topics(ready, verbose=False)
+        print(json.dumps({"kind": broker.kind, "bootstrap": broker.bootstrap,  # one line
+                          "topics": None if report is None else _report_json(report)}),
+              flush=True)
+    else:
+        print(f"{broker.kind} broker ready: bootstrap {broker.bootstrap}")
+        print(f"export LEADSTREAM_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+        if not args.no_topics:
+            _apply_topics(ready)
+        sys.stdout.flush()
     stop = False
 
     def _stop(*_):
@@ -172,7 +191,7 @@ def cmd_produce(args, settings: Settings) -> int:
 
     src = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")  # noqa: SIM115
     check = parse_listing if args.topic == "properties" else parse_event
-    records, invalid = [], 0
+    records, invalid, errors = [], 0, []
     with src:
         for n, line in enumerate(src, start=1):
             line = line.rstrip(b"\r\n")
@@ -182,10 +201,18 @@ def cmd_produce(args, settings: Settings) -> int:
                 check(line)
             except InvalidRecord as err:
                 invalid += 1
+                errors.append({"line": n, "reason": err.reason, "message": err.message})
                 print(f"line {n}: {err.reason}: {err.message}", file=sys.stderr)
             records.append((_lead_key(line), line))
+
+    def summary(sent: int) -> dict:
+        return {"topic": settings.topic(args.topic), "records": len(records), "sent": sent,
+                "invalid": invalid, "errors": errors}
+
     if invalid and args.strict:
         print(f"{invalid} invalid line(s): nothing sent (--strict)", file=sys.stderr)
+        if args.json:
+            _print_json(summary(0))
         return 1
 
     async def send(s: Settings):
@@ -208,6 +235,8 @@ def cmd_produce(args, settings: Settings) -> int:
     print(f"sent {len(records)} record(s) to {settings.topic(args.topic)}"
           + (f"; {invalid} invalid (they will be dead-lettered by the worker)" if invalid else ""),
           file=sys.stderr)
+    if args.json:
+        _print_json(summary(len(records)))
     return 0
 
 
@@ -245,6 +274,30 @@ def _describe_record(topic: str, msg) -> str:
     return json.dumps(obj)
 
 
+def record_json(msg) -> str:
+    """One line of ``tail --json``: the record's value as JSON (unframed if it came in
+    Confluent's wire format; null for a tombstone); a dead letter as ``{"dead_letter":
+    {reason, error, topic, partition, offset, at}, "value": original text}``; a value
+    that is not JSON as ``{"undecodable": text}``."""
+    from leadstream.events import InvalidRecord, unframe
+
+    headers = {k: v.decode("utf-8", "replace") for k, v in (msg.headers or [])}
+    text = None if msg.value is None else msg.value.decode("utf-8", "replace")
+    if "leadstream.dlq.reason" in headers:
+        dl = {k.removeprefix("leadstream.dlq."): v for k, v in headers.items()
+              if k.startswith("leadstream.dlq.")}
+        for k in ("partition", "offset"):
+            with contextlib.suppress(KeyError, ValueError):
+                dl[k] = int(dl[k])
+        return json.dumps({"dead_letter": dl, "value": text})
+    if msg.value is None:
+        return "null"
+    try:
+        return orjson.dumps(orjson.loads(unframe(msg.value)[0])).decode()
+    except (orjson.JSONDecodeError, InvalidRecord):
+        return json.dumps({"undecodable": text})
+
+
 def cmd_tail(args, settings: Settings) -> int:
     from rich.markup import escape
 
@@ -272,7 +325,7 @@ def cmd_tail(args, settings: Settings) -> int:
                         last = time.monotonic()
                         n += 1
                         if args.json:
-                            sys.stdout.write((m.value or b"null").decode("utf-8", "replace") + "\n")
+                            sys.stdout.write(record_json(m) + "\n")
                         else:
                             key = escape((m.key or b"").decode("utf-8", "replace"))
                             console.print(f"[dim]{m.partition}@{m.offset} {key}[/] "
@@ -347,7 +400,7 @@ def cmd_simulate(args, settings: Settings) -> int:
     if args.out:
         n = 0
         cat_out = open(args.catalog_out, "wb") if args.catalog_out else None  # noqa: SIM115
-        kept = []
+        kept, listings = [], 0
         with open(args.out, "wb") as out:
             for rec in sim.records():
                 if rec.topic == "interactions":
@@ -360,6 +413,7 @@ def cmd_simulate(args, settings: Settings) -> int:
                         break
                 elif cat_out is not None:
                     cat_out.write(rec.value + b"\n")
+                    listings += 1
             if args.one_per_listing:
                 from leadstream.simulate import one_per_listing
 
@@ -369,6 +423,9 @@ def cmd_simulate(args, settings: Settings) -> int:
         if cat_out is not None:
             cat_out.close()
         print(f"wrote {n} events to {args.out}", file=sys.stderr)
+        if args.json:
+            _print_json({"events": n, "out": args.out, "catalog_out": args.catalog_out,
+                         "listing_records": listings if cat_out is not None else None})
         return 0
     if not settings.kafka_bootstrap:
         print("error: set LEADSTREAM_KAFKA_BOOTSTRAP or use --out FILE", file=sys.stderr)
@@ -376,6 +433,12 @@ def cmd_simulate(args, settings: Settings) -> int:
     counts = asyncio.run(publish_simulation(settings, sim, rate=args.rate,
                                             realtime=args.realtime, limit=args.limit))
     print(f"published {counts}", file=sys.stderr)
+    if args.json:
+        _print_json({"published": {"valid": counts.get("valid", 0),
+                                   "invalid": counts.get("invalid", 0),
+                                   "listings": counts.get("listings", 0)},
+                     "topics": {"interactions": settings.topic("interactions"),
+                                "properties": settings.topic("properties")}})
     return 0
 
 
@@ -392,6 +455,10 @@ def cmd_schemas(args, settings: Settings) -> int:
             path.write_text(text)
         elif not path.exists() or path.read_text() != text:
             stale.append(str(path.relative_to(REPO_ROOT)))
+    if args.json:
+        _print_json({"schemas": len(json_schemas()), "written": bool(args.write),
+                     "stale": stale, "up_to_date": not stale})
+        return 1 if stale else 0
     if stale:
         print("stale schemas (run `leadstream schemas --write`):\n  " + "\n  ".join(stale))
         return 1
@@ -624,6 +691,9 @@ def _replay_progress(total: int, show: bool):
         yield lambda n: bar.update(task, completed=n)
 
 
+REPORT_POINTS = 200  # evaluate --report: at most 2 x 200 + 1 points per curve
+
+
 def cmd_evaluate(args, settings: Settings) -> int:
     """Replay an event file through every model and River's references; print prequential /
     leave-last-out figures."""
@@ -652,6 +722,20 @@ def cmd_evaluate(args, settings: Settings) -> int:
                   file=sys.stderr)
             return 2
     cat = open(args.catalog, "rb").read().splitlines() if args.catalog else None  # noqa: SIM115
+    if args.tune and args.report:
+        print("error: --report draws an evaluation; --tune prints a search", file=sys.stderr)
+        return 2
+    if args.report:
+        try:  # before the replay, not after it
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("error: --report needs matplotlib: pip install 'leadstream[report]'",
+                  file=sys.stderr)
+            return 2
+        if not Path(args.report).resolve().parent.is_dir():
+            print(f"error: --report: no directory {Path(args.report).resolve().parent}",
+                  file=sys.stderr)
+            return 2
     if args.tune:
         from models.evaluate import tune
 
@@ -666,6 +750,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
             print(f"  LEADSTREAM_HYBRID_{name.upper()}={v}")
         return 0
     refs = {} if args.no_references else REFERENCES
+    points = REPORT_POINTS if args.report else 0  # the curves are collected for a report
     t = time.perf_counter()
     show = not args.json and sys.stderr.isatty()
     with _replay_progress(len(events) * len(protocols), show) as progress:
@@ -674,14 +759,20 @@ def cmd_evaluate(args, settings: Settings) -> int:
 
             r = tune_split(events, cat, protocols=protocols, k=10, seed=args.seed,
                            targets=targets, exclude_seen=args.exclude_seen, references=refs,
-                           progress=progress)
+                           progress=progress, series_points=points)
         else:
             r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed,
                          suite_params=settings.hybrid_weights(), targets=targets,
-                         exclude_seen=args.exclude_seen, references=refs, progress=progress)
+                         exclude_seen=args.exclude_seen, references=refs, progress=progress,
+                         series_points=points)
     r["invalid_lines"] = bad
     r["invalid_reasons"] = reasons
     r["seconds"] = round(time.perf_counter() - t, 1)
+    if args.report:
+        from models.report import write_report
+
+        write_report(r, args.report, title=f"leadstream evaluate: {Path(args.events).name}")
+        print(f"wrote {args.report}", file=sys.stderr)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -753,6 +844,9 @@ def cmd_models(args, settings: Settings) -> int:
         except SnapshotError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+        if args.json:
+            _print_json({"current": m["current"], "rolled_back_from": m["rolled_back_from"]})
+            return 0
         print(f"current model version is now v{m['current']} (was v{m['rolled_back_from']}); "
               "running workers load it within 10 s")
         return 0
@@ -913,6 +1007,8 @@ def cmd_top(args, settings: Settings) -> int:
         print(f"error: no worker answers at {url} ({err}); start one with `leadstream worker`"
               " or pass --url", file=sys.stderr)
         return 1
+    if args.json:
+        return top.run_json(url, interval=args.interval, duration=args.duration)
     return top.run(url, interval=args.interval, duration=args.duration,
                    bootstrap_settings=settings if settings.kafka_bootstrap else None)
 
@@ -995,6 +1091,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=int, default=None, help="default: LEADSTREAM_BROKER_PORT / 9092")
     b.add_argument("--data-dir", help="keep the broker's data here (default: temporary)")
     b.add_argument("--no-topics", action="store_true", help="do not create topics.yaml's topics")
+    b.add_argument("--json", action="store_true",
+                   help="once ready: one JSON object (kind, bootstrap, topics applied)")
     b.set_defaults(func=cmd_broker)
 
     t = sub.add_parser("topics", help="topics from topics.yaml")
@@ -1010,6 +1108,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("file", nargs="?", default="-")
     pr.add_argument("--topic", default="interactions", choices=["interactions", "properties"])
     pr.add_argument("--strict", action="store_true", help="send nothing if any line is invalid")
+    pr.add_argument("--json", action="store_true",
+                    help="a summary on stdout: topic, records, sent, invalid, errors")
     pr.set_defaults(func=cmd_produce)
 
     tl = sub.add_parser("tail", help="print decoded records of a topic")
@@ -1017,7 +1117,8 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--from-beginning", action="store_true")
     tl.add_argument("--max", type=int, default=None, help="stop after N records")
     tl.add_argument("--timeout", type=float, default=None, help="stop after S idle seconds")
-    tl.add_argument("--json", action="store_true", help="raw JSON values, one per line")
+    tl.add_argument("--json", action="store_true",
+                    help="one JSON value per line (dead letters and non-JSON values wrapped)")
     tl.set_defaults(func=cmd_tail)
 
     def sim_args(x, leads=200, props=500):
@@ -1040,6 +1141,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(if it ever saved it) or a view: the shape of rating data sets")
     sm.add_argument("--rate", type=float, default=None, help="events/s when publishing")
     sm.add_argument("--realtime", action="store_true", help="stamp events with the wall clock")
+    sm.add_argument("--json", action="store_true", help="what was written or published")
     sm.set_defaults(func=cmd_simulate)
 
     d = sub.add_parser("demo", help="broker + worker + simulator, recommendations on screen")
@@ -1050,9 +1152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schemas", help="check (or --write) the JSON Schemas in schemas/")
     sc.add_argument("--write", action="store_true")
+    sc.add_argument("--json", action="store_true")
     sc.set_defaults(func=cmd_schemas)
 
     st = sub.add_parser("settings", help="print the effective settings (secrets hidden)")
+    st.add_argument("--json", action="store_true", help="(the output is always JSON)")
     st.set_defaults(func=cmd_settings)
 
     fe = sub.add_parser("features", help="one lead's current features, or the feature catalog")
@@ -1084,7 +1188,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "report every figure on the second half")
     ev.add_argument("--tune", action="store_true",
                     help="search the hybrid's weights instead; prints the settings to use")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--report", metavar="FILE.html",
+                    help="also write the figures and charts (HR@10 along the stream, "
+                         "coverage, lead-score calibration) to one self-contained HTML file")
+    ev.add_argument("--json", action="store_true",
+                    help="the figures as JSON (with --report: the curves too, as 'series')")
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("experiments", help="A/B experiments: report per arm")
@@ -1104,6 +1212,8 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--url", help="the worker's web address (default: LEADSTREAM_WEB_HOST/PORT)")
     tp.add_argument("--interval", type=float, default=1.0)
     tp.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    tp.add_argument("--json", action="store_true",
+                    help="no live view: one JSON object of the figures per interval")
     tp.set_defaults(func=cmd_top)
 
     mo = sub.add_parser("models", help="model snapshots: list, rollback VERSION")

@@ -128,6 +128,28 @@ def render(s: dict, recs: list[str], url: str):
     return Panel(Group(*parts), title=f"leadstream top — {url}")
 
 
+def run_json(url: str, interval: float = 1.0, duration: float | None = None) -> int:
+    """``top --json``: every ``interval`` seconds one line of JSON, ``summary``'s figures
+    over the interval with ``at`` (ISO time) and ``url``; until Ctrl-C or ``duration``."""
+    import json
+    from datetime import UTC, datetime
+
+    prev, t_prev = scrape(url), time.monotonic()
+    t_end = None if duration is None else t_prev + duration
+    try:
+        while t_end is None or time.monotonic() < t_end:
+            time.sleep(interval if t_end is None else
+                       max(0.0, min(interval, t_end - time.monotonic())))
+            cur, now = scrape(url), time.monotonic()
+            line = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "url": url,
+                    **summary(prev, cur, max(now - t_prev, 1e-9))}
+            print(json.dumps(line), flush=True)
+            prev, t_prev = cur, now
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def run(url: str, interval: float = 1.0, duration: float | None = None,
         bootstrap_settings=None) -> int:
     """Refresh until Ctrl-C (or ``duration`` seconds)."""

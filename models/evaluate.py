@@ -22,6 +22,15 @@ attributes: no content signal). Figures: HR@k, NDCG@k, catalog coverage (share o
 candidate listings that appeared in some top-k) and events per second (learning plus
 that model's ranking). ``references`` are River's own matrix factorisations
 (``models/references.py``), replayed on the same stream and scored the same way.
+
+With ``series_points``, the prequential replay also keeps, per model and reference, its
+hit count along the stream ([stream position, targets scored so far, hits so far]),
+downsampled to at most twice that many points plus the last (what ``models/report.py``
+draws): HR@k so far is hits / scored, and HR@k over any stretch between two points is
+the difference of hits over the difference of scored, exactly. Lead scores are
+reported with their calibration: the prequential predictions of the heuristic and the
+online scorer in score buckets of 10 (the published 0-100 score) against the observed
+conversion rate of each bucket.
 """
 
 from __future__ import annotations
@@ -44,6 +53,45 @@ from models.suite import MODELS, ModelSuite
 from models.weights import direction_of, feedback_weight
 
 
+class Downsampled:
+    """At most ``2 * points`` (x, y) pairs, evenly spaced over however many are added
+    (every ``stride``-th; the stride doubles when the buffer is full), plus the last.
+
+    >>> d = Downsampled(4)
+    >>> for i in range(1, 101):
+    ...     d.add(i, i * 10)
+    >>> d.stride, len(d.xs) <= 8, d.pairs()[-1]
+    (16, True, [100, 1000])
+    """
+
+    def __init__(self, points: int):
+        self.points = max(int(points), 1)
+        self.stride, self.count = 1, 0
+        self.xs: list = []
+        self.ys: list = []
+        self.last: tuple | None = None
+
+    def add(self, x, y) -> None:
+        self.count += 1
+        self.last = (x, y)
+        if self.count % self.stride:
+            return
+        self.xs.append(x)
+        self.ys.append(y)
+        if len(self.xs) >= 2 * self.points:  # keep every other one: counts 2s, 4s, ...
+            self.xs, self.ys = self.xs[1::2], self.ys[1::2]
+            self.stride *= 2
+
+    def pairs(self) -> list[list]:
+        """[x, y] pairs (a tuple y is spread: [x, *y])."""
+        out = [[x, *y] if isinstance(y, tuple) else [x, y]
+               for x, y in zip(self.xs, self.ys, strict=True)]
+        if self.last is not None and (not out or out[-1][0] != self.last[0]):
+            x, y = self.last
+            out.append([x, *y] if isinstance(y, tuple) else [x, y])
+        return out
+
+
 @dataclass
 class _Acc:
     hits: int = 0
@@ -51,12 +99,15 @@ class _Acc:
     n: int = 0
     seconds: float = 0.0
     shown: set = field(default_factory=set)
+    series: Downsampled | None = None  # cumulative HR@k along the stream
 
-    def add(self, rank: int | None) -> None:
+    def add(self, rank: int | None, position: int = 0) -> None:
         self.n += 1
         if rank is not None:
             self.hits += 1
             self.ndcg += 1.0 / math.log2(rank + 2)
+        if self.series is not None:
+            self.series.add(position, (self.n, self.hits))
 
     def figures(self) -> dict:
         return {"hr@10": round(self.hits / self.n, 4) if self.n else 0.0,
@@ -132,14 +183,18 @@ def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
              models: tuple[str, ...] = MODELS, suite_params: dict | None = None,
              targets: Iterable[str] | None = None, exclude_seen: bool = False,
              references: dict[str, dict] | None = None,
-             progress: Callable[[int], None] | None = None, score_from: float = 0.0) -> dict:
+             progress: Callable[[int], None] | None = None, score_from: float = 0.0,
+             series_points: int = 0) -> dict:
     """Figures per model for the given protocols (see the module docstring).
 
     ``references``: name -> ``RiverReference`` parameters (e.g. ``REFERENCES``), reported
     under ``result["references"]``; ``progress`` is called with the number of events
     replayed so far (over all protocols), every 1,000 events and at the end;
     ``score_from``: the share of the stream (in events) whose targets are not scored (the
-    models still learn from it), e.g. 0.5 to report on the second half only."""
+    models still learn from it), e.g. 0.5 to report on the second half only;
+    ``series_points``: if > 0, ``result["series"]["hr@10"][model]`` is the prequential
+    hit count along the stream as [stream position, scored so far, hits so far] (a few
+    hundred points at most)."""
     if not events:
         raise NoEvents("no valid event to evaluate")
     first_scored = int(len(events) * score_from)
@@ -164,7 +219,9 @@ def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
         if has_catalog:
             result["catalog_listings"] = load_catalog(catalog_lines, suite, cat)
         ref_models = {r: RiverReference(seed=seed, **p) for r, p in refs.items()}
-        accs = {m: _Acc() for m in (*models, *ref_models)}
+        keep = series_points > 0 and protocol == "prequential"
+        accs = {m: _Acc(series=Downsampled(series_points) if keep else None)
+                for m in (*models, *ref_models)}
         scores: list | None = [] if protocol == "prequential" else None
         run = _Run(suite, cat, accs, k, not has_catalog, ref_models, targets, exclude_seen,
                    first_scored)
@@ -187,6 +244,10 @@ def evaluate(events: list, catalog_lines: Iterable[bytes] | None = None, *,
                 out["coverage"] = round(len(acc.shown) / n_candidates, 4)
                 spent = learn_s[m if m in ref_models else "suite"] + acc.seconds
                 out["events_per_second"] = round(len(events) / spent, 1) if spent else 0.0
+            if acc.series is not None:
+                result.setdefault("series", {
+                    "columns": ["position", "scored", "hits"], "hr@10": {}})["hr@10"][m] = (
+                    acc.series.pairs())
     return result
 
 
@@ -201,8 +262,33 @@ def _score_figures(scores: list) -> dict:
             auc.update(row[0], {True: p, False: 1 - p})
         both = 0 < out["converted"] < len(scores)
         out[name] = {"log_loss": round(ll.get(), 4) if scores else None,
-                     "auc": round(auc.get(), 4) if both else None}
+                     "auc": round(auc.get(), 4) if both else None,
+                     "calibration": calibration([(row[i], row[0]) for row in scores])}
     return out
+
+
+def calibration(pairs: list[tuple[float, bool]], buckets: int = 10) -> list[dict]:
+    """Predicted probability against outcome, in score buckets of equal width (score =
+    100 x probability, as published): per non-empty bucket its score range, the number
+    of outcomes, the mean predicted score and the observed conversion rate.
+
+    >>> calibration([(0.05, False), (0.08, True), (0.93, True)], buckets=10)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [{'score_from': 0, 'score_to': 10, 'n': 2, 'mean_score': 6.5, 'converted_rate': 0.5},
+     {'score_from': 90, 'score_to': 100, 'n': 1, 'mean_score': 93.0, 'converted_rate': 1.0}]
+    """
+    width = 100 / buckets
+    acc: dict[int, list] = {}
+    for p, y in pairs:
+        b = min(int(100 * p / width), buckets - 1)
+        a = acc.setdefault(b, [0, 0.0, 0])
+        a[0] += 1
+        a[1] += 100 * p
+        a[2] += bool(y)
+    return [{"score_from": round(b * width, 1) if width % 1 else int(b * width),
+             "score_to": round((b + 1) * width, 1) if width % 1 else int((b + 1) * width),
+             "n": n, "mean_score": round(total / n, 1), "converted_rate": round(conv / n, 4)}
+            for b, (n, total, conv) in sorted(acc.items())]
 
 
 class _Run:
@@ -218,6 +304,7 @@ class _Run:
         self.names = tuple(n for n in accs if n not in refs)
         self.seen: dict[str, set[str]] = {}  # listings each lead interacted with
         self.not_scored: dict[str, int] = {}
+        self.position = 0  # the scored event's index in the stream
 
     def is_target(self, ev) -> bool:
         if ev.property_id is None:
@@ -258,6 +345,7 @@ class _Run:
                 continue
             pid = ev.property_id
             if protocol == "prequential" and i >= self.first_scored and self.is_target(ev):
+                self.position = i
                 self.score_one(ev.lead_id, lead, pid)
             t = time.perf_counter()
             listing = cat.attributes(pid) if pid is not None else None
@@ -313,7 +401,7 @@ class _Run:
         shared = time.perf_counter() - t
         if row is None or row >= len(mask) or not mask[row]:
             for acc in accs.values():  # a listing the models cannot rank yet: a miss for all
-                acc.add(None)
+                acc.add(None, self.position)
             return
         t = time.perf_counter()
         all_scores = suite.all_scores(cat, lead_id, lead, mask, self.names)
@@ -334,7 +422,7 @@ class _Run:
         for name, acc in accs.items():
             t = time.perf_counter()
             s = np.where(mask, all_scores[name], -np.inf)
-            acc.add(_rank_of(s, row, k))
+            acc.add(_rank_of(s, row, k), self.position)
             top = np.argpartition(-s, kk - 1)[:kk] if kk else []
             acc.shown.update(int(x) for x in top)
             acc.seconds += time.perf_counter() - t + (per_model if name in self.names else 0.0)
@@ -396,7 +484,7 @@ def tune_split(events: list, catalog_lines: list[bytes] | None, *, k: int = 10, 
                exclude_seen: bool = False,
                protocols: tuple[str, ...] = ("prequential", "leave-last-out"),
                references: dict[str, dict] | None = None,
-               progress: Callable[[int], None] | None = None) -> dict:
+               progress: Callable[[int], None] | None = None, series_points: int = 0) -> dict:
     """The hybrid's weights chosen on the first half of the stream, reported on the second.
 
     ``tune`` runs on the first half alone (the models learn and are scored there); then
@@ -411,7 +499,7 @@ def tune_split(events: list, catalog_lines: list[bytes] | None, *, k: int = 10, 
              **protocol)
     r = evaluate(events, catalog_lines, protocols=protocols, k=k, seed=seed,
                  suite_params=t["best"], references=references, progress=progress,
-                 score_from=0.5, **protocol)
+                 score_from=0.5, series_points=series_points, **protocol)
     base = evaluate(events, catalog_lines, protocols=protocols, k=k, seed=seed,
                     models=("hybrid",), score_from=0.5, **protocol)
     r["tuned"] = {"weights": t["best"], "first_half_hr@10": t["hr@10"], "trials": t["trials"],
