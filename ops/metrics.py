@@ -40,9 +40,10 @@ _PARSE_REASONS = ("oversized", "bad_wire_format", "not_utf8", "not_json", "not_a
 INTERACTION_DLQ_REASONS = (*_PARSE_REASONS, "unknown_event_type", "timestamp_in_future",
                            "timestamp_too_old", "late_event")
 PROPERTY_DLQ_REASONS = (*_PARSE_REASONS, "key_mismatch")
-# streams/step.py: Step._trigger, and preference_drift in Step._apply
+# streams/step.py: Step._trigger, preference_drift in Step._apply, and requested (a fresh
+# list asked for over HTTP: Step.requested_recommendation)
 TRIGGERS = ("first_event", "session_started", "strong_signal", "top_k_changed",
-            "preference_drift")
+            "preference_drift", "requested")
 TIERS = ("hot", "warm", "cold")  # models/scoring.py: tier()
 SCORE_LABELS = ("converted", "not")  # streams/step.py: the CRM outcomes learned
 GAP_KINDS = ("verified", "reread")  # streams/durable.py: OrderGuard
