@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         5.0, gt=0, description="... or what arrived within this many milliseconds: the most "
         "a record waits for its batch")
     lead_cache_size: int = Field(
-        10_000, ge=0, description="recently active leads kept decoded in memory, about 11 KB "
+        10_000, ge=0, description="recently active leads kept decoded in memory, about 13 KB "
         "each for a lead with two weeks of history (their stored records are kept whatever "
         "this is)")
 

@@ -179,8 +179,10 @@ class LeadState:
         """Remember a list and/or a score just published (the other one is kept)."""
         if recommendation is None and score is None:
             return
-        rec, sc = self.last_published()
-        self.published = record.pack_published(recommendation or rec, score or sc)
+        if recommendation is None or score is None:  # the other one as it was
+            rec, sc = self.last_published()
+            recommendation, score = recommendation or rec, score or sc
+        self.published = record.pack_published(recommendation, score)
 
 
 class LeadStore:

@@ -295,6 +295,8 @@ def test_bench_features_command_reports_its_figures(capsys):
     assert r["stream"]["events"] > 0 and r["features"]["numerical"] >= 54
     # the table holds the stored bytes plus the key and object overheads
     assert r["bytes_per_lead"] > r["stored_bytes_per_lead_mean"]
+    # the last list and score published are stored compressed with the lead
+    assert 0 < r["published_stored_bytes_per_lead_mean"] < r["published_json_bytes_per_lead_mean"]
 
 
 def test_stored_record_is_compressed_and_old_records_still_read():
