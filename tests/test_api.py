@@ -118,3 +118,58 @@ def test_a_non_loopback_host_without_a_token_is_refused(host):
 def test_the_token_is_a_secret():
     shown = Settings(api_token="s3cret-value").printable()
     assert shown["api_token"] == "**********" and "s3cret-value" not in json.dumps(shown)
+
+
+def test_the_schemathesis_checks_of_the_api_test_catch_a_response_off_its_schema():
+    """The property-based API test (tests/integration/test_pull_api.py) is not vacuous:
+    the same checks fail on a score whose body breaks the lead-score schema."""
+    import http.server
+    import threading
+
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis.openapi.checks import JsonSchemaError
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    from streams.api import LEAD_ID
+
+    doc = ApiDoc("1")
+    doc.add("/leads/{lead_id}/score", "get", {"parameters": [LEAD_ID], "responses": {
+        "200": doc.json_response("the score", doc.schema("lead-score.json"))}})
+    body = {"/openapi.json": json.dumps(doc.document()).encode()}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.get(self.path, b'{"lead_id": "x", "score": "high"}'))
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        schema = schemathesis.openapi.from_url(url + "/openapi.json")
+        op = next(r.ok() for r in schema.get_all_operations())
+
+        @given(case=op.as_strategy())
+        @settings(max_examples=1, deadline=None, phases=[Phase.generate], database=None,
+                  suppress_health_check=list(HealthCheck))
+        def run(case):
+            case.call_and_validate(base_url=url, checks=[response_schema_conformance])
+
+        with pytest.raises(BaseException) as excinfo:  # a FailureGroup
+            run()
+
+        def flat(err):
+            inner = getattr(err, "exceptions", None)
+            return [x for e in inner for x in flat(e)] if inner else [err]
+
+        found = flat(excinfo.value)
+        assert any(isinstance(e, JsonSchemaError) for e in found), [type(e) for e in found]
+    finally:
+        server.shutdown()
+        server.server_close()
