@@ -249,3 +249,24 @@ def test_a_restarted_worker_serves_the_same_last_list(api):
         got = (call(again.url, f"/leads/{lead}/recommendations")[1],
                call(again.url, f"/leads/{lead}/score")[1])
         assert [orjson.loads(x) for x in got] == [orjson.loads(x) for x in want[lead]]
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses listening on ``port`` (IPv4, from /proc/net/tcp)."""
+    out = set()
+    with open("/proc/net/tcp") as fh:
+        for line in fh.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if int(p, 16) == port and state == "0A":  # LISTEN
+                out.add(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return out
+
+
+def test_without_a_token_a_worker_asked_for_every_interface_binds_loopback(
+        settings, worker_factory):
+    s = settings.model_copy(update={"web_bind": "0.0.0.0"})
+    w = worker_factory(s)
+    assert _listening(s.web_port) == {"127.0.0.1"}
+    assert "binds 127.0.0.1 only, not 0.0.0.0" in w.log.read_text()
+    assert call(w.url, "/leads/NOBODY/score", token=None)[0] == 404  # no token asked
