@@ -14,7 +14,10 @@ next to its view, with the JSON Schemas it takes and returns::
         "responses": {"200": ctx.api.json_response("per line: accepted or why not",
                                                    {"type": "object"})}})
 
-and the middleware covers the route without more code (only :data:`OPEN_PATHS` are open).
+and the middleware covers the route without more code. Open, besides :data:`OPEN_PATHS`,
+are only the routes whose operation says it authenticates otherwise (``"x-auth":
+"signature"``, as a webhook verifying its sender's signature does, or ``"x-auth":
+"none"``): the document and the gate agree by construction (:meth:`ApiDoc.is_open`).
 
 >>> doc = ApiDoc("0")
 >>> doc.add("/x/{lead_id}", "get", {"summary": "x", "parameters": [LEAD_ID],
@@ -27,6 +30,9 @@ and the middleware covers the route without more code (only :data:`OPEN_PATHS` a
 >>> doc.add("/health/live", "get", {"summary": "up", "responses": {"200": {"description": "ok"}}})
 >>> doc.document()["paths"]["/health/live"]["get"]["security"]
 []
+>>> doc.add("/hook", "post", {"x-auth": "signature", "responses": {}})
+>>> doc.is_open("/hook"), doc.is_open("/x/L1"), doc.document()["paths"]["/hook"]["post"]["security"]
+(True, False, [])
 """
 
 from __future__ import annotations
@@ -60,20 +66,31 @@ class ApiDoc:
         self.version = version
         self.paths: dict[str, dict] = {}
         self.components: dict[str, dict] = {"Error": ERROR}
+        self.open_paths: set[str] = set(OPEN_PATHS)
 
     def add(self, path: str, method: str, operation: dict) -> None:
         """Declare ``method path`` (aiohttp's ``{name}`` path syntax is OpenAPI's). An
         operation on a path outside :data:`OPEN_PATHS` gets the bearer security and its
-        401 answer."""
+        401 answer, unless it says it authenticates otherwise (``x-auth`` other than
+        ``bearer``: the path is then open to the middleware, and must check its callers
+        itself; only for paths without parameters)."""
         op = dict(operation)
         responses = dict(op.get("responses", {}))
-        if path in OPEN_PATHS:
+        if op.get("x-auth", "bearer") != "bearer":
+            if "{" in path:
+                raise ValueError(f"{path}: only a fixed path can be open")
+            self.open_paths.add(path)
+        if path in self.open_paths:
             op["security"] = []
         else:
             responses.setdefault("401", self.error("missing or wrong bearer token "
                                                    "(when the worker has one set)"))
         op["responses"] = responses
         self.paths.setdefault(path, {})[method.lower()] = op
+
+    def is_open(self, path: str) -> bool:
+        """Whether a request for ``path`` passes the token middleware without a token."""
+        return path in self.open_paths
 
     def schema(self, file_name: str) -> dict:
         """A ``$ref`` to the JSON Schema ``schemas/<file_name>`` (as ``leadstream schemas``
@@ -120,15 +137,16 @@ def _rebase(schema: dict) -> dict:
     return json.loads(text)
 
 
-def bearer_auth(token: str, open_paths=OPEN_PATHS):
-    """The aiohttp middleware that answers 401 (JSON) to any request but those for
-    ``open_paths`` without ``Authorization: Bearer <token>``; it runs in front of every
-    route, whoever added it, and before aiohttp's own 404 / 405."""
+def bearer_auth(token: str, is_open=OPEN_PATHS.__contains__):
+    """The aiohttp middleware that answers 401 (JSON) to any request without
+    ``Authorization: Bearer <token>`` but those for a path ``is_open`` accepts
+    (:meth:`ApiDoc.is_open` in the worker); it runs in front of every route, whoever
+    added it, and before aiohttp's own 404 / 405."""
     expected = token.encode()
 
     @web.middleware
     async def check_token(request: web.Request, handler):
-        if request.path in open_paths:
+        if is_open(request.path):
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(

@@ -173,7 +173,8 @@ def create_app(settings) -> faust.App:
     middlewares = app.web.web_app.middlewares
     middlewares.append(json_errors)
     if settings.api_token is not None:
-        middlewares.append(bearer_auth(settings.api_token.get_secret_value()))
+        middlewares.append(bearer_auth(settings.api_token.get_secret_value(),
+                                       ctx.api.is_open))
     app.leadstream_agents = agents.add_agents(ctx)  # type: ignore[attr-defined]
     timers.add_timers(ctx, snapshots)
     web.add_views(ctx)

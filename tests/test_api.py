@@ -88,6 +88,28 @@ async def test_the_token_middleware_guards_every_route_but_health_and_metrics():
         await client.close()
 
 
+async def test_a_route_declared_with_its_own_authentication_is_open_to_the_middleware():
+    """A webhook checks its sender's signature (``x-auth: signature`` in its operation, as
+    streams/intake.py declares POST /webhooks/gohighlevel): the gate lets it through,
+    every other route added later still needs the token."""
+    doc = ApiDoc("1")
+    doc.add("/added/later", "get", {"responses": {}, "x-auth": "signature"})
+    doc.add("/leads/{lead_id}/score", "get", {"responses": {}})
+    client = await _client([json_errors, bearer_auth("s3cret", doc.is_open)])
+    try:
+        assert (await client.get("/added/later")).status == 200
+        assert (await client.get("/leads/L1/score")).status == 401
+        for path in OPEN_PATHS:
+            assert (await client.get(path)).status == 200, path
+    finally:
+        await client.close()
+    ops = doc.document()["paths"]
+    assert ops["/added/later"]["get"]["security"] == [] and "401" not in ops[
+        "/added/later"]["get"]["responses"]
+    with pytest.raises(ValueError, match="fixed path"):
+        doc.add("/hooks/{name}", "post", {"responses": {}, "x-auth": "none"})
+
+
 def test_without_a_token_the_worker_binds_loopback_only_and_says_so(caplog):
     from streams.app import create_app
 
