@@ -78,9 +78,10 @@ def simulated_events(leads: int, days: float, seed: int):
 
 
 def lead_records(leads: int, days: float, seed: int) -> list[bytes]:
-    """The table values (``features/record.py``: features and profile in one record) of
-    ``leads`` simulated leads after ``days`` of history, as the worker stores them (last
-    updated now, so none is idle)."""
+    """The table values (``features/record.py``: features, profile and the last list and
+    score published in one record) of ``leads`` simulated leads after ``days`` of
+    history, as the worker stores them (last updated now, so none is idle; the published
+    frames from :func:`published_frames` of at most 200 leads over 3 days)."""
     from features import lead as F
     from features import record
     from features.profile import LeadProfile
@@ -94,8 +95,34 @@ def lead_records(leads: int, days: float, seed: int) -> list[bytes]:
         listing = attrs.get(ev.property_id) if ev.property_id else None
         F.update(feats.setdefault(ev.lead_id, F.LeadFeatures()), ev, listing, now=now)
         profile_update(profiles.setdefault(ev.lead_id, LeadProfile()), ev, listing)
-    return [record.pack(F.encode(feats[lead]), orjson.dumps(p.to_dict()))
-            for lead, p in profiles.items()]
+    frames = published_frames(min(leads, 200), min(days, 3.0), seed)
+    return [record.pack(F.encode(feats[lead]), orjson.dumps(p.to_dict()),
+                        frames[i % len(frames)]) for i, (lead, p) in enumerate(profiles.items())]
+
+
+def published_frames(leads: int, days: float, seed: int) -> list[bytes]:
+    """The stored frames of the last list and score published (``features/record.py``)
+    of ``leads`` simulated leads replayed through the worker's step (``streams.step``),
+    its catalog loaded from the same simulation."""
+    from features import record
+    from leadstream.settings import Settings
+    from leadstream.simulate import SimConfig, Simulator
+    from streams.step import LeadStore, Step, replay
+
+    start = datetime.now(UTC) - timedelta(days=days + 4)
+    sim = Simulator(SimConfig(leads=leads, properties=max(200, leads // 2), days=days,
+                              seed=seed, start=start))
+    step, store = Step(Settings(), 4), LeadStore(cache_size=0)
+    pairs = []
+    for rec in sim.records():
+        if rec.topic == "properties":
+            step.load_listing(rec.value, rec.key)
+        else:
+            pairs.append((rec.key, rec.value))
+    for _ in replay(step, pairs, store, batch=50):
+        pass
+    frames = [record.published(b) for b in store.packed.values()]
+    return [f for f in frames if f]
 
 
 def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
@@ -151,9 +178,12 @@ def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
         p = profiles.setdefault(ev.lead_id, LeadProfile())
         profile_update(p, ev, attrs.get(ev.property_id) if ev.property_id else None)
     psample = [orjson.dumps(p.to_dict()) for p in profiles.values()]
-    # what the table holds: both in one record per lead (features/record.py)
-    records = [record.pack(blobs[lead], orjson.dumps(p.to_dict()))
-               for lead, p in profiles.items() if lead in blobs]
+    # what the table holds: both in one record per lead (features/record.py), with the
+    # last list and score published for the lead (frames of a replay through the step
+    # of the first 200 leads over at most 3 days: a list's size does not grow with history)
+    frames = published_frames(min(leads, 200), min(days, 3.0), seed)
+    records = [record.pack(blobs[lead], orjson.dumps(p.to_dict()), frames[i % len(frames)])
+               for i, (lead, p) in enumerate(profiles.items()) if lead in blobs]
 
     def table_bytes(values: list[bytes]) -> float:
         gc.collect()
@@ -207,6 +237,9 @@ def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
         "stored_bytes_per_lead_mean": round(statistics.fmean(len(b) for b in sample)),
         "stored_bytes_per_lead_max": max(len(b) for b in sample),
         "profile_bytes_per_lead": round(prof_bpl),
+        "published_stored_bytes_per_lead_mean": round(statistics.fmean(map(len, frames))),
+        "published_json_bytes_per_lead_mean": round(statistics.fmean(
+            sum(len(x or b"") for x in record.unpack_published(f)) for f in frames)),
         "total_state_bytes_per_lead": round(table_bytes(records)),
         "decoded_bytes_per_lead": round(decoded_bytes(records)),
         "ids_remembered_mean": round(statistics.fmean(
@@ -261,9 +294,11 @@ def print_features(r: dict) -> None:
     c.print(f"memory at {r['memory_leads']:,} leads: features "
             f"[bold]{r['bytes_per_lead']} B/lead[/] (stored state mean "
             f"{r['stored_bytes_per_lead_mean']} B, max {r['stored_bytes_per_lead_max']} B); "
-            f"profile {r['profile_bytes_per_lead']} B/lead; the features_by_lead value "
-            f"(both in one record) {r['total_state_bytes_per_lead']} B/lead; kept decoded in "
-            f"the worker's cache {r['decoded_bytes_per_lead']:,} B/lead")
+            f"profile {r['profile_bytes_per_lead']} B/lead; the last list and score "
+            f"published {r['published_stored_bytes_per_lead_mean']} B stored "
+            f"({r['published_json_bytes_per_lead_mean']} B of JSON); the features_by_lead "
+            f"value (all in one record) {r['total_state_bytes_per_lead']} B/lead; kept "
+            f"decoded in the worker's cache {r['decoded_bytes_per_lead']:,} B/lead")
     d = r["dedup_full_set"]
     c.print(f"event ids: {r['ids_remembered_mean']} remembered per lead on average; the bound, "
             f"a full set of {d['ids']} (within {d['ttl_seconds'] / 3600:g} h of event time): "

@@ -616,12 +616,13 @@ def cmd_features(args, settings: Settings) -> int:
     import urllib.error
     import urllib.parse
 
-    base = (args.url or f"http://{settings.web_host}:{settings.web_port}").rstrip("/")
+    base = (args.url or settings.web_url()).rstrip("/")
     url = f"{base}/leads/{urllib.parse.quote(args.lead_id, safe='')}/features"
     if args.at_last_event:
         url += "?at=last_event"
+    req = urllib.request.Request(url, headers=settings.api_headers())
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10) as resp:
             body = orjson.loads(resp.read())
     except urllib.error.HTTPError as err:
         detail = err.read().decode("utf-8", "replace")

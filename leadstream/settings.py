@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     web_bind: str | None = Field(None, description="interface the HTTP server binds "
                                  "(default: web_host; 0.0.0.0 in containers)")
     web_port: int = 6066
+    api_token: SecretStr | None = Field(
+        None, description="bearer token every HTTP route but /health/* and /metrics asks "
+        "for (Authorization: Bearer <token>); unset: no token asked, and the web server "
+        "binds 127.0.0.1 only whatever web_bind / web_host say")
     worker_data_dir: Path | None = None
     kafka_session_timeout_seconds: float = Field(
         30.0, description="a worker silent this long (crashed) loses its partitions to the others")
@@ -112,7 +116,7 @@ class Settings(BaseSettings):
         5.0, gt=0, description="... or what arrived within this many milliseconds: the most "
         "a record waits for its batch")
     lead_cache_size: int = Field(
-        10_000, ge=0, description="recently active leads kept decoded in memory, about 11 KB "
+        10_000, ge=0, description="recently active leads kept decoded in memory, about 13 KB "
         "each for a lead with two weeks of history (their stored records are kept whatever "
         "this is)")
 
@@ -284,6 +288,44 @@ class Settings(BaseSettings):
         """The ModelSuite weight parameters (``leadstream evaluate --tune`` suggests them)."""
         return {"w_popularity": self.hybrid_w_popularity, "w_content": self.hybrid_w_content,
                 "w_itemitem": self.hybrid_w_itemitem, "w_mf": self.hybrid_w_mf}
+
+    def web_bind_address(self) -> str:
+        """The interface the worker's web server binds: ``web_bind`` (default
+        ``web_host``), but loopback (127.0.0.1) when no ``api_token`` is set and another
+        interface was asked for (see :meth:`web_bind_refused`).
+
+        >>> Settings(web_bind="0.0.0.0").web_bind_address()
+        '127.0.0.1'
+        >>> Settings(web_bind="0.0.0.0", api_token="s3cret").web_bind_address()
+        '0.0.0.0'
+        >>> Settings(web_host="localhost").web_bind_address()
+        'localhost'
+        """
+        asked = self.web_bind or self.web_host
+        return "127.0.0.1" if self.web_bind_refused() else asked
+
+    def web_bind_refused(self) -> bool:
+        """True when a non-loopback interface was asked for without an ``api_token``."""
+        if self.api_token is not None:
+            return False
+        asked = self.web_bind or self.web_host
+        return not (asked == "localhost" or asked == "::1" or asked.startswith("127."))
+
+    def web_url(self) -> str:
+        """Where a client on this host reaches the worker's HTTP API (``web_host``, or
+        127.0.0.1 when the worker binds loopback only for want of a token)."""
+        host = "127.0.0.1" if self.web_bind_refused() else self.web_host
+        return f"http://{host}:{self.web_port}"
+
+    def api_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header a client sends (none without an ``api_token``).
+
+        >>> Settings(api_token="s3cret").api_headers()
+        {'Authorization': 'Bearer s3cret'}
+        """
+        if self.api_token is None:
+            return {}
+        return {"Authorization": f"Bearer {self.api_token.get_secret_value()}"}
 
     def snapshot_dir(self) -> Path:
         """Where this worker keeps its model snapshots."""

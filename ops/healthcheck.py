@@ -4,8 +4,9 @@ else 1 with the reason on stderr (docker keeps it: ``docker inspect --format
 
 ``python -m ops.healthcheck [--url URL] [--timeout S]``; without ``--url`` it asks
 ``http://HOST:LEADSTREAM_WEB_PORT/health/ready``, HOST being 127.0.0.1 when the worker
-binds every interface (``LEADSTREAM_WEB_BIND=0.0.0.0``, as in the image), else the address
-it binds. The settings are read like the worker reads them (:class:`Settings`).
+binds every interface (``LEADSTREAM_WEB_BIND=0.0.0.0``, as in the image) or, having no
+``LEADSTREAM_API_TOKEN``, binds loopback only; else the address it binds. The settings
+are read like the worker reads them (:class:`Settings`). ``/health/ready`` needs no token.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ READY_PATH = "/health/ready"
 def ready_url(settings) -> str:
     """Where this host's worker answers.
 
-    >>> from types import SimpleNamespace as S
-    >>> ready_url(S(web_bind="0.0.0.0", web_host="worker-1", web_port=6066))
+    >>> from leadstream.settings import Settings as S
+    >>> ready_url(S(web_bind="0.0.0.0", web_host="worker-1", web_port=6066, api_token="t"))
     'http://127.0.0.1:6066/health/ready'
-    >>> ready_url(S(web_bind=None, web_host="10.0.0.5", web_port=6067))
+    >>> ready_url(S(web_bind=None, web_host="10.0.0.5", web_port=6067, api_token="t"))
     'http://10.0.0.5:6067/health/ready'
+    >>> ready_url(S(web_bind=None, web_host="10.0.0.5", web_port=6067))  # no token: loopback
+    'http://127.0.0.1:6067/health/ready'
     """
-    host = settings.web_bind or settings.web_host
+    host = settings.web_bind_address()
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
     if ":" in host:

@@ -47,9 +47,10 @@ INTAKE_ENDPOINTS = ("/events", "/webhooks/gohighlevel")
 INTAKE_OUTCOMES = ("accepted", "refused", "failed", "ignored")
 INTAKE_REFUSALS = (*INTERACTION_DLQ_REASONS[:-1], "unmappable")
 INTAKE_STATUSES = ("200", "207", "400", "401", "413", "422", "429", "503")
-# streams/step.py: Step._trigger, and preference_drift in Step._apply
+# streams/step.py: Step._trigger, preference_drift in Step._apply, and requested (a fresh
+# list asked for over HTTP: Step.requested_recommendation)
 TRIGGERS = ("first_event", "session_started", "strong_signal", "top_k_changed",
-            "preference_drift")
+            "preference_drift", "requested")
 TIERS = ("hot", "warm", "cold")  # models/scoring.py: tier()
 SCORE_LABELS = ("converted", "not")  # streams/step.py: the CRM outcomes learned
 GAP_KINDS = ("verified", "reread")  # streams/durable.py: OrderGuard

@@ -33,7 +33,7 @@ def add_agents(ctx: Context) -> tuple:
     """Declare the agents on ``ctx.app``; returns (interactions agent, listings agent)."""
     app, settings, step, store = ctx.app, ctx.settings, ctx.step, ctx.store
     restorer, guard, emit, catalog_ready = ctx.restorer, ctx.guard, ctx.emit, ctx.catalog_ready
-    t = ctx.topics
+    t, lead_writes = ctx.topics, ctx.lead_writes
     topic_of = {DEAD_LETTER: t["interactions-dlq"], REKEY: t["interactions"],
                 RECOMMENDATION: t["recommendations"], SCORE: t["lead-scores"],
                 FACT: t["agent-facts"], ALERT: t["agent-insights"]}
@@ -66,29 +66,30 @@ def add_agents(ctx: Context) -> tuple:
                 parts.setdefault(p, []).append(
                     (msg, Record(event.key, event.value, msg.offset, received)))
             for p, items in parts.items():
-                if not restorer.trusted(p):  # moved while the guard asked the broker
-                    for msg, _ in items:
-                        refuse(app, msg)
-                    continue
-                # from the trust check to the table writes nothing is awaited
-                try:
-                    res = step.run(p, [r for _, r in items], store)
-                except Exception:
-                    store.forget_decoded()  # live copies may be half-updated
-                    raise
-                writes = [(key, store.put(key, state)) for key, state in res.changed.items()]
-                try:
-                    written = not writes or await ctx.write_leads(p, writes)
-                except ChangelogFenced as err:  # taken over: nothing of this worker's since
-                    log.error("%s", err)        # its last commit is read back; stop here
-                    await app.crash(err)
-                    return
-                if not written:
-                    for msg, _ in items:  # moved away meanwhile: its new owner reads them
-                        refuse(app, msg)
-                    continue
-                for o in res.outputs:
-                    await emit(topic_of[o.kind], o.key, o.value, o.partition, o.headers)
+                async with lead_writes:  # a lead written over HTTP: before or after
+                    if not restorer.trusted(p):  # moved while the guard asked the broker
+                        for msg, _ in items:
+                            refuse(app, msg)
+                        continue
+                    # from the trust check to the table writes nothing is awaited
+                    try:
+                        res = step.run(p, [r for _, r in items], store)
+                    except Exception:
+                        store.forget_decoded()  # live copies may be half-updated
+                        raise
+                    writes = [(key, store.put(key, state)) for key, state in res.changed.items()]
+                    try:
+                        written = not writes or await ctx.write_leads(p, writes)
+                    except ChangelogFenced as err:  # taken over: nothing of this worker's since
+                        log.error("%s", err)        # its last commit is read back; stop here
+                        await app.crash(err)
+                        return
+                    if not written:
+                        for msg, _ in items:  # moved away meanwhile: its new owner reads them
+                            refuse(app, msg)
+                        continue
+                    for o in res.outputs:
+                        await emit(topic_of[o.kind], o.key, o.value, o.partition, o.headers)
 
     agent_stats, stats_restorer = ctx.agent_stats, ctx.stats_restorer
 

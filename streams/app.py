@@ -23,12 +23,15 @@ models) lives in the step object held by the app, never in module globals.
 from __future__ import annotations
 
 import asyncio
+import logging
+from importlib import metadata
 
 import faust
 from aiokafka import AIOKafkaProducer
 
 from models.snapshot import SnapshotStore
 from streams import agents, readers, timers, web
+from streams.api import ApiDoc, bearer_auth, json_errors
 from streams.changelog import FencedChangelog
 from streams.context import Context, emitter
 from streams.durable import OrderGuard, StateRestorer
@@ -39,6 +42,7 @@ from streams.faust_internals import (
     make_restore_owned,
     refuse,
 )
+from streams.intake import ROUTES as INTAKE_ROUTES
 from streams.intake import add_routes as add_intake_routes
 from streams.step import LeadStore, Step, partition_for
 from streams.topics import load_topics
@@ -61,10 +65,24 @@ def _credentials(settings):
     return faust.SSLCredentials(kw["ssl_context"])
 
 
+log = logging.getLogger("leadstream.worker")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("leadstream")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "0"
+
+
 def create_app(settings) -> faust.App:
     """Build the worker's Faust app for ``settings`` (bootstrap must be set)."""
     if not settings.kafka_bootstrap:
         raise ValueError("settings.kafka_bootstrap must be set to build the app")
+    if settings.web_bind_refused():
+        log.warning("no LEADSTREAM_API_TOKEN set: the web server binds 127.0.0.1 only, not "
+                    "%s as asked (set a token to serve other hosts)",
+                    settings.web_bind or settings.web_host)
     specs = load_topics(settings)
     n = specs["interactions"].partitions
     app = faust.App(
@@ -77,10 +95,11 @@ def create_app(settings) -> faust.App:
         topic_allow_declare=True,
         value_serializer="raw",
         key_serializer="raw",
-        web_bind=settings.web_bind or settings.web_host,
+        web_bind=settings.web_bind_address(),  # loopback only without an API token
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        web_tables_enabled=False,  # Faust's /table/ would serve raw lead records
         datadir=str(settings.worker_data_dir or settings.home / "worker"),
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
@@ -174,11 +193,20 @@ def create_app(settings) -> faust.App:
     ctx = Context(settings=settings, app=app, specs=specs, n=n, step=step, topics=topics,
                   leads=leads, agent_stats=agent_stats, store=store, restorer=restorer,
                   stats_restorer=stats_restorer, guard=guard, snapshots=snapshots.store,
-                  emit=emit, fence=fence)
+                  emit=emit, fence=fence, api=ApiDoc(_version()))
+    # one gate in front of every route, whichever module adds it (streams/api.py)
+    middlewares = app.web.web_app.middlewares
+    middlewares.append(json_errors)
+    if settings.api_token is not None:
+        middlewares.append(bearer_auth(settings.api_token.get_secret_value(),
+                                       ctx.api.is_open))
     app.leadstream_agents = agents.add_agents(ctx)  # type: ignore[attr-defined]
     timers.add_timers(ctx, snapshots)
     web.add_views(ctx)
     add_intake_routes(ctx)  # POST /events, POST /webhooks/gohighlevel (streams/intake.py)
+    for path, item in INTAKE_ROUTES.items():  # ... in the OpenAPI document (the webhook,
+        for method, operation in item.items():  # x-auth signature, open to the token gate)
+            ctx.api.add(path, method, operation)
     return app
 
 

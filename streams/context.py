@@ -12,6 +12,7 @@ from typing import Any
 import faust
 
 from models.snapshot import SnapshotStore
+from streams.api import ApiDoc
 from streams.durable import OrderGuard, StateRestorer
 from streams.step import LeadStore, Step
 from streams.topics import TopicSpec
@@ -35,6 +36,11 @@ class Context:
     emit: Callable  # ``emitter``: a record to the producer, its delivery checked
     fence: Any  # ``streams.changelog.FencedChangelog``, or None: changelog writes by ``emit``
     catalog_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # the OpenAPI document every module adding a route adds its operation to
+    api: ApiDoc = field(default_factory=lambda: ApiDoc("0"))
+    # held by the interactions agent from a batch's step to its last send, and by anything
+    # else writing a lead (a list asked for over HTTP), so no write interleaves a batch's
+    lead_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def changelog(self):

@@ -149,21 +149,40 @@ class Output:
 
 @dataclass(slots=True)
 class LeadState:
-    """One lead's live state: its rolling features and its recommender profile."""
+    """One lead's live state: its rolling features, its recommender profile and the last
+    recommendation and score published for it (``published``: their JSON as sent, one
+    compressed frame, ``features/record.py``; None: nothing published yet)."""
 
     features: features.LeadFeatures = field(default_factory=features.LeadFeatures)
     profile: LeadProfile = field(default_factory=LeadProfile)
+    published: bytes | None = None
 
     def pack(self) -> bytes:
         """The stored record (``features/record.py``)."""
         return record.pack(features.encode(self.features),
-                           orjson.dumps(self.profile.to_dict()))
+                           orjson.dumps(self.profile.to_dict()), self.published)
 
     @classmethod
     def unpack(cls, blob: bytes) -> LeadState:
         feats, prof = record.unpack(blob)
         return cls(features.decode(feats) if feats else features.LeadFeatures(),
-                   LeadProfile.from_dict(orjson.loads(prof)) if prof else LeadProfile())
+                   LeadProfile.from_dict(orjson.loads(prof)) if prof else LeadProfile(),
+                   record.published(blob))
+
+    def last_published(self) -> tuple[bytes | None, bytes | None]:
+        """``(recommendation, score)``: the JSON of the last list and the last score
+        published for the lead, byte for byte as sent (None: none yet)."""
+        return record.unpack_published(self.published)
+
+    def set_published(self, recommendation: bytes | None = None,
+                      score: bytes | None = None) -> None:
+        """Remember a list and/or a score just published (the other one is kept)."""
+        if recommendation is None and score is None:
+            return
+        if recommendation is None or score is None:  # the other one as it was
+            rec, sc = self.last_published()
+            recommendation, score = recommendation or rec, score or sc
+        self.published = record.pack_published(recommendation, score)
 
 
 class LeadStore:
@@ -240,7 +259,7 @@ class _Lead:
     """One lead's bookkeeping within a batch."""
 
     __slots__ = ("key", "lead_id", "state", "changed", "trigger", "trigger_ev", "received",
-                 "forced", "score_ev", "last_ev")
+                 "forced", "score_ev", "last_ev", "sent_rec", "sent_score")
 
     def __init__(self, key: bytes, lead_id: str, state: LeadState):
         self.key, self.lead_id, self.state = key, lead_id, state
@@ -251,6 +270,8 @@ class _Lead:
         self.forced = False  # due whatever the new list looks like (not only top_k_changed)
         self.score_ev = None  # the last strong signal not scored yet: a score is due
         self.last_ev = None  # the lead's last applied event of the batch
+        self.sent_rec: bytes | None = None  # the batch's list and score for the lead, if any
+        self.sent_score: bytes | None = None
 
 
 class Step:
@@ -317,6 +338,9 @@ class Step:
                 if lead.trigger is not None:
                     due.append(lead)
         self._lists(due, out)
+        for lead in batch.values():  # the last list and score sent, kept with the lead
+            if lead.sent_rec is not None or lead.sent_score is not None:
+                lead.state.set_published(lead.sent_rec, lead.sent_score)
         return StepResult({k: v.state for k, v in batch.items() if v.changed}, out)
 
     # ---- per event ------------------------------------------------------------------
@@ -584,6 +608,7 @@ class Step:
         score = self._score(ev, lead.state.profile, feats, fv.numerical, crm)
         if score is not None:
             out.append(Output(SCORE, lead.key, score))
+            lead.sent_score = score
 
     def _score(self, ev, profile: LeadProfile, feats, numerical: dict,
                crm: bool) -> bytes | None:
@@ -630,6 +655,7 @@ class Step:
             rec = self._publish(lead, r, arm)
             if rec is not None:
                 out.append(Output(RECOMMENDATION, lead.key, rec))
+                lead.sent_rec = rec
 
     def _publish(self, lead: _Lead, ranked, arm) -> bytes | None:
         """The recommendation record of ``ranked`` for ``lead``, cited as due to its
@@ -675,6 +701,43 @@ class Step:
         if lead.received is not None:
             m.receipt_to_rec.observe(max(time.time() - lead.received, 0.0))
         return _encode(rec)
+
+    def requested_recommendation(self, lead_id: str, state: LeadState,
+                                 now: float | None = None) -> bytes:
+        """A fresh list for the lead, asked for over HTTP (``?fresh=true``): ranked now,
+        with a new ``recommendation_id`` and trigger ``requested``, recorded in the lead's
+        state like any published list (its items as the last shown, its experiment arm in
+        the attribution log, :meth:`LeadState.set_published`). The caller publishes the
+        returned record to ``recommendations`` and writes the lead.
+
+        It has no triggering event: ``source_event_id`` is its own ``recommendation_id``
+        and ``event_time`` the wall-clock time of the request (``now``), which is also
+        the time its attribution window starts from."""
+        now = time.time() if now is None else now
+        profile = state.profile
+        exp = self.experiment
+        arm = exp.arm_for(lead_id) if exp is not None else None
+        ranked = self.models.recommend(
+            self.catalog, lead_id, profile, k=self.settings.top_k,
+            model=arm.model if arm else "hybrid", overrides=arm.params if arm else None)
+        rec_id = str(uuid.uuid4())
+        profile.last_rec_items = [it["property_id"] for it in ranked.items]
+        if exp is not None and arm is not None:
+            log_recommendation(profile.rec_log, rec_id, now, exp.name, arm.name,
+                               profile.last_rec_items)
+            self.metrics.experiment.labels(experiment=exp.name, arm=arm.name,
+                                           kind="recommendations").inc()
+        at = datetime.fromtimestamp(now, UTC)
+        rec = _encode({  # a leadstream.outputs.Recommendation (see _encode)
+            "recommendation_id": rec_id, "lead_id": lead_id, "trigger": "requested",
+            "source_event_id": rec_id, "event_time": at, "emitted_at": datetime.now(UTC),
+            "model_version": f"{ranked.model_version}@v{self.model_version}",
+            "confidence": ranked.confidence, "explanation": ranked.explanation,
+            "items": ranked.items, "experiment": exp.name if exp is not None else None,
+            "arm": arm.name if arm is not None else None})
+        self.metrics.recommendations.labels(trigger="requested").inc()
+        state.set_published(recommendation=rec)
+        return rec
 
     def current_recommendations(self, lead_id: str, state: LeadState | None) -> dict:
         """The lead's top-K now, as the next recommendation event would rank it (nothing

@@ -85,6 +85,11 @@ def test_settings_agree_between_services():
         env = _env(SERVICES[name])
         # other workers route lead requests to this address: it must be the service name
         assert env["LEADSTREAM_WEB_HOST"] == name and env["LEADSTREAM_WEB_BIND"] == "0.0.0.0"
+        # ... which a worker binds only with an API token: compose refuses to start
+        # without one (a required variable), never a default written here
+        assert re.fullmatch(r"\$\{LEADSTREAM_API_TOKEN:\?.+\}", env["LEADSTREAM_API_TOKEN"])
+        assert Settings(**{"web_bind": "0.0.0.0", "api_token": "x"}).web_bind_address() == (
+            "0.0.0.0")
         port = env["LEADSTREAM_WEB_PORT"]
         assert any(p.endswith(f":{port}") for p in SERVICES[name]["ports"])
         targets.append(f"{name}:{port}")

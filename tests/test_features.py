@@ -295,6 +295,8 @@ def test_bench_features_command_reports_its_figures(capsys):
     assert r["stream"]["events"] > 0 and r["features"]["numerical"] >= 54
     # the table holds the stored bytes plus the key and object overheads
     assert r["bytes_per_lead"] > r["stored_bytes_per_lead_mean"]
+    # the last list and score published are stored compressed with the lead
+    assert 0 < r["published_stored_bytes_per_lead_mean"] < r["published_json_bytes_per_lead_mean"]
 
 
 def test_stored_record_is_compressed_and_old_records_still_read():
@@ -486,3 +488,25 @@ def test_a_session_ended_event_reports_the_session_length():
     assert F.compute(t).numerical["current_session_length_s"] == 900
     # stored and read back, the reported length stays
     assert F.compute(F.decode(F.encode(s))).numerical["session_length_max_s"] == 600
+
+
+def test_a_record_written_before_the_published_outputs_were_kept_reads_back():
+    """``data/lead-record-LR2-LF3.bin`` was written by commit 366a9d9 (record layout LR2,
+    before the last published list and score were kept): 12 events of lead L-lr2. It
+    reads with no published outputs, and writes back as LR3 with the same features and
+    profile."""
+    from streams.step import LeadState
+
+    blob = (DATA / "lead-record-LR2-LF3.bin").read_bytes()
+    assert blob[:3] == b"LR2"
+    feats, profile = record.unpack(blob)
+    assert feats[:3] == b"LF3" and orjson.loads(profile)["event_count"] == 12
+    assert record.peek(blob) == F.peek(feats)
+    assert record.published(blob) is None
+    st = LeadState.unpack(blob)
+    assert st.last_published() == (None, None) and st.profile.event_count == 12
+    st.set_published(score=b'{"score": 1}')
+    new = st.pack()
+    assert new[:3] == b"LR3" and record.unpack(new) == (feats, profile)
+    assert record.peek(new) == record.peek(blob)
+    assert record.unpack_published(record.published(new)) == (None, b'{"score": 1}')

@@ -568,3 +568,59 @@ def test_published_records_are_exactly_what_their_output_models_would_write():
         assert len(raws) > 20, model
         for raw in raws:
             assert orjson.loads(raw) == model.model_validate_json(raw).model_dump(mode="json")
+
+
+def test_the_last_list_and_score_sent_are_kept_with_the_lead_and_survive_a_reload(pipe):
+    """What ``GET /leads/{id}/recommendations`` and ``/score`` serve: the last list and
+    score published, byte for byte, in the lead's stored record (a restarted or
+    rebalanced worker decodes them from the changelog)."""
+    out = run(pipe, event("session_started", "e1"))
+    rec0, score0 = out.recommendation, out.score
+    assert out.state.last_published() == (rec0, score0)
+    out = run(pipe, event("property_saved", "e2", dt=6, property_id="P0"))
+    rec1 = out.recommendation
+    assert rec1 is not None and rec1 != rec0
+    sent_score = out.score or score0  # a strong signal re-scores; published only if news
+    assert out.state.last_published() == (rec1, sent_score)
+    # views that publish nothing leave both as they were
+    out = run(pipe, event("property_viewed", "v1", dt=7, property_id="P0",
+                          payload={"duration_seconds": 3}))
+    assert out.recommendation is None
+    assert out.state.last_published() == (rec1, out.score or sent_score)
+    pipe.store.forget_decoded()  # decoded again from the stored record
+    assert pipe.store.get(b"L1").last_published()[0] == rec1
+    # a lead with nothing published yet has neither
+    from streams.step import LeadState
+    assert LeadState().last_published() == (None, None)
+
+
+def test_a_requested_list_is_a_new_published_list_known_to_the_experiment(tmp_path):
+    from leadstream.outputs import Recommendation
+    from streams.step import LeadState
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("experiments:\n  - name: e\n    salt: s\n    arms:\n"
+                   "      - {name: a, share: 0.5, model: hybrid}\n"
+                   "      - {name: b, share: 0.5, model: content}\n")
+    p = Step(Settings(experiments_file=exp), 4)
+    for i in range(3):
+        p.load_listing(listing(f"P{i}", 300e3 + i), f"P{i}".encode())
+    out = run(p, event("session_started", "e1"))
+    first = orjson.loads(out.recommendation)
+    state = out.state
+    raw = p.requested_recommendation("L1", state, now=T0.timestamp() + 60)
+    rec = orjson.loads(raw)
+    assert orjson.loads(raw) == Recommendation.model_validate_json(raw).model_dump(mode="json")
+    assert rec["trigger"] == "requested" and rec["recommendation_id"] != first[
+        "recommendation_id"] and rec["source_event_id"] == rec["recommendation_id"]
+    arm = p.experiment.arm_for("L1").name
+    assert (rec["experiment"], rec["arm"]) == ("e", arm)
+    assert state.last_published()[0] == raw
+    assert state.profile.rec_log[-1][0] == rec["recommendation_id"]
+    # reported back as shown, it counts as an impression of its arm
+    shown = run(p, event("recommendation_shown", "e2", dt=61, property_id="P0",
+                         payload={"recommendation_id": rec["recommendation_id"], "rank": 1}))
+    assert not shown.dead
+    assert p.metrics.experiment.labels(experiment="e", arm=arm, kind="impressions"
+                                       )._value.get() == 1
+    assert LeadState.unpack(state.pack()).last_published()[0] == raw

@@ -235,7 +235,11 @@ def test_full_restart_keeps_features_models_and_recommendations(settings, worker
     w = worker_factory(settings)
     want = _expected(records, settings)
     _assert_every_lead_equals_one_run(w, want, len(unique))
-    before = {lead: orjson.loads(w.get(f"/leads/{lead}/recommendations")[1]) for lead in want}
+    # the models rank each lead now (a fresh list, published), and that is the last list
+    before = {lead: orjson.loads(w.get(f"/leads/{lead}/recommendations?fresh=true")[1])
+              for lead in want}
+    last = {lead: w.get(f"/leads/{lead}/recommendations")[1] for lead in want}
+    assert all(orjson.loads(last[lead]) == before[lead] for lead in want)
     learned = orjson.loads(w.get("/models")[1])["events_learned"]
     assert w.stop(signal.SIGTERM) == 0  # snapshots the models on the way out
 
@@ -246,7 +250,10 @@ def test_full_restart_keeps_features_models_and_recommendations(settings, worker
     # depends on the simulated start's time of day); every other lead has one
     assert sum(1 for rec in before.values() if rec["items"]) >= 0.8 * len(before)
     for lead, rec in before.items():
-        after = orjson.loads(w.get(f"/leads/{lead}/recommendations")[1])
+        # the last list published is kept with the lead: the same one after the restart
+        assert orjson.loads(w.get(f"/leads/{lead}/recommendations")[1]) == rec, lead
+        # and the restored models rank the lead as before
+        after = orjson.loads(w.get(f"/leads/{lead}/recommendations?fresh=true")[1])
         assert rec["items"] or rec["explanation"] == NO_MATCH, lead
         assert [i["property_id"] for i in after["items"]] == \
             [i["property_id"] for i in rec["items"]], lead
