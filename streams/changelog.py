@@ -35,7 +35,7 @@ import logging
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenced
 
 log = logging.getLogger("leadstream.worker")
 
@@ -136,9 +136,12 @@ class FencedChangelog:
     async def _call(self, partition: int, aw):
         try:
             return await aw
-        except AssertionError as err:  # aiokafka: a transaction call after a fatal error
+        except (AssertionError, IllegalOperation) as err:
+            # aiokafka, once the producer's transaction failed (fenced while a write was on
+            # its way): an invalid state transition, or "not in transaction"
             raise ChangelogFenced(f"changelog partition {partition}: its producer failed "
-                                  f"earlier ({err!r}); this worker stops") from err
+                                  f"earlier, most likely fenced ({err!r}); this worker "
+                                  f"stops") from err
         except (ProducerFenced, InvalidProducerEpoch) as err:
             raise ChangelogFenced(
                 f"changelog partition {partition} was taken over by another worker while "

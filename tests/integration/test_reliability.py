@@ -80,7 +80,10 @@ def test_sigkill_mid_stream_twice_loses_nothing_and_applies_nothing_twice(settin
     # the last worker read each partition's leads from the changelog before its events
     assert {dict(lab)["partition"] for (name, lab), v in w.metrics().items()
             if name == "leadstream_state_restores_total" and v >= 1} == {"0", "1", "2", "3"}
-    assert w.total("leadstream_state_restored_leads_total") > 0
+    if kills[0] > 0.2:  # after commits: the changelog holds leads (the early kills may
+        # land before any changelog transaction was committed: nothing to read back then,
+        # and the replacement rightly reads the input from the start)
+        assert w.total("leadstream_state_restored_leads_total") > 0
 
 
 def test_records_lost_before_the_agent_are_read_again_never_committed_past(settings,
@@ -454,6 +457,8 @@ def test_a_frozen_worker_resumed_after_its_partitions_moved_leaves_no_stale_stat
     finally:
         a.proc.send_signal(signal.SIGCONT)
     time.sleep(s.kafka_session_timeout_seconds + 4)  # A goes on, learns, rejoins or stops
+    if "this worker stops" in a.log.read_text():  # it wrote what it held: fenced
+        assert a.proc.poll() not in (None, 0), "a fenced worker exits with an error"
     a.stop(signal.SIGTERM)
     b.stop(signal.SIGTERM)
     c = worker_factory(s.model_copy(update={"web_port": free_port(),
