@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     worker_data_dir: Path | None = None
     kafka_session_timeout_seconds: float = Field(
         30.0, description="a worker silent this long (crashed) loses its partitions to the others")
+    commit_interval_seconds: float = Field(
+        2.8, gt=0, description="how often the worker commits its input offsets, and at least "
+        "as often (at most every second) the lead table's changelog transactions: what a "
+        "crash replays")
     producer_linger_ms: float = Field(
         0.0, description="how long the worker's producer waits to fill a batch: fewer, larger "
         "requests (less CPU per event under load) for that much more latency")

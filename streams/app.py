@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from importlib import metadata
 
 import faust
@@ -112,6 +113,7 @@ def create_app(settings) -> faust.App:
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         broker_rebalance_timeout=max(settings.kafka_session_timeout_seconds, 10.0),
+        broker_commit_interval=settings.commit_interval_seconds,
     )
     # Faust gaps that lose events across crashes and rebalances (docs/reliability.md)
     order = make_at_least_once(app, settings.fault_drop_one_in, specs["interactions"].full_name)
@@ -211,7 +213,10 @@ def create_app(settings) -> faust.App:
 
 
 def run_worker(settings, loglevel: str = "warning") -> None:
-    """Run one worker until SIGINT/SIGTERM."""
+    """Run one worker until SIGINT/SIGTERM, or until it crashes: then the process exits
+    with code 1 at once (a fenced changelog partition, a record not delivered, a failed
+    restore), so that its supervisor restarts it. Left to itself, the interpreter would
+    wait for Faust's consumer thread, which a crash leaves running, and hang."""
     from faust.worker import Worker
 
     class _Worker(Worker):
@@ -222,4 +227,10 @@ def run_worker(settings, loglevel: str = "warning") -> None:
 
     app = create_app(settings)
     worker = _Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            logging.shutdown()  # the log's last lines say why
+            os._exit(stop.code if isinstance(stop.code, int) else 1)
+        raise

@@ -117,7 +117,7 @@ def add_timers(ctx: Context, snapshots: ModelSnapshots) -> None:
         await sweep_idle_leads(ctx)
 
     if ctx.fence is not None:
-        @app.timer(interval=1.0)
+        @app.timer(interval=min(1.0, settings.commit_interval_seconds))
         async def commit_changelog():
             """Commit the changelog's open transactions at least once a second, also when
             no offset commit comes (tombstones of the sweep), well inside the broker's
