@@ -976,7 +976,9 @@ def cmd_agents(args, settings: Settings) -> int:
 
 async def _read_all(settings: Settings, logical: tuple[str, ...],
                     idle: float) -> list[tuple[str, bytes]]:
-    """(topic, value) of every record of the topics, until ``idle`` seconds bring nothing."""
+    """(topic, value) of every record of the topics up to where they ended when the read
+    began (so a live stream, such as the demo's, does not keep it reading), or until
+    ``idle`` seconds bring nothing."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(*(settings.topic(t) for t in logical), group_id=None,
@@ -986,7 +988,12 @@ async def _read_all(settings: Settings, logical: tuple[str, ...],
     out = []
     try:
         last = time.monotonic()
+        while not consumer.assignment() and time.monotonic() - last < idle:
+            await asyncio.sleep(0.05)
+        end = await consumer.end_offsets(list(consumer.assignment()))
         while time.monotonic() - last < idle:
+            if end and all([await consumer.position(tp) >= n for tp, n in end.items()]):
+                break
             batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
             for tp, msgs in batch.items():
                 for m in msgs:
