@@ -20,6 +20,8 @@ import orjson
 from leadstream.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# the experiment the demo runs unless LEADSTREAM_EXPERIMENTS_FILE names another
+DEMO_EXPERIMENTS = Path(__file__).resolve().with_name("demo-experiments.yaml")
 
 
 def _console():
@@ -503,15 +505,21 @@ def cmd_demo(args, settings: Settings) -> int:
         _apply_topics(s, verbose=False)
         log_path = Path(s.home) / "demo-worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        experiments = s.experiments_file or DEMO_EXPERIMENTS
         env = {**os.environ, "LEADSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
                "LEADSTREAM_TOPIC_PREFIX": s.topic_prefix, "LEADSTREAM_WEB_PORT": str(web_port),
-               "LEADSTREAM_CHANGELOG_TRANSACTIONS": str(s.changelog_transactions).lower()}
+               "LEADSTREAM_CHANGELOG_TRANSACTIONS": str(s.changelog_transactions).lower(),
+               "LEADSTREAM_EXPERIMENTS_FILE": str(experiments)}
         with open(log_path, "ab") as log:
             worker = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"], env=env,
                                       stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         console.print(f"worker pid {worker.pid}, metrics http://127.0.0.1:{web_port}/metrics, "
                       f"log {log_path}")
+        console.print(f"experiment from {experiments}; per-arm report while it runs:\n  "
+                      f"LEADSTREAM_KAFKA_BOOTSTRAP={s.kafka_bootstrap} LEADSTREAM_TOPIC_PREFIX="
+                      f"{s.topic_prefix} LEADSTREAM_EXPERIMENTS_FILE={experiments} "
+                      "leadstream experiments report", soft_wrap=True)
         try:
             return _demo_loop(args, s, console, worker)
         finally:
@@ -526,10 +534,14 @@ def cmd_demo(args, settings: Settings) -> int:
 
 
 def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
+    from leadstream.closedloop import ClosedLoop
     from leadstream.simulate import SimConfig, Simulator
 
     sim = Simulator(SimConfig(leads=args.leads, properties=args.properties, seed=args.seed,
-                              days=3650, start=datetime.now(UTC), bad_ratio=args.bad_ratio))
+                              days=3650, start=datetime.now(UTC), bad_ratio=args.bad_ratio,
+                              closed_loop=True))
+    # the leads also see the lists published for them and act on them by their hidden taste
+    leads = ClosedLoop(s, sim, seed=args.seed)
 
     async def run() -> int:
         from aiokafka import AIOKafkaConsumer
@@ -541,6 +553,7 @@ def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
         counts: dict = {}
         pub = asyncio.create_task(publish_simulation(s, sim, rate=args.rate, realtime=True,
                                                      stop=stop, counts=counts))
+        closed = asyncio.create_task(leads.run(stop))
         consumer = AIOKafkaConsumer(s.topic("recommendations"), s.topic("interactions-dlq"),
                                     group_id=None, auto_offset_reset="earliest",
                                     **s.kafka_client_kwargs())
@@ -555,8 +568,9 @@ def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
                 if worker.poll() is not None:
                     console.print(f"[red]worker exited with {worker.returncode}[/]")
                     return 1
-                if pub.done() and pub.exception():
-                    raise pub.exception()
+                for task in (pub, closed):
+                    if task.done() and task.exception():
+                        raise task.exception()
                 batch = await consumer.getmany(timeout_ms=300)
                 for tp, msgs in batch.items():
                     for m in msgs:
@@ -576,15 +590,17 @@ def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
                     last_status = now
                     console.print(f"[dim]-- {now - t0:5.0f}s  sent {counts.get('valid', 0)} valid"
                                   f" + {counts.get('invalid', 0)} malformed events, "
-                                  f"{recs} recommendations, {dead} dead letters --[/]")
+                                  f"{recs} recommendations, {dead} dead letters; "
+                                  f"from lists: {leads.stats.summary() or 'none yet'} --[/]")
         finally:
             stop.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pub, 10)
+                await asyncio.wait_for(asyncio.gather(pub, closed), 10)
             await consumer.stop()
         console.print(f"[bold]done[/]: {counts.get('valid', 0)} events, "
                       f"{counts.get('invalid', 0)} malformed, {recs} recommendations, "
-                      f"{dead} dead letters")
+                      f"{dead} dead letters; {leads.stats.sent} events from "
+                      f"{leads.stats.looked} lists seen: {leads.stats.summary()}")
         return 0
 
     return asyncio.run(run())
