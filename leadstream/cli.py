@@ -354,7 +354,8 @@ def _sim_config(args):
              else datetime.now(UTC).replace(microsecond=0) - timedelta(days=args.days + 3))
     return SimConfig(leads=args.leads, properties=args.properties, seed=args.seed,
                      days=args.days, start=start, bad_ratio=args.bad_ratio,
-                     duplicate_ratio=args.duplicate_ratio)
+                     duplicate_ratio=args.duplicate_ratio,
+                     closed_loop=getattr(args, "closed_loop", False))
 
 
 async def publish_simulation(settings: Settings, sim, *, rate: float | None, realtime: bool,
@@ -432,15 +433,44 @@ def cmd_simulate(args, settings: Settings) -> int:
     if not settings.kafka_bootstrap:
         print("error: set LEADSTREAM_KAFKA_BOOTSTRAP or use --out FILE", file=sys.stderr)
         return 2
-    counts = asyncio.run(publish_simulation(settings, sim, rate=args.rate,
-                                            realtime=args.realtime, limit=args.limit))
-    print(f"published {counts}", file=sys.stderr)
+    leads = None
+    if args.closed_loop:
+        if not args.realtime:
+            print("error: --closed-loop needs --realtime (the leads react now, to the lists "
+                  "published now)", file=sys.stderr)
+            return 2
+        from leadstream.closedloop import ClosedLoop
+
+        leads = ClosedLoop(settings, sim, seed=args.seed)
+
+        async def both():
+            stop = asyncio.Event()
+            closed = asyncio.create_task(leads.run(stop))
+            try:
+                return await publish_simulation(settings, sim, rate=args.rate, realtime=True,
+                                                limit=args.limit)
+            finally:
+                await asyncio.sleep(5)  # the last lists' reactions
+                stop.set()
+                await closed
+
+        counts = asyncio.run(both())
+    else:
+        counts = asyncio.run(publish_simulation(settings, sim, rate=args.rate,
+                                                realtime=args.realtime, limit=args.limit))
+    print(f"published {counts}" + (f"; from lists: {leads.stats.sent} events, "
+                                   f"{leads.stats.summary()}" if leads else ""), file=sys.stderr)
     if args.json:
-        _print_json({"published": {"valid": counts.get("valid", 0),
-                                   "invalid": counts.get("invalid", 0),
-                                   "listings": counts.get("listings", 0)},
-                     "topics": {"interactions": settings.topic("interactions"),
-                                "properties": settings.topic("properties")}})
+        body = {"published": {"valid": counts.get("valid", 0),
+                              "invalid": counts.get("invalid", 0),
+                              "listings": counts.get("listings", 0)},
+                "topics": {"interactions": settings.topic("interactions"),
+                           "properties": settings.topic("properties")}}
+        if leads is not None:
+            body["closed_loop"] = {"events": leads.stats.sent, "lists_seen": leads.stats.looked,
+                                   "per_arm": [{"arm": arm, **c} for arm, c
+                                               in leads.stats.per_arm.items()]}
+        _print_json(body)
     return 0
 
 
@@ -1165,6 +1195,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(if it ever saved it) or a view: the shape of rating data sets")
     sm.add_argument("--rate", type=float, default=None, help="events/s when publishing")
     sm.add_argument("--realtime", action="store_true", help="stamp events with the wall clock")
+    sm.add_argument("--closed-loop", action="store_true",
+                    help="with --realtime: the leads also see the lists published for them "
+                         "and click, save and book from them by their hidden taste")
     sm.add_argument("--json", action="store_true", help="what was written or published")
     sm.set_defaults(func=cmd_simulate)
 

@@ -212,6 +212,7 @@ class ClosedLoop:
         self._looked: dict[str, float] = {}  # lead -> monotonic time of its last look
         self._queue: list = []  # (due, seq, lead, session, Action | None: a visit, arm)
         self._next_visit: dict[str, float] = {}
+        self._session: dict[str, str] = {}  # lead -> the session of its latest visit
 
     def utility(self, lead_id: str) -> Callable[[str], float | None]:
         lead = self.leads[lead_id]
@@ -241,7 +242,7 @@ class ClosedLoop:
             self._looked[lead] = now
             self.stats.looked += 1
             arm = rec.get("arm")
-            sid = f"S-{lead}-rec{int(time.time() // 1800)}"
+            sid = self._session.get(lead) or f"S-{lead}-rec{int(time.time() // 1800)}"
             for a in react(rec, self.utility(lead), self.rng, self.behaviour):
                 self._push(now + a.delay, lead, sid, a, arm)
         if self.visit_every:
@@ -251,7 +252,8 @@ class ClosedLoop:
                     self._next_visit[lead] = now + self.rng.uniform(0, self.visit_every)
                 elif nxt <= now:
                     self._next_visit[lead] = now + self.rng.expovariate(1 / self.visit_every)
-                    self._push(now, lead, f"S-{lead}-v{int(time.time() * 1000)}", None)
+                    self._session[lead] = f"S-{lead}-v{int(time.time() * 1000)}"
+                    self._push(now, lead, self._session[lead], None)
 
     def _push(self, due: float, lead: str, sid: str, action: Action | None,
               arm: str | None = None) -> None:
