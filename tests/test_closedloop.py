@@ -141,3 +141,11 @@ def test_visits_and_the_event_bound():
     assert loop.due_events(41.0) == []
     for e in sent:
         parse_event(orjson.dumps(e))
+
+
+def test_simulate_closed_loop_needs_realtime(monkeypatch, capsys):
+    from leadstream.cli import main
+
+    monkeypatch.setenv("LEADSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # never reached
+    assert main(["simulate", "--closed-loop", "--leads", "2", "--days", "0.1"]) == 2
+    assert "--closed-loop needs --realtime" in capsys.readouterr().err
