@@ -20,6 +20,8 @@ import orjson
 from leadstream.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# the experiment the demo runs unless LEADSTREAM_EXPERIMENTS_FILE names another
+DEMO_EXPERIMENTS = Path(__file__).resolve().with_name("demo-experiments.yaml")
 
 
 def _console():
@@ -352,7 +354,8 @@ def _sim_config(args):
              else datetime.now(UTC).replace(microsecond=0) - timedelta(days=args.days + 3))
     return SimConfig(leads=args.leads, properties=args.properties, seed=args.seed,
                      days=args.days, start=start, bad_ratio=args.bad_ratio,
-                     duplicate_ratio=args.duplicate_ratio)
+                     duplicate_ratio=args.duplicate_ratio,
+                     closed_loop=getattr(args, "closed_loop", False))
 
 
 async def publish_simulation(settings: Settings, sim, *, rate: float | None, realtime: bool,
@@ -430,15 +433,44 @@ def cmd_simulate(args, settings: Settings) -> int:
     if not settings.kafka_bootstrap:
         print("error: set LEADSTREAM_KAFKA_BOOTSTRAP or use --out FILE", file=sys.stderr)
         return 2
-    counts = asyncio.run(publish_simulation(settings, sim, rate=args.rate,
-                                            realtime=args.realtime, limit=args.limit))
-    print(f"published {counts}", file=sys.stderr)
+    leads = None
+    if args.closed_loop:
+        if not args.realtime:
+            print("error: --closed-loop needs --realtime (the leads react now, to the lists "
+                  "published now)", file=sys.stderr)
+            return 2
+        from leadstream.closedloop import ClosedLoop
+
+        leads = ClosedLoop(settings, sim, seed=args.seed)
+
+        async def both():
+            stop = asyncio.Event()
+            closed = asyncio.create_task(leads.run(stop))
+            try:
+                return await publish_simulation(settings, sim, rate=args.rate, realtime=True,
+                                                limit=args.limit)
+            finally:
+                await asyncio.sleep(5)  # the last lists' reactions
+                stop.set()
+                await closed
+
+        counts = asyncio.run(both())
+    else:
+        counts = asyncio.run(publish_simulation(settings, sim, rate=args.rate,
+                                                realtime=args.realtime, limit=args.limit))
+    print(f"published {counts}" + (f"; from lists: {leads.stats.sent} events, "
+                                   f"{leads.stats.summary()}" if leads else ""), file=sys.stderr)
     if args.json:
-        _print_json({"published": {"valid": counts.get("valid", 0),
-                                   "invalid": counts.get("invalid", 0),
-                                   "listings": counts.get("listings", 0)},
-                     "topics": {"interactions": settings.topic("interactions"),
-                                "properties": settings.topic("properties")}})
+        body = {"published": {"valid": counts.get("valid", 0),
+                              "invalid": counts.get("invalid", 0),
+                              "listings": counts.get("listings", 0)},
+                "topics": {"interactions": settings.topic("interactions"),
+                           "properties": settings.topic("properties")}}
+        if leads is not None:
+            body["closed_loop"] = {"events": leads.stats.sent, "lists_seen": leads.stats.looked,
+                                   "per_arm": [{"arm": arm, **c} for arm, c
+                                               in leads.stats.per_arm.items()]}
+        _print_json(body)
     return 0
 
 
@@ -503,15 +535,21 @@ def cmd_demo(args, settings: Settings) -> int:
         _apply_topics(s, verbose=False)
         log_path = Path(s.home) / "demo-worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        experiments = s.experiments_file or DEMO_EXPERIMENTS
         env = {**os.environ, "LEADSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
                "LEADSTREAM_TOPIC_PREFIX": s.topic_prefix, "LEADSTREAM_WEB_PORT": str(web_port),
-               "LEADSTREAM_CHANGELOG_TRANSACTIONS": str(s.changelog_transactions).lower()}
+               "LEADSTREAM_CHANGELOG_TRANSACTIONS": str(s.changelog_transactions).lower(),
+               "LEADSTREAM_EXPERIMENTS_FILE": str(experiments)}
         with open(log_path, "ab") as log:
             worker = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"], env=env,
                                       stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
         console.print(f"worker pid {worker.pid}, metrics http://127.0.0.1:{web_port}/metrics, "
                       f"log {log_path}")
+        console.print(f"experiment from {experiments}; per-arm report while it runs:\n  "
+                      f"LEADSTREAM_KAFKA_BOOTSTRAP={s.kafka_bootstrap} LEADSTREAM_TOPIC_PREFIX="
+                      f"{s.topic_prefix} LEADSTREAM_EXPERIMENTS_FILE={experiments} "
+                      "leadstream experiments report", soft_wrap=True)
         try:
             return _demo_loop(args, s, console, worker)
         finally:
@@ -526,10 +564,14 @@ def cmd_demo(args, settings: Settings) -> int:
 
 
 def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
+    from leadstream.closedloop import ClosedLoop
     from leadstream.simulate import SimConfig, Simulator
 
     sim = Simulator(SimConfig(leads=args.leads, properties=args.properties, seed=args.seed,
-                              days=3650, start=datetime.now(UTC), bad_ratio=args.bad_ratio))
+                              days=3650, start=datetime.now(UTC), bad_ratio=args.bad_ratio,
+                              closed_loop=True))
+    # the leads also see the lists published for them and act on them by their hidden taste
+    leads = ClosedLoop(s, sim, seed=args.seed)
 
     async def run() -> int:
         from aiokafka import AIOKafkaConsumer
@@ -541,6 +583,7 @@ def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
         counts: dict = {}
         pub = asyncio.create_task(publish_simulation(s, sim, rate=args.rate, realtime=True,
                                                      stop=stop, counts=counts))
+        closed = asyncio.create_task(leads.run(stop))
         consumer = AIOKafkaConsumer(s.topic("recommendations"), s.topic("interactions-dlq"),
                                     group_id=None, auto_offset_reset="earliest",
                                     **s.kafka_client_kwargs())
@@ -555,8 +598,9 @@ def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
                 if worker.poll() is not None:
                     console.print(f"[red]worker exited with {worker.returncode}[/]")
                     return 1
-                if pub.done() and pub.exception():
-                    raise pub.exception()
+                for task in (pub, closed):
+                    if task.done() and task.exception():
+                        raise task.exception()
                 batch = await consumer.getmany(timeout_ms=300)
                 for tp, msgs in batch.items():
                     for m in msgs:
@@ -576,15 +620,17 @@ def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
                     last_status = now
                     console.print(f"[dim]-- {now - t0:5.0f}s  sent {counts.get('valid', 0)} valid"
                                   f" + {counts.get('invalid', 0)} malformed events, "
-                                  f"{recs} recommendations, {dead} dead letters --[/]")
+                                  f"{recs} recommendations, {dead} dead letters; "
+                                  f"from lists: {leads.stats.summary() or 'none yet'} --[/]")
         finally:
             stop.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pub, 10)
+                await asyncio.wait_for(asyncio.gather(pub, closed), 10)
             await consumer.stop()
         console.print(f"[bold]done[/]: {counts.get('valid', 0)} events, "
                       f"{counts.get('invalid', 0)} malformed, {recs} recommendations, "
-                      f"{dead} dead letters")
+                      f"{dead} dead letters; {leads.stats.sent} events from "
+                      f"{leads.stats.looked} lists seen: {leads.stats.summary()}")
         return 0
 
     return asyncio.run(run())
@@ -976,7 +1022,9 @@ def cmd_agents(args, settings: Settings) -> int:
 
 async def _read_all(settings: Settings, logical: tuple[str, ...],
                     idle: float) -> list[tuple[str, bytes]]:
-    """(topic, value) of every record of the topics, until ``idle`` seconds bring nothing."""
+    """(topic, value) of every record of the topics up to where they ended when the read
+    began (so a live stream, such as the demo's, does not keep it reading), or until
+    ``idle`` seconds bring nothing."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(*(settings.topic(t) for t in logical), group_id=None,
@@ -986,7 +1034,12 @@ async def _read_all(settings: Settings, logical: tuple[str, ...],
     out = []
     try:
         last = time.monotonic()
+        while not consumer.assignment() and time.monotonic() - last < idle:
+            await asyncio.sleep(0.05)
+        end = await consumer.end_offsets(list(consumer.assignment()))
         while time.monotonic() - last < idle:
+            if end and all([await consumer.position(tp) >= n for tp, n in end.items()]):
+                break
             batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
             for tp, msgs in batch.items():
                 for m in msgs:
@@ -1142,6 +1195,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(if it ever saved it) or a view: the shape of rating data sets")
     sm.add_argument("--rate", type=float, default=None, help="events/s when publishing")
     sm.add_argument("--realtime", action="store_true", help="stamp events with the wall clock")
+    sm.add_argument("--closed-loop", action="store_true",
+                    help="with --realtime: the leads also see the lists published for them "
+                         "and click, save and book from them by their hidden taste")
     sm.add_argument("--json", action="store_true", help="what was written or published")
     sm.set_defaults(func=cmd_simulate)
 

@@ -58,6 +58,9 @@ class SimConfig:
     duplicate_ratio: float = 0.0  # share of events sent twice (same event_id)
     new_listings_per_day: float = 10.0
     sold_per_day: float = 6.0
+    # no invented recommendation_shown / _clicked (with made-up list ids): the leads react
+    # to the lists really published for them instead (leadstream.closedloop)
+    closed_loop: bool = False
 
 
 def restamp(value: bytes, event_id: str | None = None) -> bytes:
@@ -283,7 +286,9 @@ class Simulator:
             u = self.utility(lead, pid)
             like = 1 / (1 + math.exp(-(u + 0.3) * 1.5))
             src = r.choice(("feed", "search", "map", "recommendation"))
-            if src == "recommendation":
+            if src == "recommendation" and self.cfg.closed_loop:
+                src = "feed"
+            elif src == "recommendation":
                 rid = f"R-{lead.lead_id}-{int(t.timestamp())}"
                 rank = r.randint(1, 10)
                 out.append(self._ev(lead, "recommendation_shown", step(1, 5), sid,

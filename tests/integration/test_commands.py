@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -93,15 +94,42 @@ def test_demo_command_shows_recommendations_and_stops_by_itself(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")}
     env.update(LEADSTREAM_HOME=str(HOME), LEADSTREAM_BROKER_PORT=str(free_port()),
                LEADSTREAM_WEB_PORT=str(free_port()), COLUMNS="160")
-    out = subprocess.run([sys.executable, "-m", "leadstream", "demo", "--duration", "30",
-                          "--rate", "30"], env=env, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "embedded kafka broker" in out.stdout
-    assert "conf " in out.stdout and " 1. P" in out.stdout  # a ranked list on screen
-    done = [line for line in out.stdout.splitlines() if line.startswith("done:")]
-    assert done, out.stdout[-2000:]
+    log = tmp_path / "demo.out"
+    with open(log, "w") as fh:
+        demo = subprocess.Popen([sys.executable, "-m", "leadstream", "demo", "--duration", "30",
+                                 "--rate", "30"], env={**env, "PYTHONUNBUFFERED": "1"},
+                                stdout=fh, stderr=subprocess.PIPE, text=True)
+    try:
+        # it runs the repository's example experiment: the report answers while it runs
+        deadline = time.monotonic() + 120
+        while "leadstream experiments report" not in log.read_text():
+            assert demo.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        line = next(x for x in log.read_text().splitlines() if "experiments report" in x)
+        report_env = dict(kv.split("=", 1) for kv in line.split() if kv.startswith("LEADSTREAM_"))
+        time.sleep(20)
+        report = subprocess.run([sys.executable, "-m", "leadstream", "experiments", "report",
+                                 "--json"], env={**env, **report_env}, capture_output=True,
+                                text=True, timeout=60)
+        assert report.returncode == 0, report.stderr
+        arms = json.loads(report.stdout)["arms"]
+        assert set(arms) == {"popularity", "hybrid"}
+        assert all(a["recommendations"] > 0 for a in arms.values())
+        assert sum(a["impressions"] for a in arms.values()) > 0
+        _, err = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(10)
+    out = log.read_text()
+    assert demo.returncode == 0, out[-2000:] + err[-2000:]
+    assert "embedded kafka broker" in out
+    assert "conf " in out and " 1. P" in out  # a ranked list on screen
+    done = [line for line in out.splitlines() if line.startswith("done:")]
+    assert done, out[-2000:]
     n_recs = int(done[0].split(",")[2].split()[0])
     assert n_recs > 0
+    assert "clicked" in done[0]  # what the simulated leads did with their lists, per arm
 
 
 def test_top_shows_rates_models_and_recommendations_of_a_live_worker(settings, worker_factory):
