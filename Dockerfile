@@ -21,7 +21,7 @@ ENV LEADSTREAM_WEB_BIND=0.0.0.0 LEADSTREAM_HOME=/data
 VOLUME /data
 EXPOSE 6066
 USER 10001:10001
-# compose's healthcheck is `python -m ops.healthcheck` (/health/ready) on the workers only:
+# compose's healthcheck is `python -m leadstream.ops.healthcheck` (/health/ready) on the workers only:
 # the same image runs one-shot commands (topics apply, simulate) that serve no HTTP
 ENTRYPOINT ["leadstream"]
 CMD ["worker"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from features.lead import FEATURE_VERSION, Feature
+from leadstream.features.lead import FEATURE_VERSION, Feature
 
 _P, _E, _S, _T = "property", "engagement", "session", "time"
 _N, _C = "numerical", "categorical"

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from models.weights import direction_of, feedback_weight
+from leadstream.models.weights import direction_of, feedback_weight
 
 # bounds on per-lead collections (memory per lead stays small whatever the lead does)
 MAX_PROPERTY_SETS = 100  # rejected / saved / booked ids remembered

@@ -16,7 +16,7 @@ about 24 µs per event to compress and decompress (``leadstream bench stages``).
 uncompressed head keeps what the idle-lead sweep reads (:func:`peek`), so the sweep
 never decompresses.
 
->>> from features import lead
+>>> from leadstream.features import lead
 >>> feats = lead.encode(lead.LeadFeatures())
 >>> blob = pack(feats, b'{"event_count": 3}')
 >>> unpack(blob) == (feats, b'{"event_count": 3}')
@@ -50,8 +50,7 @@ from __future__ import annotations
 import struct
 
 import zstandard
-
-from features import lead
+from leadstream.features import lead
 
 _MAGIC_V1 = b"LR1"  # uncompressed: length of the features part, features, profile JSON
 _MAGIC_V2 = b"LR2"  # last_update, open sessions, features length, then one Zstandard frame

@@ -58,8 +58,8 @@ def _pct(xs: list[float], q: float) -> float:
 def simulated_events(leads: int, days: float, seed: int):
     """(parsed events in time order, catalog attributes by property id)."""
     from leadstream.events import parse_event, parse_listing
+    from leadstream.models.catalog import Catalog
     from leadstream.simulate import SimConfig, Simulator
-    from models.catalog import Catalog
 
     start = datetime(2026, 3, 1, tzinfo=UTC)
     sim = Simulator(SimConfig(leads=leads, properties=max(200, leads // 2), days=days,
@@ -82,10 +82,10 @@ def lead_records(leads: int, days: float, seed: int) -> list[bytes]:
     score published in one record) of ``leads`` simulated leads after ``days`` of
     history, as the worker stores them (last updated now, so none is idle; the published
     frames from :func:`published_frames` of at most 200 leads over 3 days)."""
-    from features import lead as F
-    from features import record
-    from features.profile import LeadProfile
-    from features.profile import update as profile_update
+    from leadstream.features import lead as F
+    from leadstream.features import record
+    from leadstream.features.profile import LeadProfile
+    from leadstream.features.profile import update as profile_update
 
     events, attrs = simulated_events(leads, days, seed)
     now = time.time()
@@ -104,10 +104,10 @@ def published_frames(leads: int, days: float, seed: int) -> list[bytes]:
     """The stored frames of the last list and score published (``features/record.py``)
     of ``leads`` simulated leads replayed through the worker's step (``streams.step``),
     its catalog loaded from the same simulation."""
-    from features import record
+    from leadstream.features import record
     from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
-    from streams.step import LeadStore, Step, replay
+    from leadstream.streams.step import LeadStore, Step, replay
 
     start = datetime.now(UTC) - timedelta(days=days + 4)
     sim = Simulator(SimConfig(leads=leads, properties=max(200, leads // 2), days=days,
@@ -127,10 +127,10 @@ def published_frames(leads: int, days: float, seed: int) -> list[bytes]:
 
 def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
                    memory_leads: int = 100_000) -> dict:
-    from features import lead as F
-    from features import record
-    from features.profile import LeadProfile
-    from features.profile import update as profile_update
+    from leadstream.features import lead as F
+    from leadstream.features import record
+    from leadstream.features.profile import LeadProfile
+    from leadstream.features.profile import update as profile_update
 
     t0 = time.perf_counter()
     events, attrs = simulated_events(leads, days, seed)
@@ -201,7 +201,7 @@ def bench_features(leads: int = 2000, days: float = 30.0, seed: int = 7,
 
     def decoded_bytes(values: list[bytes]) -> float:
         """What a lead costs kept decoded in the worker's cache (streams.step.LeadStore)."""
-        from streams.step import LeadState
+        from leadstream.streams.step import LeadState
 
         gc.collect()
         tracemalloc.start()
@@ -253,10 +253,10 @@ def _dedup_full_set() -> dict:
     what its ids cost in its features state and in its stored record."""
     import random
 
-    from features import lead as F
-    from features import record
-    from features.idset import EventIdSet
     from leadstream.events import make_event
+    from leadstream.features import lead as F
+    from leadstream.features import record
+    from leadstream.features.idset import EventIdSet
 
     r, t = random.Random(5), datetime(2026, 3, 1, tzinfo=UTC)
     s = F.LeadFeatures()
@@ -337,11 +337,11 @@ def bench_scoring(sizes=(1_000, 10_000, 100_000), leads: int = 2000, events: int
     """Learn-step cost of all models, and top-10 latency per catalog size."""
     import random
 
-    from features.profile import LeadProfile
-    from features.profile import update as profile_update
     from leadstream.events import make_event
-    from models.catalog import Catalog
-    from models.suite import ModelSuite
+    from leadstream.features.profile import LeadProfile
+    from leadstream.features.profile import update as profile_update
+    from leadstream.models.catalog import Catalog
+    from leadstream.models.suite import ModelSuite
 
     out = {"benchmark": "scoring", "machine": machine(), "leads": leads,
            "events_learned": events, "queries": queries, "catalogs": {}}

@@ -56,8 +56,8 @@ def _env(s) -> dict:
 def embedded_or_configured(kind: str):
     """(settings, work dir, broker or None): the configured Kafka, or the embedded one
     started in a fresh work directory when ``LEADSTREAM_KAFKA_BOOTSTRAP`` is unset."""
+    from leadstream.ops.broker import free_port, start_kafka
     from leadstream.settings import Settings
-    from ops.broker import free_port, start_kafka
 
     base = Settings()
     work = Path(tempfile.mkdtemp(prefix=f"leadstream-{kind}-"))
@@ -298,8 +298,8 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
 def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
                  counts_one: dict[str, int]) -> dict:
     """Two worker processes on a fresh copy of the backlog, against one worker's run."""
-    from ops.broker import free_port
-    from streams.topics import apply_topics
+    from leadstream.ops.broker import free_port
+    from leadstream.streams.topics import apply_topics
 
     s = base.model_copy(update={"topic_prefix": f"b{uuid.uuid4().hex[:6]}-",
                                 "web_port": free_port(), "worker_data_dir": work / "w2a"})
@@ -349,9 +349,9 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
                    loads=(200.0, 500.0, 750.0, 1000.0),
                    seconds: float = 10.0, latency_leads: int = 10_000, seed: int = 7,
                    two_workers: bool = True) -> dict:
+    from leadstream.ops.broker import free_port
     from leadstream.simulate import SimConfig, Simulator
-    from ops.broker import free_port
-    from streams.topics import apply_topics
+    from leadstream.streams.topics import apply_topics
 
     base, work, broker = embedded_or_configured("bench")
     out = {"benchmark": "pipeline", "machine": machine(), "events": events, "leads": leads,

@@ -60,9 +60,9 @@ async def _write_changelog(s, topic: str, partitions: int, values: list[bytes],
 
 async def _restore_here(s, topic: str, partitions: int) -> tuple[float, int]:
     """(seconds, leads): the worker's restore of every partition of ``topic``, here."""
-    from streams.durable import StateRestorer
-    from streams.readers import read_partition
-    from streams.step import partition_for
+    from leadstream.streams.durable import StateRestorer
+    from leadstream.streams.readers import read_partition
+    from leadstream.streams.step import partition_for
 
     data: dict = {}
     restorer = StateRestorer(data, lambda k: partition_for(k, partitions),
@@ -75,8 +75,8 @@ async def _restore_here(s, topic: str, partitions: int) -> tuple[float, int]:
 
 
 def _start(base, work: Path, name: str, values: list[bytes], leads: int) -> dict:
-    from ops.broker import free_port
-    from streams.topics import apply_topics, load_topics
+    from leadstream.ops.broker import free_port
+    from leadstream.streams.topics import apply_topics, load_topics
 
     s = base.model_copy(update={"topic_prefix": f"restore-{uuid.uuid4().hex[:8]}-{name}-",
                                 "web_port": free_port(),

@@ -44,7 +44,7 @@ def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
     """One size, in this process: populate ``leads`` leads, then time ``window`` events."""
     from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
-    from streams.step import DEAD_LETTER, REKEY, LeadStore, Step, replay
+    from leadstream.streams.step import DEAD_LETTER, REKEY, LeadStore, Step, replay
 
     settings = Settings()
     pipe = Step(settings, 4)

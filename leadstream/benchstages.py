@@ -46,11 +46,11 @@ _STAGES = [
 
 def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7,
                  batch: int = 500) -> dict:
-    from features import lead as features
+    from leadstream.features import lead as features
+    from leadstream.models.suite import ModelSuite
     from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
-    from models.suite import ModelSuite
-    from streams import step as S
+    from leadstream.streams import step as S
 
     owners = {"Step": S.Step, "ModelSuite": ModelSuite, "features": features,
               "LeadState": S.LeadState}

@@ -45,7 +45,7 @@ def bootstrap_or_embedded(settings: Settings, port: int | None = None, quiet: bo
     if settings.kafka_bootstrap:
         yield settings, None
         return
-    from ops.broker import free_port, port_is_free, start_broker
+    from leadstream.ops.broker import free_port, port_is_free, start_broker
 
     if port is None:
         port = settings.broker_port if port_is_free(settings.broker_port) else free_port()
@@ -63,7 +63,7 @@ def bootstrap_or_embedded(settings: Settings, port: int | None = None, quiet: bo
 
 def _apply_topics(settings: Settings, verbose: bool = True):
     """Create topics.yaml's missing topics; prints what it did when ``verbose``."""
-    from streams.topics import apply_topics
+    from leadstream.streams.topics import apply_topics
 
     report = asyncio.run(apply_topics(settings))
     if verbose:
@@ -82,7 +82,7 @@ def _report_json(report) -> dict:
 
 
 def cmd_broker(args, settings: Settings) -> int:
-    from ops.broker import BrokerError, start_broker
+    from leadstream.ops.broker import BrokerError, start_broker
 
     try:
         broker = start_broker(settings, port=args.port,
@@ -122,7 +122,7 @@ def cmd_topics(args, settings: Settings) -> int:
     """``list``: what topics.yaml declares and, with a broker configured, how the broker's
     topics differ (missing, partitions, config); ``apply``: create the missing ones on
     the configured broker (never on a throwaway one)."""
-    from streams.topics import apply_topics, load_topics
+    from leadstream.streams.topics import apply_topics, load_topics
 
     if args.action == "apply" and not settings.kafka_bootstrap:
         print("leadstream topics: error: no broker configured: set LEADSTREAM_KAFKA_BOOTSTRAP "
@@ -162,7 +162,7 @@ def cmd_topics(args, settings: Settings) -> int:
 
 
 def cmd_worker(args, settings: Settings) -> int:
-    from streams.app import run_worker
+    from leadstream.streams.app import run_worker
 
     with bootstrap_or_embedded(settings) as (s, broker):
         if broker is not None:
@@ -303,7 +303,7 @@ def record_json(msg) -> str:
 def cmd_tail(args, settings: Settings) -> int:
     from rich.markup import escape
 
-    from streams.topics import load_topics
+    from leadstream.streams.topics import load_topics
 
     console = _console()
     specs = load_topics(settings)
@@ -520,7 +520,7 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -
 
 def cmd_demo(args, settings: Settings) -> int:
     """Broker + topics + worker + simulator, recommendations on screen."""
-    from ops.broker import free_port, port_is_free
+    from leadstream.ops.broker import free_port, port_is_free
 
     console = _console()
     # a fresh namespace per run, so earlier runs' state never mixes in
@@ -639,7 +639,7 @@ def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
 def cmd_features(args, settings: Settings) -> int:
     """The feature catalog, or one lead's current features from the worker holding it."""
     if args.catalog:
-        from features.catalog import FEATURES, catalog_json, catalog_markdown
+        from leadstream.features.catalog import FEATURES, catalog_json, catalog_markdown
 
         if args.write:
             path = REPO_ROOT / "docs" / "features.md"
@@ -688,7 +688,7 @@ def cmd_features(args, settings: Settings) -> int:
 def _print_features(body: dict) -> None:
     from rich.table import Table
 
-    from features.catalog import BY_NAME
+    from leadstream.features.catalog import BY_NAME
 
     console = _console()
     meta = body["metadata"]
@@ -744,8 +744,8 @@ REPORT_POINTS = 200  # evaluate --report: at most 2 x 200 + 1 points per curve
 def cmd_evaluate(args, settings: Settings) -> int:
     """Replay an event file through every model and River's references; print prequential /
     leave-last-out figures."""
-    from models.evaluate import evaluate, load_events
-    from models.references import REFERENCES, RiverReference
+    from leadstream.models.evaluate import evaluate, load_events
+    from leadstream.models.references import REFERENCES, RiverReference
 
     reasons: dict[str, int] = {}
     with open(args.events, "rb") as fh:
@@ -784,7 +784,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
                   file=sys.stderr)
             return 2
     if args.tune:
-        from models.evaluate import tune
+        from leadstream.models.evaluate import tune
 
         r = tune(events, cat, seed=args.seed, targets=targets, exclude_seen=args.exclude_seen)
         if args.json:
@@ -802,7 +802,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
     show = not args.json and sys.stderr.isatty()
     with _replay_progress(len(events) * len(protocols), show) as progress:
         if args.tune_half:
-            from models.evaluate import tune_split
+            from leadstream.models.evaluate import tune_split
 
             r = tune_split(events, cat, protocols=protocols, k=10, seed=args.seed,
                            targets=targets, exclude_seen=args.exclude_seen, references=refs,
@@ -816,7 +816,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
     r["invalid_reasons"] = reasons
     r["seconds"] = round(time.perf_counter() - t, 1)
     if args.report:
-        from models.report import write_report
+        from leadstream.models.report import write_report
 
         write_report(r, args.report, title=f"leadstream evaluate: {Path(args.events).name}")
         print(f"wrote {args.report}", file=sys.stderr)
@@ -879,7 +879,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
 
 def cmd_models(args, settings: Settings) -> int:
     """List model snapshots, or make an older one current (a running worker follows)."""
-    from models.snapshot import SnapshotError, SnapshotStore
+    from leadstream.models.snapshot import SnapshotError, SnapshotStore
 
     store = SnapshotStore(Path(args.dir) if args.dir else settings.snapshot_dir())
     if args.action == "rollback":
@@ -922,7 +922,7 @@ def cmd_models(args, settings: Settings) -> int:
 
 def cmd_experiments(args, settings: Settings) -> int:
     """Per-arm figures of the active experiment, recomputed from the topics."""
-    from models.experiments import load_experiments, replay_counts, report
+    from leadstream.models.experiments import load_experiments, replay_counts, report
 
     path = args.file or settings.experiments_file
     exp = load_experiments(path)
@@ -985,7 +985,7 @@ async def _experiment_items(settings: Settings, idle: float) -> list:
 
 def cmd_agents(args, settings: Settings) -> int:
     """Every agent's figures against the team median, from the agent-facts topic."""
-    from models.agents import insights, replay
+    from leadstream.models.agents import insights, replay
 
     if not settings.kafka_bootstrap:
         print("error: set LEADSTREAM_KAFKA_BOOTSTRAP", file=sys.stderr)

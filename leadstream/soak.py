@@ -94,9 +94,9 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
         embedded_or_configured,
         finish_work,
     )
+    from leadstream.ops.broker import free_port
     from leadstream.simulate import SimConfig, Simulator
-    from ops.broker import free_port
-    from streams.topics import apply_topics
+    from leadstream.streams.topics import apply_topics
 
     base, work, broker = embedded_or_configured("soak")
     s = base.model_copy(update={"topic_prefix": f"soak{uuid.uuid4().hex[:6]}-",

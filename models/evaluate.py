@@ -41,16 +41,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from leadstream.features import lead as F
+from leadstream.features.profile import LeadProfile, update
+from leadstream.models.catalog import Catalog
+from leadstream.models.references import RiverReference
+from leadstream.models.scoring import LABELS
+from leadstream.models.suite import MODELS, ModelSuite
+from leadstream.models.weights import direction_of, feedback_weight
 from river import metrics
 
-from features import lead as F
-from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, LeadstreamError, parse_event, parse_listing
-from models.catalog import Catalog
-from models.references import RiverReference
-from models.scoring import LABELS
-from models.suite import MODELS, ModelSuite
-from models.weights import direction_of, feedback_weight
 
 
 class Downsampled:

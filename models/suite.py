@@ -20,8 +20,8 @@ saved or booked: one vectorised pass over contiguous arrays per model.
 
 >>> from datetime import datetime, UTC
 >>> from leadstream.events import make_event, parse_listing
->>> from features.profile import LeadProfile, update
->>> from models.catalog import Catalog
+>>> from leadstream.features.profile import LeadProfile, update
+>>> from leadstream.models.catalog import Catalog
 >>> cat, suite = Catalog(), ModelSuite(seed=1)
 >>> for pid, price, city in [("A", 300e3, "Austin"), ("B", 900e3, "Denver"),
 ...                          ("C", 310e3, "Austin")]:
@@ -46,15 +46,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from leadstream.features.profile import LeadProfile
+from leadstream.models.catalog import TYPE_CODE, Catalog, money
+from leadstream.models.collaborative import CollaborativeModel
+from leadstream.models.content import BLOCKS, ContentModel
+from leadstream.models.itemitem import ItemItemModel
+from leadstream.models.scoring import LeadScorer
+from leadstream.models.weights import CONTENT_SIGNALS, direction_of, feedback_weight
 from river import base
-
-from features.profile import LeadProfile
-from models.catalog import TYPE_CODE, Catalog, money
-from models.collaborative import CollaborativeModel
-from models.content import BLOCKS, ContentModel
-from models.itemitem import ItemItemModel
-from models.scoring import LeadScorer
-from models.weights import CONTENT_SIGNALS, direction_of, feedback_weight
 
 SUITE_VERSION = "hybrid-1"
 MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")

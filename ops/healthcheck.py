@@ -2,7 +2,7 @@
 else 1 with the reason on stderr (docker keeps it: ``docker inspect --format
 '{{json .State.Health}}' CONTAINER``).
 
-``python -m ops.healthcheck [--url URL] [--timeout S]``; without ``--url`` it asks
+``python -m leadstream.ops.healthcheck [--url URL] [--timeout S]``; without ``--url`` it asks
 ``http://HOST:LEADSTREAM_WEB_PORT/health/ready``, HOST being 127.0.0.1 when the worker
 binds every interface (``LEADSTREAM_WEB_BIND=0.0.0.0``, as in the image) or, having no
 ``LEADSTREAM_API_TOKEN``, binds loopback only; else the address it binds. The settings
@@ -50,7 +50,7 @@ def check(url: str, timeout: float = 3.0) -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ops.healthcheck", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m leadstream.ops.healthcheck", description=__doc__)
     ap.add_argument("--url", help=f"default: this worker's {READY_PATH}")
     ap.add_argument("--timeout", type=float, default=3.0)
     args = ap.parse_args(argv)

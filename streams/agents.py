@@ -17,14 +17,14 @@ import time
 from datetime import UTC, datetime
 
 import orjson
+from leadstream.models.agents import AgentStats, insights
+from leadstream.streams.changelog import ChangelogFenced
+from leadstream.streams.context import Context
+from leadstream.streams.durable import AGAIN, NEXT
+from leadstream.streams.faust_internals import refuse
+from leadstream.streams.step import ALERT, DEAD_LETTER, FACT, RECOMMENDATION, REKEY, SCORE, Record
 
 from leadstream.outputs import AgentInsight
-from models.agents import AgentStats, insights
-from streams.changelog import ChangelogFenced
-from streams.context import Context
-from streams.durable import AGAIN, NEXT
-from streams.faust_internals import refuse
-from streams.step import ALERT, DEAD_LETTER, FACT, RECOMMENDATION, REKEY, SCORE, Record
 
 log = logging.getLogger("leadstream.worker")
 

@@ -29,24 +29,23 @@ from importlib import metadata
 
 import faust
 from aiokafka import AIOKafkaProducer
-
-from models.snapshot import SnapshotStore
-from streams import agents, readers, timers, web
-from streams.api import ApiDoc, bearer_auth, json_errors
-from streams.changelog import FencedChangelog
-from streams.context import Context, emitter
-from streams.durable import OrderGuard, StateRestorer
-from streams.faust_internals import (
+from leadstream.models.snapshot import SnapshotStore
+from leadstream.streams import agents, readers, timers, web
+from leadstream.streams.api import ApiDoc, bearer_auth, json_errors
+from leadstream.streams.changelog import FencedChangelog
+from leadstream.streams.context import Context, emitter
+from leadstream.streams.durable import OrderGuard, StateRestorer
+from leadstream.streams.faust_internals import (
     make_at_least_once,
     make_delivery_checked,
     make_flush_commits,
     make_restore_owned,
     refuse,
 )
-from streams.intake import ROUTES as INTAKE_ROUTES
-from streams.intake import add_routes as add_intake_routes
-from streams.step import LeadStore, Step, partition_for
-from streams.topics import load_topics
+from leadstream.streams.intake import ROUTES as INTAKE_ROUTES
+from leadstream.streams.intake import add_routes as add_intake_routes
+from leadstream.streams.step import LeadStore, Step, partition_for
+from leadstream.streams.topics import load_topics
 
 TOPICS = ("interactions", "properties", "recommendations", "lead-scores", "agent-insights",
           "agent-facts", "interactions-dlq")  # of topics.yaml, the ones the worker uses

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-
-from models.snapshot import SnapshotStore
-from streams.api import ApiDoc
-from streams.durable import OrderGuard, StateRestorer
-from streams.step import LeadStore, Step
-from streams.topics import TopicSpec
+from leadstream.models.snapshot import SnapshotStore
+from leadstream.streams.api import ApiDoc
+from leadstream.streams.durable import OrderGuard, StateRestorer
+from leadstream.streams.step import LeadStore, Step
+from leadstream.streams.topics import TopicSpec
 
 
 @dataclass

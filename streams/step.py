@@ -60,20 +60,20 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import orjson
 from aiokafka.partitioner import murmur2  # Kafka's key partitioner: a pure function
+from leadstream.features import lead as features
+from leadstream.features import record
+from leadstream.features.normalize import FeatureNormalizer
+from leadstream.features.profile import LeadProfile, update
+from leadstream.models.catalog import Catalog, money
+from leadstream.models.experiments import attribute, load_experiments, log_recommendation
+from leadstream.models.quality import OnlineQuality
+from leadstream.models.scoring import LABELS, contact_at
+from leadstream.models.suite import MODELS, ModelSuite
+from leadstream.models.weights import STRONG_SIGNALS, direction_of, feedback_weight
+from leadstream.ops.metrics import Metrics
 
-from features import lead as features
-from features import record
-from features.normalize import FeatureNormalizer
-from features.profile import LeadProfile, update
 from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.outputs import PreferenceDrift
-from models.catalog import Catalog, money
-from models.experiments import attribute, load_experiments, log_recommendation
-from models.quality import OnlineQuality
-from models.scoring import LABELS, contact_at
-from models.suite import MODELS, ModelSuite
-from models.weights import STRONG_SIGNALS, direction_of, feedback_weight
-from ops.metrics import Metrics
 
 log = logging.getLogger("leadstream.worker")
 _REC_NS = uuid.UUID("6f1d3c1e-9a55-4a8e-9f0e-7b7f3c2d1a10")

@@ -7,14 +7,14 @@ import asyncio
 import logging
 import time
 
-from features import record
-from models.snapshot import SnapshotStore
-from streams import faust_internals as internals
-from streams import readers
-from streams.agents import publish_insights
-from streams.context import Context
-from streams.durable import StallWatch
-from streams.step import Step, partition_for
+from leadstream.features import record
+from leadstream.models.snapshot import SnapshotStore
+from leadstream.streams import faust_internals as internals
+from leadstream.streams import readers
+from leadstream.streams.agents import publish_insights
+from leadstream.streams.context import Context
+from leadstream.streams.durable import StallWatch
+from leadstream.streams.step import Step, partition_for
 
 log = logging.getLogger("leadstream.worker")
 

@@ -9,16 +9,15 @@ import logging
 import time
 
 from faust.web import View
-
-from features import lead as features
-from models.suite import MODELS
-from ops.metrics import CONTENT_TYPE_LATEST
-from streams import faust_internals as internals
-from streams.agents import team_insights
-from streams.api import LEAD_ID
-from streams.changelog import ChangelogFenced
-from streams.context import Context
-from streams.step import partition_for
+from leadstream.features import lead as features
+from leadstream.models.suite import MODELS
+from leadstream.ops.metrics import CONTENT_TYPE_LATEST
+from leadstream.streams import faust_internals as internals
+from leadstream.streams.agents import team_insights
+from leadstream.streams.api import LEAD_ID
+from leadstream.streams.changelog import ChangelogFenced
+from leadstream.streams.context import Context
+from leadstream.streams.step import partition_for
 
 log = logging.getLogger("leadstream.worker")
 _BOOL = {"true": True, "1": True, "false": False, "0": False}

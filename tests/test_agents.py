@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.agents import AgentStats, insights, replay
+from leadstream.models.agents import AgentStats, insights, replay
 
 
 def _facts(agent, leads, contacts, responses, bookings, conversions, wait):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from leadstream.streams.api import OPEN_PATHS, ApiDoc, bearer_auth, json_errors
 
 from leadstream.settings import Settings
-from streams.api import OPEN_PATHS, ApiDoc, bearer_auth, json_errors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ async def test_a_route_declared_with_its_own_authentication_is_open_to_the_middl
 
 
 def test_without_a_token_the_worker_binds_loopback_only_and_says_so(caplog):
-    from streams.app import create_app
+    from leadstream.streams.app import create_app
 
     caplog.set_level(logging.WARNING, logger="leadstream.worker")
     app = create_app(Settings(kafka_bootstrap="127.0.0.1:1", web_bind="0.0.0.0",
@@ -150,10 +150,9 @@ def test_the_schemathesis_checks_of_the_api_test_catch_a_response_off_its_schema
 
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
+    from leadstream.streams.api import LEAD_ID
     from schemathesis.openapi.checks import JsonSchemaError
     from schemathesis.specs.openapi.checks import response_schema_conformance
-
-    from streams.api import LEAD_ID
 
     doc = ApiDoc("1")
     doc.add("/leads/{lead_id}/score", "get", {"parameters": [LEAD_ID], "responses": {

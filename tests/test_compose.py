@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from leadstream.ops.broker import free_port
 
 from leadstream.settings import Settings
-from ops.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -146,7 +146,7 @@ def test_workers_are_healthy_only_when_ready(tmp_path):
             svc = SERVICES[name]
             assert svc["healthcheck"]["start_period"], name  # restore time before retries
             cmd = _healthy_when(svc)
-            assert cmd[:3] == ["python", "-m", "ops.healthcheck"], cmd
+            assert cmd[:3] == ["python", "-m", "leadstream.ops.healthcheck"], cmd
             env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")}
             env.update(_env(svc), LEADSTREAM_WEB_PORT=str(port), PYTHONPATH=str(REPO))
 
@@ -165,7 +165,7 @@ def test_workers_are_healthy_only_when_ready(tmp_path):
         server.server_close()
     # nothing listening: unhealthy, not a hang
     env = {**os.environ, "LEADSTREAM_WEB_PORT": str(port), "LEADSTREAM_WEB_BIND": "0.0.0.0"}
-    out = subprocess.run([sys.executable, "-m", "ops.healthcheck", "--timeout", "2"],
+    out = subprocess.run([sys.executable, "-m", "leadstream.ops.healthcheck", "--timeout", "2"],
                          env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stderr
 

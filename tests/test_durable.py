@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections import namedtuple
 
-from streams.durable import AGAIN, GAP, NEXT, InputOrder, OrderGuard
+from leadstream.streams.durable import AGAIN, GAP, NEXT, InputOrder, OrderGuard
 
 TP = namedtuple("TP", "topic partition")
 P0 = TP("interactions", 0)
@@ -145,7 +145,7 @@ def test_a_sought_offset_that_never_comes_back_is_sought_again():
 def _restorer(changelog: dict, data: dict, gate: asyncio.Event | None = None):
     """A restorer over ``data`` whose changelog partition p holds ``changelog[p]`` (a list
     of (key, value) records); keys are b"<partition>:<name>". ``gate`` holds reads back."""
-    from streams.durable import StateRestorer
+    from leadstream.streams.durable import StateRestorer
 
     dropped, restored = [], []
 
@@ -189,7 +189,7 @@ def test_restore_reads_each_partition_whole_with_deletions_and_drops_moved_leads
 
 def test_a_read_goes_on_through_a_rebalance_that_keeps_its_partition_here():
     async def run():
-        from streams.durable import StateRestorer
+        from leadstream.streams.durable import StateRestorer
 
         gate, reads = asyncio.Event(), []
 
@@ -212,7 +212,7 @@ def test_a_read_goes_on_through_a_rebalance_that_keeps_its_partition_here():
 
 def test_a_read_overtaken_by_a_missed_generation_is_closed_and_waiters_follow_the_new_one():
     async def run():
-        from streams.durable import StateRestorer
+        from leadstream.streams.durable import StateRestorer
 
         gate, reads, closed = asyncio.Event(), [], []
         changelog = [(b"0:a", b"1")]
@@ -244,7 +244,7 @@ def test_a_read_overtaken_by_a_missed_generation_is_closed_and_waiters_follow_th
 
 def test_a_failed_read_is_retried_until_it_succeeds():
     async def run():
-        from streams.durable import StateRestorer
+        from leadstream.streams.durable import StateRestorer
 
         calls = []
 
@@ -264,7 +264,7 @@ def test_a_failed_read_is_retried_until_it_succeeds():
 
 def test_the_workers_own_writes_are_settled_before_each_read():
     async def run():
-        from streams.durable import StateRestorer
+        from leadstream.streams.durable import StateRestorer
 
         log: list = []
 

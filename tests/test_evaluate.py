@@ -8,12 +8,12 @@ import json
 
 import orjson
 import pytest
+from leadstream.models.evaluate import NoEvents, evaluate, load_events
+from leadstream.models.references import REFERENCES, RiverReference
+from leadstream.models.suite import MODELS
 
 from leadstream import cli
 from leadstream.simulate import SimConfig, Simulator, one_per_listing
-from models.evaluate import NoEvents, evaluate, load_events
-from models.references import REFERENCES, RiverReference
-from models.suite import MODELS
 
 
 def _quality(r: dict) -> dict:
@@ -87,7 +87,7 @@ def test_targets_choose_what_is_scored_and_seen_listings_are_left_out():
 
 
 def test_exclude_seen_never_ranks_a_listing_the_lead_interacted_with(monkeypatch):
-    from models import evaluate as E
+    from leadstream.models import evaluate as E
 
     # lead k views P(k) and P(k+1), then saves P(k+3) and P(k+5)
     lines = [_ev(i, f"L{i % 5}", "property_viewed", f"P{i % 5 + i // 5 % 2}") for i in range(40)]
@@ -164,7 +164,7 @@ def test_bench_mf_replays_the_research_protocol_of_evaluate(first_touch):
 
 
 def test_tune_half_chooses_weights_on_the_first_half_and_reports_the_second(first_touch):
-    from models.evaluate import TUNE_GRID, tune, tune_split
+    from leadstream.models.evaluate import TUNE_GRID, tune, tune_split
 
     events, _ = load_events(first_touch)
     kw = {"targets": ["property_saved"], "exclude_seen": True}

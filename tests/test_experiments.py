@@ -9,11 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from pydantic import ValidationError
-
-from leadstream.events import make_event, parse_event
-from leadstream.simulate import experiment_records
-from models.experiments import (
+from leadstream.models.experiments import (
     Experiment,
     attribute,
     load_experiments,
@@ -21,6 +17,10 @@ from models.experiments import (
     replay_counts,
     report,
 )
+from pydantic import ValidationError
+
+from leadstream.events import make_event, parse_event
+from leadstream.simulate import experiment_records
 
 EXP = Experiment.model_validate({"name": "ab1", "salt": "2026-11", "arms": [
     {"name": "control", "share": 0.5},

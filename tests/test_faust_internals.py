@@ -12,9 +12,8 @@ import faust
 import pytest
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
-
-from streams import faust_internals as fi
-from streams.durable import InputOrder
+from leadstream.streams import faust_internals as fi
+from leadstream.streams.durable import InputOrder
 
 INPUT = TP("interactions", 0)
 

@@ -21,11 +21,11 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from leadstream.features import lead as F
+from leadstream.features import record
+from leadstream.features.catalog import BY_NAME, FEATURES, catalog_json, catalog_markdown
+from leadstream.features.idset import EventIdSet, fingerprint
 
-from features import lead as F
-from features import record
-from features.catalog import BY_NAME, FEATURES, catalog_json, catalog_markdown
-from features.idset import EventIdSet, fingerprint
 from leadstream.events import make_event
 from tests.features_reference import accepted_events, reference_features
 
@@ -300,7 +300,7 @@ def test_bench_features_command_reports_its_figures(capsys):
 
 
 def test_stored_record_is_compressed_and_old_records_still_read():
-    from features import record
+    from leadstream.features import record
 
     s = F.LeadFeatures()
     t0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -495,7 +495,7 @@ def test_a_record_written_before_the_published_outputs_were_kept_reads_back():
     before the last published list and score were kept): 12 events of lead L-lr2. It
     reads with no published outputs, and writes back as LR3 with the same features and
     profile."""
-    from streams.step import LeadState
+    from leadstream.streams.step import LeadState
 
     blob = (DATA / "lead-record-LR2-LF3.bin").read_bytes()
     assert blob[:3] == b"LR2"

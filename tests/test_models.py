@@ -9,17 +9,17 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from leadstream.features.profile import LeadProfile, update
+from leadstream.models.catalog import Catalog
+from leadstream.models.collaborative import CollaborativeModel
+from leadstream.models.content import ContentModel
+from leadstream.models.evaluate import evaluate, load_events
+from leadstream.models.itemitem import ItemItemModel
+from leadstream.models.snapshot import SnapshotError, SnapshotStore
+from leadstream.models.suite import MODELS, ModelSuite
 
-from features.profile import LeadProfile, update
 from leadstream.events import make_event, parse_event, parse_listing
 from leadstream.simulate import SimConfig, Simulator
-from models.catalog import Catalog
-from models.collaborative import CollaborativeModel
-from models.content import ContentModel
-from models.evaluate import evaluate, load_events
-from models.itemitem import ItemItemModel
-from models.snapshot import SnapshotError, SnapshotStore
-from models.suite import MODELS, ModelSuite
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +207,9 @@ def test_snapshot_store_versions_and_refuses_unknown_rollback(tmp_path):
 
 
 def test_tune_finds_weights_at_least_as_good_as_the_defaults(stream):
+    from leadstream.models.evaluate import tune
+
     from leadstream.settings import Settings
-    from models.evaluate import tune
 
     listings, events = stream
     defaults = {k: v for k, v in ModelSuite()._get_params().items() if k.startswith("w_")}
@@ -216,12 +217,12 @@ def test_tune_finds_weights_at_least_as_good_as_the_defaults(stream):
     r = tune(events[:2500], listings, rounds=1)
     assert r["trials"][0] == {**defaults, "hr@10": r["trials"][0]["hr@10"]}
     assert len(r["trials"]) == 1 + sum(len(v) - 1 for v in
-                                       __import__("models.evaluate").evaluate.TUNE_GRID.values())
+                                       __import__("leadstream.models.evaluate").models.evaluate.TUNE_GRID.values())
     assert r["hr@10"] == max(t["hr@10"] for t in r["trials"])
 
 
 def test_lead_scorer_switches_from_the_heuristic_once_both_outcomes_are_learned():
-    from models.scoring import LeadScorer
+    from leadstream.models.scoring import LeadScorer
 
     s = LeadScorer(min_labels=20)
     hot = {"engagement_7d": 30.0, "saves_7d": 3.0, "bookings_lifetime": 1.0,
@@ -289,9 +290,10 @@ def test_recommend_many_ranks_each_lead_as_recommend_does():
     ``recommend`` gives that lead alone (items, scores, reasons, confidence)."""
     from datetime import UTC, datetime, timedelta
 
+    from leadstream.streams.step import LeadStore, Step, replay
+
     from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
-    from streams.step import LeadStore, Step, replay
 
     sim = Simulator(SimConfig(leads=60, properties=150, days=1.0, seed=11,
                               start=datetime.now(UTC) - timedelta(days=3)))
@@ -321,11 +323,11 @@ def test_searches_and_map_views_feed_the_content_profile():
     from datetime import UTC, datetime
 
     import orjson
+    from leadstream.features.profile import LeadProfile
+    from leadstream.models.catalog import Catalog
+    from leadstream.models.suite import ModelSuite
 
-    from features.profile import LeadProfile
     from leadstream.events import make_event, parse_listing
-    from models.catalog import Catalog
-    from models.suite import ModelSuite
 
     cat, suite = Catalog(), ModelSuite(seed=3)
     rows = {}

@@ -8,12 +8,12 @@ import json
 from html.parser import HTMLParser
 
 import pytest
+from leadstream.models.evaluate import Downsampled
+from leadstream.models.references import REFERENCES
+from leadstream.models.report import render
 
 from leadstream import cli
 from leadstream.simulate import SimConfig, Simulator
-from models.evaluate import Downsampled
-from models.references import REFERENCES
-from models.report import render
 
 
 class Page(HTMLParser):
@@ -81,7 +81,7 @@ def stream(tmp_path_factory):
 
 def test_report_draws_every_model_and_its_tables_are_the_json_figures(
         stream, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("models.references.REFERENCES", SMALL_REFS)  # a faster replay
+    monkeypatch.setattr("leadstream.models.references.REFERENCES", SMALL_REFS)  # a faster replay
     out = tmp_path / "report.html"
     assert cli.main(["evaluate", "--events", str(stream / "ev.jsonl"), "--catalog",
                      str(stream / "cat.jsonl"), "--report", str(out), "--json"]) == 0

@@ -11,9 +11,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from leadstream.settings import Settings
-from streams.step import (
+from leadstream.streams.step import (
     ALERT,
     DEAD_LETTER,
     FACT,
@@ -27,6 +25,8 @@ from streams.step import (
     partition_for,
     replay,
 )
+
+from leadstream.settings import Settings
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
@@ -170,7 +170,7 @@ def test_late_event_is_dead_lettered_and_in_lateness_is_applied(pipe):
     assert b"allowed lateness of 3600 s" in headers["leadstream.dlq.error"]
     assert headers["leadstream.dlq.offset"] == b"2"
     assert late.recommendation is None and late.state.profile.event_count == 2
-    from features.lead import compute
+    from leadstream.features.lead import compute
     f = compute(late.state.features)
     assert f.metadata["event_count"] == 2 and f.numerical["saves_30d"] > 0
 
@@ -199,7 +199,7 @@ def test_a_batch_applies_each_event_exactly_as_one_at_a_time():
         results.append((store, lists))
     (one, lists_one), (many, lists_many) = results
     assert one.packed.keys() == many.packed.keys() and len(one.packed) >= 15
-    from features.lead import compute
+    from leadstream.features.lead import compute
     for key in one.packed:
         a, b = one.get(key), many.get(key)
         assert compute(a.features).numerical == compute(b.features).numerical, key
@@ -265,8 +265,9 @@ def test_catalog_records_are_checked_per_record(pipe):
 
 
 def test_idle_leads_are_chosen_by_the_wall_clock_of_their_last_update():
-    from features import lead as F
-    from features import record
+    from leadstream.features import lead as F
+    from leadstream.features import record
+
     from leadstream.events import parse_event
 
     pipe = Step(Settings(lead_ttl_seconds=100.0), 4)
@@ -517,8 +518,9 @@ def test_a_poisoned_catalog_is_rejected_per_record_and_leaves_the_models_untouch
 
 
 def test_bench_stages_times_nested_stages_and_restores_the_code():
+    from leadstream.streams.step import LeadState
+
     from leadstream.benchstages import bench_stages
-    from streams.step import LeadState
 
     run_, unpack = Step.run, vars(LeadState)["unpack"]
     r = bench_stages(leads=20, saves=300, batch=50)
@@ -590,13 +592,14 @@ def test_the_last_list_and_score_sent_are_kept_with_the_lead_and_survive_a_reloa
     pipe.store.forget_decoded()  # decoded again from the stored record
     assert pipe.store.get(b"L1").last_published()[0] == rec1
     # a lead with nothing published yet has neither
-    from streams.step import LeadState
+    from leadstream.streams.step import LeadState
     assert LeadState().last_published() == (None, None)
 
 
 def test_a_requested_list_is_a_new_published_list_known_to_the_experiment(tmp_path):
+    from leadstream.streams.step import LeadState
+
     from leadstream.outputs import Recommendation
-    from streams.step import LeadState
 
     exp = tmp_path / "exp.yaml"
     exp.write_text("experiments:\n  - name: e\n    salt: s\n    arms:\n"

@@ -8,9 +8,8 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaProducer
-
-from streams.changelog import ChangelogFenced, FencedChangelog
-from streams.readers import read_partition
+from leadstream.streams.changelog import ChangelogFenced, FencedChangelog
+from leadstream.streams.readers import read_partition
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import uuid
 
 import orjson
 import pytest
+from leadstream.ops.broker import free_port
 
 from leadstream.settings import Settings
-from ops.broker import free_port
 
 from .conftest import HOME
 

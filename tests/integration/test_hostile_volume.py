@@ -34,11 +34,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from leadstream.features import lead as F
+from leadstream.models.catalog import Catalog
 
-from features import lead as F
 from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.simulate import SimConfig, Simulator
-from models.catalog import Catalog
 
 from .conftest import publish, read_topic, recent_start
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from leadstream.ops.broker import free_port
 
 from leadstream.simulate import SimConfig, Simulator
-from ops.broker import free_port
 
 from .. import promtools
 from .conftest import publish, recent_start

@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from leadstream.ops.broker import free_port
+from leadstream.streams.step import partition_for
+from leadstream.streams.topics import apply_topics
 from pydantic import SecretStr
 
 from leadstream.events import make_event
 from leadstream.settings import Settings
-from ops.broker import free_port
-from streams.step import partition_for
-from streams.topics import apply_topics
 from tests.integration.conftest import HOME, Worker, publish, read_topic
 
 pytestmark = pytest.mark.integration
