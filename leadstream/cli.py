@@ -17,9 +17,9 @@ from pathlib import Path
 
 import orjson
 
+from leadstream.resources import SOURCE_ROOT, bundled
 from leadstream.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # the experiment the demo runs unless LEADSTREAM_EXPERIMENTS_FILE names another
 DEMO_EXPERIMENTS = Path(__file__).resolve().with_name("demo-experiments.yaml")
 
@@ -477,7 +477,11 @@ def cmd_simulate(args, settings: Settings) -> int:
 def cmd_schemas(args, settings: Settings) -> int:
     from leadstream.events import json_schemas
 
-    root = REPO_ROOT / "schemas"
+    if args.write and SOURCE_ROOT is None:
+        print("leadstream schemas: error: --write writes the repository's schemas/: run it "
+              "in a source checkout", file=sys.stderr)
+        return 2
+    root = bundled("schemas")
     stale = []
     for rel, doc in json_schemas().items():
         path = root / rel
@@ -486,7 +490,7 @@ def cmd_schemas(args, settings: Settings) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         elif not path.exists() or path.read_text() != text:
-            stale.append(str(path.relative_to(REPO_ROOT)))
+            stale.append(f"schemas/{rel}")
     if args.json:
         _print_json({"schemas": len(json_schemas()), "written": bool(args.write),
                      "stale": stale, "up_to_date": not stale})
@@ -642,7 +646,11 @@ def cmd_features(args, settings: Settings) -> int:
         from leadstream.features.catalog import FEATURES, catalog_json, catalog_markdown
 
         if args.write:
-            path = REPO_ROOT / "docs" / "features.md"
+            if SOURCE_ROOT is None:
+                print("leadstream features: error: --write writes the repository's "
+                      "docs/features.md: run it in a source checkout", file=sys.stderr)
+                return 2
+            path = SOURCE_ROOT / "docs" / "features.md"
             path.parent.mkdir(exist_ok=True)
             path.write_text(catalog_markdown() + "\n")
             print(f"wrote {path}")

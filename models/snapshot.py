@@ -100,5 +100,26 @@ class SnapshotStore:
         entry = next((v for v in m["versions"] if v["version"] == version), None)
         if entry is None:
             raise SnapshotError(f"no snapshot version {version} in {self.dir}")
-        data = pickle.loads(self._path(version).read_bytes())  # noqa: S301 (our own files)
+        with open(self._path(version), "rb") as fh:
+            data = _Unpickler(fh).load()  # our own files
         return data["model"], data["catalog_ids"], entry
+
+
+class _Unpickler(pickle.Unpickler):
+    """Snapshots written before the packages moved under the ``leadstream`` namespace name
+    their classes ``models.…`` (and ``features.…``): read them as ``leadstream.models.…``.
+
+    >>> _Unpickler.moved("models.suite")
+    'leadstream.models.suite'
+    >>> _Unpickler.moved("numpy.core.multiarray")
+    'numpy.core.multiarray'
+    """
+
+    OLD = ("features", "models", "streams", "ops")
+
+    @classmethod
+    def moved(cls, module: str) -> str:
+        return f"leadstream.{module}" if module.split(".")[0] in cls.OLD else module
+
+    def find_class(self, module, name):
+        return super().find_class(self.moved(module), name)

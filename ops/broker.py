@@ -31,13 +31,14 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 log = logging.getLogger("leadstream.broker")
 
 KAFKA_VERSION = "3.9.1"
 MAVEN_CENTRAL = os.environ.get("LEADSTREAM_MAVEN_REPO", "https://repo1.maven.org/maven2")
-_HERE = Path(__file__).resolve().parent
+_HERE = Path(str(files(__package__)))  # package data in a wheel: ops/kafka/*
 JARS_FILE = _HERE / "kafka" / "jars.txt"
 
 TANSU_LIMITS = (

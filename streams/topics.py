@@ -7,8 +7,9 @@ from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TOPICS_FILE = REPO_ROOT / "topics.yaml"
+from leadstream.resources import bundled
+
+DEFAULT_TOPICS_FILE = bundled("topics.yaml")
 
 
 @dataclass(frozen=True)

@@ -17,25 +17,44 @@ FORBIDDEN = {"faust", "aiokafka", "prometheus_client", "kafka", "streams", "ops"
 def test_features_and_models_import_no_kafka_or_metrics():
     for pkg in ("features", "models"):
         for path in (REPO / pkg).rglob("*.py"):
-            tree = ast.parse(path.read_text())
-            for node in ast.walk(tree):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module:
-                    names = [node.module]
-                for n in names:
-                    assert n.split(".")[0] not in FORBIDDEN, f"{path} imports {n}"
+            for n in _imports(path):
+                assert n.split(".")[0] not in FORBIDDEN, f"{path} imports {n}"
 
 
 def _imports(path: Path) -> list[str]:
+    """The modules ``path`` imports, ``leadstream.models.x`` named ``models.x`` (the
+    top-level folders are installed under the ``leadstream`` namespace)."""
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             out.append(node.module)
-    return out
+    return [_unprefixed(n) for n in out]
+
+
+def _unprefixed(name: str) -> str:
+    parts = name.split(".")
+    if parts[0] == "leadstream" and len(parts) > 1 and parts[1] in TOP_LEVEL:
+        return ".".join(parts[1:])
+    return name
+
+
+TOP_LEVEL = {"features", "models", "streams", "ops"}
+
+
+def test_no_top_level_package_is_imported_by_its_bare_name():
+    """Every import of the repository's top-level folders goes through ``leadstream.``:
+    a bare ``import models`` would work in a checkout and fail in an installed wheel."""
+    for path in REPO.rglob("*.py"):
+        if ".venv" in path.parts or "build" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     and not node.level else [])
+            for n in names:
+                assert n.split(".")[0] not in TOP_LEVEL, f"{path}: import {n}"
 
 
 def test_the_step_knows_no_stream_runtime():
