@@ -1,6 +1,6 @@
 # leadstream worker / CLI image (used by docker-compose.yml). It runs as the unprivileged
 # user leadstream (uid/gid 10001), which owns /data (LEADSTREAM_HOME: model snapshots and
-# worker state); the code under /app stays root-owned and read-only to it.
+# worker state); the package is installed (not editable) as root, read-only to it.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN groupadd --system --gid 10001 leadstream \
@@ -14,7 +14,7 @@ COPY models models
 COPY features features
 COPY ops ops
 COPY schemas schemas
-RUN pip install --no-cache-dir -e . \
+RUN pip install --no-cache-dir . \
  && mkdir -p /data \
  && chown leadstream:leadstream /data
 ENV LEADSTREAM_WEB_BIND=0.0.0.0 LEADSTREAM_HOME=/data
