@@ -68,10 +68,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from leadstream.features.idset import EventIdSet, fingerprint
-from leadstream.models.weights import feedback_weight
 
 from leadstream.events import EVENT_TYPES, PROPERTY_TYPES
+from leadstream.features.idset import EventIdSet, fingerprint
+from leadstream.models.weights import feedback_weight
 
 FEATURE_VERSION = 1
 HOUR, DAY = 3600.0, 86400.0

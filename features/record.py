@@ -50,6 +50,7 @@ from __future__ import annotations
 import struct
 
 import zstandard
+
 from leadstream.features import lead
 
 _MAGIC_V1 = b"LR1"  # uncompressed: length of the features part, features, profile JSON

@@ -41,6 +41,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from river import metrics
+
+from leadstream.events import InvalidRecord, LeadstreamError, parse_event, parse_listing
 from leadstream.features import lead as F
 from leadstream.features.profile import LeadProfile, update
 from leadstream.models.catalog import Catalog
@@ -48,9 +51,6 @@ from leadstream.models.references import RiverReference
 from leadstream.models.scoring import LABELS
 from leadstream.models.suite import MODELS, ModelSuite
 from leadstream.models.weights import direction_of, feedback_weight
-from river import metrics
-
-from leadstream.events import InvalidRecord, LeadstreamError, parse_event, parse_listing
 
 
 class Downsampled:

@@ -27,8 +27,9 @@ import math
 from pathlib import Path
 
 import yaml
-from leadstream.models.suite import MODELS
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from leadstream.models.suite import MODELS
 
 MAX_LOGGED = 5  # recommendation lists remembered per lead for attribution
 KINDS = ("recommendations", "impressions", "clicks", "saves", "bookings", "conversions")

@@ -46,6 +46,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from river import base
+
 from leadstream.features.profile import LeadProfile
 from leadstream.models.catalog import TYPE_CODE, Catalog, money
 from leadstream.models.collaborative import CollaborativeModel
@@ -53,7 +55,6 @@ from leadstream.models.content import BLOCKS, ContentModel
 from leadstream.models.itemitem import ItemItemModel
 from leadstream.models.scoring import LeadScorer
 from leadstream.models.weights import CONTENT_SIGNALS, direction_of, feedback_weight
-from river import base
 
 SUITE_VERSION = "hybrid-1"
 MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")

@@ -6,8 +6,8 @@ The interactions agent takes what has been fetched (up to ``batch_max_events`` o
 is whole here, ``streams.durable.StateRestorer``) and the offset-order guard
 (``streams.durable.OrderGuard``), runs one :meth:`streams.step.Step.run` per partition and
 writes each changed lead once (``features_by_lead``, keyed by the raw lead id and
-co-partitioned with ``interactions``; into the partition's open changelog transaction,
-``streams.changelog``) before it sends the outputs.
+co-partitioned with ``interactions``; staged for the partition's next changelog
+transaction, ``streams.changelog``) before it sends the outputs.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import time
 from datetime import UTC, datetime
 
 import orjson
+
 from leadstream.models.agents import AgentStats, insights
+from leadstream.outputs import AgentInsight
 from leadstream.streams.changelog import ChangelogFenced
 from leadstream.streams.context import Context
 from leadstream.streams.durable import AGAIN, NEXT
 from leadstream.streams.faust_internals import refuse
 from leadstream.streams.step import ALERT, DEAD_LETTER, FACT, RECOMMENDATION, REKEY, SCORE, Record
-
-from leadstream.outputs import AgentInsight
 
 log = logging.getLogger("leadstream.worker")
 

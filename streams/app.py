@@ -12,8 +12,8 @@
 Per-lead state lives in one changelog-backed table co-partitioned with ``interactions``
 and keyed by the raw lead id, ``features_by_lead``: the rolling features
 (``features/lead.py`` bytes) and what the recommender needs (``features/profile.py``
-JSON) in one value (``features/record.py``), written once per batch for each lead the
-batch changed, by the partition's own transactional producer so that a worker cut off
+JSON) in one value (``features/record.py``), written once per commit for each lead
+changed since the last one, by the partition's own transactional producer so that a worker cut off
 from its group cannot leave stale leads behind (``streams/changelog.py``); recently
 active leads stay decoded in memory
 (:class:`streams.step.LeadStore`). What every worker needs whole (the catalog index, the
@@ -29,6 +29,7 @@ from importlib import metadata
 
 import faust
 from aiokafka import AIOKafkaProducer
+
 from leadstream.models.snapshot import SnapshotStore
 from leadstream.streams import agents, readers, timers, web
 from leadstream.streams.api import ApiDoc, bearer_auth, json_errors

@@ -19,13 +19,14 @@ against last-write-wins, since the restore (and log compaction) keeps the last r
 a key whatever its generation. The broker's epoch check is the one fence the writer
 cannot race.
 
-Writes join the partition's open transaction (one is begun with the first write after a
-commit); :meth:`FencedChangelog.commit` commits every open one. The worker commits before
+Writes are staged per partition, a lead's latest value replacing the one before
+(:meth:`FencedChangelog.write`, no I/O); :meth:`FencedChangelog.commit` sends each
+partition's staged leads in one transaction and commits it. The worker commits before
 every offset commit (the producer's flush, which Faust awaits first), before each
-restore, on revocation and once a second, so the input offsets never run ahead of the
-state they produced, and a transaction never stays open past the broker's timeout. The
-writes are still once per changed lead per batch; nothing downstream waits for the
-commit (outputs are sent with the worker's ordinary producer).
+restore, on revocation and at least once a second, so the input offsets never run ahead
+of the state they produced, a transaction is open only while it is committed, and each
+changed lead reaches the changelog once per commit instead of once per batch. Nothing
+downstream waits for the commit (outputs are sent with the worker's ordinary producer).
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ class FencedChangelog:
     def __init__(self, topic: str, id_prefix: str, make_producer):
         self.topic, self.id_prefix, self.make_producer = topic, id_prefix, make_producer
         self._producers: dict[int, AIOKafkaProducer] = {}
-        self._open: dict[int, list[asyncio.Future]] = {}  # partition -> deliveries
+        self._dirty: dict[int, dict[bytes, bytes | None]] = {}  # partition -> key -> value
         self._locks: dict[int, asyncio.Lock] = {}
         self.commits = 0
+        self.records_written = 0
 
     def _lock(self, partition: int) -> asyncio.Lock:
         return self._locks.setdefault(partition, asyncio.Lock())
@@ -70,6 +72,10 @@ class FencedChangelog:
     def held(self) -> set[int]:
         """The partitions this worker holds a producer for."""
         return set(self._producers)
+
+    def pending(self) -> int:
+        """Records waiting for the next commit."""
+        return sum(len(d) for d in self._dirty.values())
 
     async def acquire(self, partition: int) -> None:
         """Take ``partition``'s producer: every other holder of it is fenced, and its open
@@ -81,57 +87,61 @@ class FencedChangelog:
             self._producers[partition] = producer
 
     async def release(self, partitions: Iterable[int]) -> None:
-        """Stop the producers of ``partitions`` (moved away): an open transaction is
-        aborted (its input offsets are not committed here; their new owner replays them)."""
+        """Stop the producers of ``partitions`` (moved away) and drop what waited for
+        their next commit (its input offsets are not committed here either: the new owner
+        replays them)."""
         for p in partitions:
             async with self._lock(p):
                 await self._close(p)
 
     async def _close(self, partition: int) -> None:
         producer = self._producers.pop(partition, None)
-        self._open.pop(partition, None)
+        self._dirty.pop(partition, None)
         if producer is not None:
             try:
                 await producer.stop()
             except Exception as err:  # noqa: BLE001 (fenced or the broker away: gone anyway)
                 log.info("changelog partition %d: its producer stopped with %r", partition, err)
 
-    async def write(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> bool:
-        """Add ``records`` (key, value or None) to ``partition``'s open transaction. False
-        if this worker holds no producer for it (moved away or being read back): nothing
-        is written, and the caller must leave the batch's records uncommitted."""
-        async with self._lock(partition):
-            producer = self._producers.get(partition)
-            if producer is None:
-                return False
-            pending = self._open.get(partition)
-            if pending is None:
-                await self._call(partition, producer.begin_transaction())
-                pending = self._open[partition] = []
-            for key, value in records:
-                fut = await self._call(partition, producer.send(
-                    self.topic, value, key=key, partition=partition))
-                fut.add_done_callback(_retrieved)  # a fenced write fails the commit too
-                pending.append(fut)
-            return True
+    def write(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> bool:
+        """Stage ``records`` (key, value or None) for ``partition``'s next commit; a key
+        staged again before it replaces its earlier value, so each changed lead is sent
+        once per commit, not once per batch (as Kafka Streams' record caches do). False if
+        this worker holds no producer for the partition (moved away or being read back):
+        nothing is staged, and the caller must leave the batch's records uncommitted."""
+        if partition not in self._producers:
+            return False
+        staged = self._dirty.setdefault(partition, {})
+        for key, value in records:
+            staged[key] = value
+        return True
 
     async def commit(self) -> None:
-        """Commit every open transaction; raise :class:`ChangelogFenced` if another worker
-        took a partition over, or ``RuntimeError`` if a write was not delivered."""
-        for p in list(self._open):
+        """Send what each partition staged, in one transaction per partition, and commit
+        it; raise :class:`ChangelogFenced` if another worker took a partition over, or
+        ``RuntimeError`` if a record was not delivered. Writes staged meanwhile wait for
+        the next commit."""
+        for p in list(self._dirty):
             async with self._lock(p):
-                pending = self._open.get(p)
+                staged = self._dirty.pop(p, None)
                 producer = self._producers.get(p)
-                if pending is None or producer is None:
+                if not staged or producer is None:
                     continue
+                await self._call(p, producer.begin_transaction())
+                sent = []
+                for key, value in staged.items():
+                    fut = await self._call(p, producer.send(self.topic, value, key=key,
+                                                            partition=p))
+                    fut.add_done_callback(_retrieved)  # a fenced write fails the commit too
+                    sent.append(fut)
                 await self._call(p, producer.commit_transaction())
-                del self._open[p]
-                failed = [f.exception() for f in pending
+                failed = [f.exception() for f in sent
                           if f.done() and not f.cancelled() and f.exception() is not None]
                 if failed:  # not reached in practice: a failed write fails the commit
                     raise RuntimeError(f"changelog partition {p}: {len(failed)} writes not "
                                        f"delivered (first: {failed[0]!r})")
                 self.commits += 1
+                self.records_written += len(sent)
 
     async def _call(self, partition: int, aw):
         try:

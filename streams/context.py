@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+
 from leadstream.models.snapshot import SnapshotStore
 from leadstream.streams.api import ApiDoc
 from leadstream.streams.durable import OrderGuard, StateRestorer
@@ -47,12 +48,12 @@ class Context:
         return self.leads.changelog_topic
 
     async def write_leads(self, partition: int, records) -> bool:
-        """Write ``(key, value or None)`` records of the lead table to its changelog: into
-        the partition's open transaction (``fence``), or with ``emit``. False if this
+        """Write ``(key, value or None)`` records of the lead table to its changelog: staged
+        for the partition's next transaction (``fence``), or with ``emit``. False if this
         worker no longer holds the partition's producer: nothing is written, and the
         caller leaves the records it handled uncommitted."""
         if self.fence is not None:
-            return await self.fence.write(partition, records)
+            return self.fence.write(partition, records)
         for key, value in records:
             await self.emit(self.changelog, key, value, partition=partition)
         return True

@@ -21,6 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import faust
+
 from leadstream.streams.durable import InputOrder
 
 log = logging.getLogger(__name__)

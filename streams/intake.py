@@ -26,11 +26,11 @@ from typing import Any
 
 import orjson
 from faust.web import View
-from leadstream.streams.context import Context
-from leadstream.streams.step import DeadLetter, partition_for
 
 from leadstream import gohighlevel as ghl
 from leadstream.events import InvalidRecord
+from leadstream.streams.context import Context
+from leadstream.streams.step import DeadLetter, partition_for
 
 log = logging.getLogger("leadstream.intake")
 

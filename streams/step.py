@@ -60,6 +60,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import orjson
 from aiokafka.partitioner import murmur2  # Kafka's key partitioner: a pure function
+
+from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.features import lead as features
 from leadstream.features import record
 from leadstream.features.normalize import FeatureNormalizer
@@ -71,8 +73,6 @@ from leadstream.models.scoring import LABELS, contact_at
 from leadstream.models.suite import MODELS, ModelSuite
 from leadstream.models.weights import STRONG_SIGNALS, direction_of, feedback_weight
 from leadstream.ops.metrics import Metrics
-
-from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.outputs import PreferenceDrift
 
 log = logging.getLogger("leadstream.worker")

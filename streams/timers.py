@@ -119,7 +119,7 @@ def add_timers(ctx: Context, snapshots: ModelSnapshots) -> None:
     if ctx.fence is not None:
         @app.timer(interval=min(1.0, settings.commit_interval_seconds))
         async def commit_changelog():
-            """Commit the changelog's open transactions at least once a second, also when
+            """Commit what the changelog staged at least once a second, also when
             no offset commit comes (tombstones of the sweep), well inside the broker's
             transaction timeout. A fenced partition stops the worker."""
             try:

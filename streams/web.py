@@ -9,6 +9,7 @@ import logging
 import time
 
 from faust.web import View
+
 from leadstream.features import lead as features
 from leadstream.models.suite import MODELS
 from leadstream.ops.metrics import CONTENT_TYPE_LATEST

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from leadstream.streams.api import OPEN_PATHS, ApiDoc, bearer_auth, json_errors
 
 from leadstream.settings import Settings
+from leadstream.streams.api import OPEN_PATHS, ApiDoc, bearer_auth, json_errors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,9 +150,10 @@ def test_the_schemathesis_checks_of_the_api_test_catch_a_response_off_its_schema
 
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
-    from leadstream.streams.api import LEAD_ID
     from schemathesis.openapi.checks import JsonSchemaError
     from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    from leadstream.streams.api import LEAD_ID
 
     doc = ApiDoc("1")
     doc.add("/leads/{lead_id}/score", "get", {"parameters": [LEAD_ID], "responses": {

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
-from leadstream.models.snapshot import SnapshotStore
 
 from leadstream.cli import record_json
+from leadstream.models.snapshot import SnapshotStore
 
 CLEAN = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")
          and k != "COLUMNS"}
@@ -153,9 +153,8 @@ def test_tail_json_is_one_json_value_per_record():
 
 def test_piped_tables_keep_every_column_and_cell_on_one_line(tmp_path):
     from leadstream.features.catalog import FEATURES
-    from leadstream.streams.topics import load_topics
-
     from leadstream.settings import Settings
+    from leadstream.streams.topics import load_topics
 
     r = run("features", "--catalog")
     assert r.returncode == 0

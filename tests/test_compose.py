@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from leadstream.ops.broker import free_port
 
+from leadstream.ops.broker import free_port
 from leadstream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,8 +7,9 @@ import json
 import re
 from pathlib import Path
 
-from leadstream.ops.metrics import Metrics
 from prometheus_client.metrics import MetricWrapperBase
+
+from leadstream.ops.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[1]
 DASH = json.loads((REPO / "ops/grafana/dashboards/leadstream.json").read_text())

@@ -8,11 +8,11 @@ import json
 
 import orjson
 import pytest
+
+from leadstream import cli
 from leadstream.models.evaluate import NoEvents, evaluate, load_events
 from leadstream.models.references import REFERENCES, RiverReference
 from leadstream.models.suite import MODELS
-
-from leadstream import cli
 from leadstream.simulate import SimConfig, Simulator, one_per_listing
 
 

@@ -9,6 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from pydantic import ValidationError
+
+from leadstream.events import make_event, parse_event
 from leadstream.models.experiments import (
     Experiment,
     attribute,
@@ -17,9 +20,6 @@ from leadstream.models.experiments import (
     replay_counts,
     report,
 )
-from pydantic import ValidationError
-
-from leadstream.events import make_event, parse_event
 from leadstream.simulate import experiment_records
 
 EXP = Experiment.model_validate({"name": "ab1", "salt": "2026-11", "arms": [

@@ -12,6 +12,7 @@ import faust
 import pytest
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
+
 from leadstream.streams import faust_internals as fi
 from leadstream.streams.durable import InputOrder
 

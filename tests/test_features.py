@@ -21,12 +21,12 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from leadstream.events import make_event
 from leadstream.features import lead as F
 from leadstream.features import record
 from leadstream.features.catalog import BY_NAME, FEATURES, catalog_json, catalog_markdown
 from leadstream.features.idset import EventIdSet, fingerprint
-
-from leadstream.events import make_event
 from tests.features_reference import accepted_events, reference_features
 
 LATENESS = 2 * 3600.0

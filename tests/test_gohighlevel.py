@@ -10,11 +10,11 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from leadstream.streams.intake import split_body
-from leadstream.streams.step import Step
 
 from leadstream import gohighlevel as ghl
 from leadstream.settings import GHL_ED25519_PUBLIC_KEY, GHL_RSA_PUBLIC_KEY, Settings
+from leadstream.streams.intake import split_body
+from leadstream.streams.step import Step
 from tests.ghl_examples import ORDER, load, public_pem, sign_ed25519, sign_rsa
 
 EXPECTED = {

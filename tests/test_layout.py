@@ -6,9 +6,9 @@ import ast
 from pathlib import Path
 
 import yaml
-from leadstream.streams.topics import load_topics
 
 from leadstream.settings import Settings
+from leadstream.streams.topics import load_topics
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = {"faust", "aiokafka", "prometheus_client", "kafka", "streams", "ops"}

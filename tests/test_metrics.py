@@ -11,16 +11,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
-from leadstream.models.experiments import KINDS
-from leadstream.models.scoring import tier
-from leadstream.models.suite import MODELS
-from leadstream.ops import metrics as M
-from leadstream.streams.step import DEAD_LETTER, DeadLetter, LeadStore, Record, Step, partition_for
 from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from leadstream.events import EVENT_CLASSES
+from leadstream.models.experiments import KINDS
+from leadstream.models.scoring import tier
+from leadstream.models.suite import MODELS
+from leadstream.ops import metrics as M
 from leadstream.settings import Settings
+from leadstream.streams.step import DEAD_LETTER, DeadLetter, LeadStore, Record, Step, partition_for
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = SimpleNamespace(name="exp", arms=[SimpleNamespace(name="a"),

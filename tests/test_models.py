@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+
+from leadstream.events import make_event, parse_event, parse_listing
 from leadstream.features.profile import LeadProfile, update
 from leadstream.models.catalog import Catalog
 from leadstream.models.collaborative import CollaborativeModel
@@ -17,8 +19,6 @@ from leadstream.models.evaluate import evaluate, load_events
 from leadstream.models.itemitem import ItemItemModel
 from leadstream.models.snapshot import SnapshotError, SnapshotStore
 from leadstream.models.suite import MODELS, ModelSuite
-
-from leadstream.events import make_event, parse_event, parse_listing
 from leadstream.simulate import SimConfig, Simulator
 
 
@@ -208,7 +208,6 @@ def test_snapshot_store_versions_and_refuses_unknown_rollback(tmp_path):
 
 def test_tune_finds_weights_at_least_as_good_as_the_defaults(stream):
     from leadstream.models.evaluate import tune
-
     from leadstream.settings import Settings
 
     listings, events = stream
@@ -290,10 +289,9 @@ def test_recommend_many_ranks_each_lead_as_recommend_does():
     ``recommend`` gives that lead alone (items, scores, reasons, confidence)."""
     from datetime import UTC, datetime, timedelta
 
-    from leadstream.streams.step import LeadStore, Step, replay
-
     from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
+    from leadstream.streams.step import LeadStore, Step, replay
 
     sim = Simulator(SimConfig(leads=60, properties=150, days=1.0, seed=11,
                               start=datetime.now(UTC) - timedelta(days=3)))
@@ -323,11 +321,11 @@ def test_searches_and_map_views_feed_the_content_profile():
     from datetime import UTC, datetime
 
     import orjson
+
+    from leadstream.events import make_event, parse_listing
     from leadstream.features.profile import LeadProfile
     from leadstream.models.catalog import Catalog
     from leadstream.models.suite import ModelSuite
-
-    from leadstream.events import make_event, parse_listing
 
     cat, suite = Catalog(), ModelSuite(seed=3)
     rows = {}

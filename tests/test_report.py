@@ -8,11 +8,11 @@ import json
 from html.parser import HTMLParser
 
 import pytest
+
+from leadstream import cli
 from leadstream.models.evaluate import Downsampled
 from leadstream.models.references import REFERENCES
 from leadstream.models.report import render
-
-from leadstream import cli
 from leadstream.simulate import SimConfig, Simulator
 
 

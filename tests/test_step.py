@@ -11,6 +11,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from leadstream.settings import Settings
 from leadstream.streams.step import (
     ALERT,
     DEAD_LETTER,
@@ -25,8 +27,6 @@ from leadstream.streams.step import (
     partition_for,
     replay,
 )
-
-from leadstream.settings import Settings
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
@@ -265,10 +265,9 @@ def test_catalog_records_are_checked_per_record(pipe):
 
 
 def test_idle_leads_are_chosen_by_the_wall_clock_of_their_last_update():
+    from leadstream.events import parse_event
     from leadstream.features import lead as F
     from leadstream.features import record
-
-    from leadstream.events import parse_event
 
     pipe = Step(Settings(lead_ttl_seconds=100.0), 4)
     items = []
@@ -518,9 +517,8 @@ def test_a_poisoned_catalog_is_rejected_per_record_and_leaves_the_models_untouch
 
 
 def test_bench_stages_times_nested_stages_and_restores_the_code():
-    from leadstream.streams.step import LeadState
-
     from leadstream.benchstages import bench_stages
+    from leadstream.streams.step import LeadState
 
     run_, unpack = Step.run, vars(LeadState)["unpack"]
     r = bench_stages(leads=20, saves=300, batch=50)
@@ -597,9 +595,8 @@ def test_the_last_list_and_score_sent_are_kept_with_the_lead_and_survive_a_reloa
 
 
 def test_a_requested_list_is_a_new_published_list_known_to_the_experiment(tmp_path):
-    from leadstream.streams.step import LeadState
-
     from leadstream.outputs import Recommendation
+    from leadstream.streams.step import LeadState
 
     exp = tmp_path / "exp.yaml"
     exp.write_text("experiments:\n  - name: e\n    salt: s\n    arms:\n"

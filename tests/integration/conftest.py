@@ -17,12 +17,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from leadstream.ops.broker import free_port, start_kafka
-from leadstream.streams.topics import apply_topics
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from leadstream.ops.broker import free_port, start_kafka
 from leadstream.settings import Settings
+from leadstream.streams.topics import apply_topics
 
 HOME = Path(os.environ.get("LEADSTREAM_HOME", Path.home() / ".cache" / "leadstream"))
 

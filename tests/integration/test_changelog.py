@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaProducer
+
 from leadstream.streams.changelog import ChangelogFenced, FencedChangelog
 from leadstream.streams.readers import read_partition
 
@@ -31,22 +32,25 @@ def test_the_new_holder_of_a_partition_fences_the_old_one(settings):
         old, new = _changelog(settings, topic), _changelog(settings, topic)
         try:
             await old.acquire(1)
-            assert await old.write(1, [(b"L1", b"v1"), (b"L2", b"v1")])
+            assert old.write(1, [(b"L1", b"v0"), (b"L2", b"v1")])
+            assert old.write(1, [(b"L1", b"v1")])  # staged again: replaces v0
             await old.commit()  # committed: read back by anyone
-            assert await old.write(1, [(b"L1", b"v2-open")])  # left open by a freeze
-
-            await new.acquire(1)  # the partition moved: the open transaction is aborted
+            assert old.records_written == 2  # once per lead per commit
             assert await _read(settings, topic, 1) == {b"L1": b"v1", b"L2": b"v1"}
-            assert await new.write(1, [(b"L2", b"v3")])
+            assert old.write(1, [(b"L1", b"v2-held")])  # held by a worker that froze
+
+            await new.acquire(1)  # the partition moved
+            assert await _read(settings, topic, 1) == {b"L1": b"v1", b"L2": b"v1"}
+            assert new.write(1, [(b"L2", b"v3")])
             await new.commit()
 
-            # the old holder resumes: whatever it writes is refused, and nothing of it
-            # reaches a restore
+            # the old holder resumes and commits what it held: the broker refuses it, and
+            # nothing of it reaches a restore
             with pytest.raises(ChangelogFenced, match="taken over|fenced"):
-                await old.write(1, [(b"L1", b"v4-stale")])
+                assert old.write(1, [(b"L1", b"v4-stale")])
                 await old.commit()
             assert await _read(settings, topic, 1) == {b"L1": b"v1", b"L2": b"v3"}
-            assert not await new.write(2, [(b"L9", b"x")])  # a partition not held
+            assert not new.write(2, [(b"L9", b"x")])  # a partition not held
             assert new.held() == {1}
         finally:
             await old.close()

@@ -15,8 +15,8 @@ import uuid
 
 import orjson
 import pytest
-from leadstream.ops.broker import free_port
 
+from leadstream.ops.broker import free_port
 from leadstream.settings import Settings
 
 from .conftest import HOME

@@ -14,11 +14,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from leadstream.ops.broker import free_port
-from leadstream.streams.topics import apply_topics, load_topics
 
+from leadstream.ops.broker import free_port
 from leadstream.settings import Settings
 from leadstream.simulate import SimConfig, Simulator
+from leadstream.streams.topics import apply_topics, load_topics
 
 from .conftest import HOME, publish, recent_start, settings_env
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import jsonschema
 import orjson
 import pytest
-from leadstream.models.suite import NO_MATCH, NUMBER_WORDS
-from leadstream.ops.broker import java_command
 
 from leadstream.client import EventCollector
 from leadstream.events import InvalidRecord, parse_event
+from leadstream.models.suite import NO_MATCH, NUMBER_WORDS
+from leadstream.ops.broker import java_command
 from leadstream.simulate import SimConfig, Simulator
 
 from .conftest import HOME, decode, publish, read_topic, recent_start, settings_env

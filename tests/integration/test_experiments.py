@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from leadstream.models.experiments import load_experiments
-from leadstream.ops.broker import free_port
 
 from leadstream.events import make_event
+from leadstream.models.experiments import load_experiments
+from leadstream.ops.broker import free_port
 
 from .conftest import publish, read_topic, settings_env
 

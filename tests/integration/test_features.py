@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from leadstream.features import lead as F
-from leadstream.models.catalog import Catalog
 
 from leadstream.events import make_event, parse_event, parse_listing
+from leadstream.features import lead as F
+from leadstream.models.catalog import Catalog
 from tests.integration.conftest import publish, read_topic, settings_env
 
 pytestmark = pytest.mark.integration

@@ -34,10 +34,10 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from leadstream.features import lead as F
-from leadstream.models.catalog import Catalog
 
 from leadstream.events import InvalidRecord, parse_event, parse_listing
+from leadstream.features import lead as F
+from leadstream.models.catalog import Catalog
 from leadstream.simulate import SimConfig, Simulator
 
 from .conftest import publish, read_topic, recent_start

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from leadstream.ops.broker import free_port
 
 from .conftest import HOME

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from leadstream.streams.step import partition_for
 
 from leadstream.events import make_event
+from leadstream.streams.step import partition_for
 from tests.ghl_examples import ORDER, load, public_pem, sign_ed25519, sign_rsa
 
 from .conftest import read_topic

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from leadstream.ops.broker import free_port
 
+from leadstream.ops.broker import free_port
 from leadstream.simulate import SimConfig, Simulator
 
 from .. import promtools

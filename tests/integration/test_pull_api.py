@@ -15,13 +15,25 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from leadstream.ops.broker import free_port
-from leadstream.streams.step import partition_for
-from leadstream.streams.topics import apply_topics
+
+# schemathesis at import time: imported inside a test, pytest's assertion rewriting of its
+# modules once hit CPython 3.11.7's "AST constructor recursion depth mismatch" SystemError
+import schemathesis
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from leadstream.events import make_event
+from leadstream.ops.broker import free_port
 from leadstream.settings import Settings
+from leadstream.streams.step import partition_for
+from leadstream.streams.topics import apply_topics
 from tests.integration.conftest import HOME, Worker, publish, read_topic
 
 pytestmark = pytest.mark.integration
@@ -194,14 +206,6 @@ def test_schemathesis_over_the_openapi_document(api):
     """Property-based: every documented operation with generated parameters (unknown
     leads, and the leads the workers hold), checked for status codes, content types and
     response schemas (the recommendation and lead-score schemas of schemas/)."""
-    import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (
-        content_type_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
 
     ws = _both_ready(api)
     url = ws[0].url
@@ -213,7 +217,7 @@ def test_schemathesis_over_the_openapi_document(api):
 
     def examples(op, strategy, n: int):
         @given(case=strategy)
-        @settings(max_examples=n, deadline=None, phases=[Phase.explicit, Phase.generate],
+        @hypothesis_settings(max_examples=n, deadline=None, phases=[Phase.explicit, Phase.generate],
                   database=None, suppress_health_check=list(HealthCheck))
         def run(case):
             case.call_and_validate(base_url=url, headers=headers, checks=checks, timeout=15)

@@ -14,15 +14,15 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+
+from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.features import lead as F
 from leadstream.models.catalog import Catalog
 from leadstream.models.suite import NO_MATCH
 from leadstream.ops.broker import free_port, start_kafka
-from leadstream.streams.topics import apply_topics
-
-from leadstream.events import InvalidRecord, parse_event, parse_listing
 from leadstream.settings import Settings
 from leadstream.simulate import SimConfig, Simulator
+from leadstream.streams.topics import apply_topics
 
 from .conftest import publish, read_topic, recent_start
 

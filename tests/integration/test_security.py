@@ -14,11 +14,11 @@ import orjson
 import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
-from leadstream.ops.broker import free_port, start_kafka
-from leadstream.streams.topics import apply_topics
 
+from leadstream.ops.broker import free_port, start_kafka
 from leadstream.settings import Settings
 from leadstream.simulate import SimConfig, Simulator
+from leadstream.streams.topics import apply_topics
 
 from .conftest import HOME, publish, read_topic, recent_start, settings_env
 
