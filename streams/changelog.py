@@ -160,5 +160,5 @@ class FencedChangelog:
                 f"stops ({err!r})") from err
 
     async def close(self) -> None:
-        """Stop every producer (an open transaction is aborted by the broker)."""
+        """Stop every producer; what was staged and not committed is dropped."""
         await self.release(list(self._producers))

@@ -164,12 +164,14 @@ def add_views(ctx: Context) -> None:
                                  ready_body)}})
 
     async def stored(view, lead_id: str):
-        """The lead's live state once its partition's state is whole here (None: no such
-        lead), or a 503 response while it is being read from the changelog."""
+        """``(state, None)``: the lead's live state once its partition's state is whole
+        here; ``(None, answer)``: a 503 while it is being read from the changelog, a 404
+        for an unknown lead."""
         key = lead_id.encode()
         if not await restorer.ready(partition_for(key, n), timeout=10.0):
             return None, busy_answer(view)
-        return store.get(key), None
+        state = store.get(key)
+        return (state, None) if state is not None else (None, unknown(view, lead_id))
 
     def unknown(view, lead_id: str):
         return view.json({"error": f"unknown lead {lead_id!r}"}, status=404)
@@ -212,11 +214,9 @@ def add_views(ctx: Context) -> None:
     class LeadView(View):
         @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            state, busy = await stored(self, lead_id)
-            if busy is not None:
-                return busy
-            if state is None:
-                return unknown(self, lead_id)
+            state, answer = await stored(self, lead_id)
+            if answer is not None:
+                return answer
             return self.json({"lead_id": lead_id, "profile": state.profile.to_dict()})
 
     api.add("/leads/{lead_id}", "get", lead_operation(
@@ -239,11 +239,9 @@ def add_views(ctx: Context) -> None:
             if _BOOL[fresh]:
                 answer = await requested(self, lead_id)
                 return answer if answer is not None else busy_answer(self)
-            state, busy = await stored(self, lead_id)
-            if busy is not None:
-                return busy
-            if state is None:
-                return unknown(self, lead_id)
+            state, answer = await stored(self, lead_id)
+            if answer is not None:
+                return answer
             rec, _ = state.last_published()
             if rec is None:
                 return self.json({"error": f"no list published for lead {lead_id!r} yet "
@@ -267,11 +265,9 @@ def add_views(ctx: Context) -> None:
 
         @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            state, busy = await stored(self, lead_id)
-            if busy is not None:
-                return busy
-            if state is None:
-                return unknown(self, lead_id)
+            state, answer = await stored(self, lead_id)
+            if answer is not None:
+                return answer
             _, score = state.last_published()
             if score is None:
                 return self.json({"error": f"no score published for lead {lead_id!r} yet"},
@@ -288,11 +284,9 @@ def add_views(ctx: Context) -> None:
 
         @app.table_route(table=leads, match_info="lead_id")
         async def get(self, request, lead_id):
-            state, busy = await stored(self, lead_id)
-            if busy is not None:
-                return busy
-            if state is None:
-                return unknown(self, lead_id)
+            state, answer = await stored(self, lead_id)
+            if answer is not None:
+                return answer
             as_of = None if request.query.get("at") == "last_event" else time.time()
             s = settings
             values = features.compute(state.features, as_of,
