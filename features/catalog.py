@@ -8,7 +8,7 @@ Windows: ``1h``/``24h``/``7d``/``30d`` are exponentially decayed counts or weigh
 averages (an event of age ``a`` weighs ``exp(-a / window)``); ``lifetime`` is every
 applied event; ``session`` is per session; ``current`` is the lead's open session with
 the latest event; ``now`` is read at the query time. "Positive" interactions are those
-with a positive implicit-feedback weight (``models/weights.py``): views, details,
+with a positive implicit-feedback weight (``leadstream/contract/events.py``): views, details,
 likes, saves, shares, right swipes, bookings, offers; the weight is the event's weight.
 
 >>> len([f for f in FEATURES if f.kind == "numerical"]) >= 54

@@ -35,7 +35,7 @@ an event id seen again returns ``'duplicate'`` and changes nothing. 16 bytes per
 remembered id in the state (at most 8 KiB), about 10 in the stored record.
 
 >>> from datetime import datetime, timedelta, UTC
->>> from leadstream.events import make_event
+>>> from leadstream.contract.events import make_event
 >>> t = datetime(2026, 3, 2, 18, 0, tzinfo=UTC)
 >>> s = LeadFeatures()
 >>> listing = {"price": 400_000.0, "bedrooms": 2, "bathrooms": 1.0, "property_type": "condo",
@@ -69,9 +69,8 @@ from typing import Any
 
 import orjson
 
-from leadstream.events import EVENT_TYPES, PROPERTY_TYPES
+from leadstream.contract.events import EVENT_TYPES, PROPERTY_TYPES, feedback_weight
 from leadstream.features.idset import EventIdSet, fingerprint
-from leadstream.models.weights import feedback_weight
 
 FEATURE_VERSION = 1
 HOUR, DAY = 3600.0, 86400.0

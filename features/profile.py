@@ -5,7 +5,7 @@ catalog attributes of the event's property, or None). De-duplication and latenes
 decided before, by :func:`features.lead.update`: only events it applied reach here.
 
 >>> from datetime import datetime, UTC
->>> from leadstream.events import make_event
+>>> from leadstream.contract.events import make_event
 >>> p = LeadProfile()
 >>> ev = make_event("property_saved", event_id="e1", lead_id="L1", session_id="s1",
 ...                 timestamp=datetime(2026, 3, 1, tzinfo=UTC), property_id="P1")
@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from leadstream.models.weights import direction_of, feedback_weight
+from leadstream.contract.events import direction_of, feedback_weight
 
 # bounds on per-lead collections (memory per lead stays small whatever the lead does)
 MAX_PROPERTY_SETS = 100  # rejected / saved / booked ids remembered

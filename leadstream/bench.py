@@ -57,7 +57,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 def simulated_events(leads: int, days: float, seed: int):
     """(parsed events in time order, catalog attributes by property id)."""
-    from leadstream.events import parse_event, parse_listing
+    from leadstream.contract.events import parse_event, parse_listing
     from leadstream.models.catalog import Catalog
     from leadstream.simulate import SimConfig, Simulator
 
@@ -104,8 +104,8 @@ def published_frames(leads: int, days: float, seed: int) -> list[bytes]:
     """The stored frames of the last list and score published (``features/record.py``)
     of ``leads`` simulated leads replayed through the worker's step (``streams.step``),
     its catalog loaded from the same simulation."""
+    from leadstream.contract.settings import Settings
     from leadstream.features import record
-    from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
     from leadstream.streams.step import LeadStore, Step, replay
 
@@ -253,7 +253,7 @@ def _dedup_full_set() -> dict:
     what its ids cost in its features state and in its stored record."""
     import random
 
-    from leadstream.events import make_event
+    from leadstream.contract.events import make_event
     from leadstream.features import lead as F
     from leadstream.features import record
     from leadstream.features.idset import EventIdSet
@@ -310,7 +310,7 @@ def _synthetic_catalog(n: int, seed: int):
     """``n`` listings across the simulator's cities and types (fast to build)."""
     import random
 
-    from leadstream.events import parse_listing
+    from leadstream.contract.events import parse_listing
     from leadstream.simulate import CITIES, TYPE_PRICE, TYPES, WORDS
 
     rng = random.Random(seed)
@@ -337,7 +337,7 @@ def bench_scoring(sizes=(1_000, 10_000, 100_000), leads: int = 2000, events: int
     """Learn-step cost of all models, and top-10 latency per catalog size."""
     import random
 
-    from leadstream.events import make_event
+    from leadstream.contract.events import make_event
     from leadstream.features.profile import LeadProfile
     from leadstream.features.profile import update as profile_update
     from leadstream.models.catalog import Catalog

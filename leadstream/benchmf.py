@@ -19,10 +19,10 @@ import time
 import numpy as np
 
 from leadstream.bench import console, machine
+from leadstream.contract.events import feedback_weight
 from leadstream.models.collaborative import CollaborativeModel
 from leadstream.models.evaluate import load_events
 from leadstream.models.references import REFERENCES, RiverReference
-from leadstream.models.weights import feedback_weight
 
 
 def parse_variant(spec: str):

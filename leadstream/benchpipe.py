@@ -56,8 +56,8 @@ def _env(s) -> dict:
 def embedded_or_configured(kind: str):
     """(settings, work dir, broker or None): the configured Kafka, or the embedded one
     started in a fresh work directory when ``LEADSTREAM_KAFKA_BOOTSTRAP`` is unset."""
+    from leadstream.contract.settings import Settings
     from leadstream.ops.broker import free_port, start_kafka
-    from leadstream.settings import Settings
 
     base = Settings()
     work = Path(tempfile.mkdtemp(prefix=f"leadstream-{kind}-"))

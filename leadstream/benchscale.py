@@ -42,7 +42,7 @@ def _event(i: int, lead: str, et: str, pid: str, ts: datetime, **extra) -> bytes
 
 def run_one(leads: int, window: int = 20_000, seed: int = 7) -> dict:
     """One size, in this process: populate ``leads`` leads, then time ``window`` events."""
-    from leadstream.settings import Settings
+    from leadstream.contract.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
     from leadstream.streams.step import DEAD_LETTER, REKEY, LeadStore, Step, replay
 

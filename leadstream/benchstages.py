@@ -46,9 +46,9 @@ _STAGES = [
 
 def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7,
                  batch: int = 500) -> dict:
+    from leadstream.contract.settings import Settings
     from leadstream.features import lead as features
     from leadstream.models.suite import ModelSuite
-    from leadstream.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
     from leadstream.streams import step as S
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import orjson
 
-from leadstream.resources import SOURCE_ROOT, bundled
-from leadstream.settings import Settings
+from leadstream.contract.resources import SOURCE_ROOT, bundled
+from leadstream.contract.settings import Settings
 
 # the experiment the demo runs unless LEADSTREAM_EXPERIMENTS_FILE names another
 DEMO_EXPERIMENTS = Path(__file__).resolve().with_name("demo-experiments.yaml")
@@ -189,7 +189,7 @@ def _lead_key(line: bytes) -> bytes | None:
 
 
 def cmd_produce(args, settings: Settings) -> int:
-    from leadstream.events import InvalidRecord, parse_event, parse_listing
+    from leadstream.contract.events import InvalidRecord, parse_event, parse_listing
 
     src = sys.stdin.buffer if args.file in (None, "-") else open(args.file, "rb")  # noqa: SIM115
     check = parse_listing if args.topic == "properties" else parse_event
@@ -265,7 +265,7 @@ def _describe_record(topic: str, msg) -> str:
                 f"{headers.get('leadstream.dlq.topic')}"
                 f"[{headers.get('leadstream.dlq.partition')}]@{headers.get('leadstream.dlq.offset')}"
                 f": {headers.get('leadstream.dlq.error')}\n   [dim]{value!r}[/]")
-    from leadstream.events import InvalidRecord, unframe
+    from leadstream.contract.events import InvalidRecord, unframe
 
     try:  # plain JSON, or JSON in Confluent's wire format
         obj = orjson.loads(unframe(msg.value)[0]) if msg.value is not None else None
@@ -281,7 +281,7 @@ def record_json(msg) -> str:
     Confluent's wire format; null for a tombstone); a dead letter as ``{"dead_letter":
     {reason, error, topic, partition, offset, at}, "value": original text}``; a value
     that is not JSON as ``{"undecodable": text}``."""
-    from leadstream.events import InvalidRecord, unframe
+    from leadstream.contract.events import InvalidRecord, unframe
 
     headers = {k: v.decode("utf-8", "replace") for k, v in (msg.headers or [])}
     text = None if msg.value is None else msg.value.decode("utf-8", "replace")
@@ -475,7 +475,7 @@ def cmd_simulate(args, settings: Settings) -> int:
 
 
 def cmd_schemas(args, settings: Settings) -> int:
-    from leadstream.events import json_schemas
+    from leadstream.contract.events import json_schemas
 
     if args.write and SOURCE_ROOT is None:
         print("leadstream schemas: error: --write writes the repository's schemas/: run it "
@@ -768,7 +768,7 @@ def cmd_evaluate(args, settings: Settings) -> int:
                  "both": ("prequential", "leave-last-out")}[args.protocol]
     targets = None
     if args.targets:
-        from leadstream.events import EVENT_CLASSES
+        from leadstream.contract.events import EVENT_CLASSES
 
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
         unknown = [t for t in targets if t not in EVENT_CLASSES]
@@ -967,7 +967,7 @@ def cmd_experiments(args, settings: Settings) -> int:
 
 async def _experiment_items(settings: Settings, idle: float) -> list:
     """Recommendations and valid interactions of the topics, in event-time order."""
-    from leadstream.events import InvalidRecord, parse_event
+    from leadstream.contract.events import InvalidRecord, parse_event
 
     far = timedelta(days=365 * 200)
     items, seen = [], set()

@@ -26,7 +26,7 @@ import inspect
 import uuid
 from typing import Any
 
-from leadstream.events import (
+from leadstream.contract.events import (
     EVENT_CLASSES,
     InvalidRecord,
     event_to_json,

@@ -93,25 +93,6 @@ class SignatureError(Exception):
         self.message = message
 
 
-def load_public_key(text: str):
-    """A public key from a PEM, or from its base64 body alone (what fits in an environment
-    variable), literal ``\\n`` sequences allowed.
-
-    >>> from leadstream.settings import GHL_ED25519_PUBLIC_KEY
-    >>> body = "".join(GHL_ED25519_PUBLIC_KEY.splitlines()[1:-1])
-    >>> type(load_public_key(body)).__name__
-    'Ed25519PublicKey'
-    """
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    text = text.replace("\\n", "\n").strip().strip("'\"")
-    if "-----BEGIN" not in text:
-        body = re.sub(r"\s+", "", text)
-        text = "-----BEGIN PUBLIC KEY-----\n" + "\n".join(
-            body[i:i + 64] for i in range(0, len(body), 64)) + "\n-----END PUBLIC KEY-----\n"
-    return load_pem_public_key(text.encode())
-
-
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     for k, v in headers.items():
         if k.lower() == name.lower():
@@ -131,8 +112,9 @@ def verify_signature(body: bytes, headers: Mapping[str, str], *, public_key,
     """Check a webhook's signature over its raw ``body``; returns the scheme that verified
     (``ed25519`` or ``rsa-sha256``) or raises :class:`SignatureError`.
 
-    ``public_key`` / ``legacy_public_key``: keys from :func:`load_public_key` (Ed25519 for
-    ``X-GHL-Signature``, RSA for ``X-WH-Signature``).
+    ``public_key`` / ``legacy_public_key``: keys from
+    :func:`leadstream.contract.settings.load_public_key` (Ed25519 for ``X-GHL-Signature``,
+    RSA for ``X-WH-Signature``).
 
     >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     >>> key = Ed25519PrivateKey.generate()

@@ -5,7 +5,7 @@ columns. A row is created the first time a property id is seen, in an event or a
 listing; rows are never moved, so an index stays valid; delisted or unknown properties
 have ``active == False``.
 
->>> from leadstream.events import parse_listing
+>>> from leadstream.contract.events import parse_listing
 >>> cat = Catalog(capacity=2)
 >>> cat.upsert(parse_listing(b'{"property_id":"P1","status":"active","price":300000,'
 ...     b'"bedrooms":2,"bathrooms":1,"property_type":"condo","city":"Austin"}'))
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from leadstream.events import PROPERTY_TYPES
+from leadstream.contract.events import PROPERTY_TYPES
 
 TYPE_CODE = {t: i for i, t in enumerate(PROPERTY_TYPES)}
 
@@ -96,7 +96,7 @@ class Catalog:
         return i
 
     def upsert(self, listing) -> int:
-        """Apply one validated :class:`~leadstream.events.PropertyListing`."""
+        """Apply one validated :class:`~leadstream.contract.events.PropertyListing`."""
         i = self.index_of(listing.property_id)
         code = self._city_code.get(listing.city)
         if code is None:
@@ -148,7 +148,7 @@ class Catalog:
         """Known attributes of one listing, or None (the same dict until the listing
         changes: read it, do not change it).
 
-        >>> from leadstream.events import parse_listing
+        >>> from leadstream.contract.events import parse_listing
         >>> cat = Catalog()
         >>> _ = cat.upsert(parse_listing(b'{"property_id":"P1","status":"active",'
         ...     b'"price":300000,"bedrooms":2,"bathrooms":1,"property_type":"condo",'

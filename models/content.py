@@ -30,7 +30,7 @@ import zlib
 import numpy as np
 from river import base, feature_extraction
 
-from leadstream.events import PROPERTY_TYPES
+from leadstream.contract.events import PROPERTY_TYPES
 
 PRICE_BINS = 16  # log price 11.0 (60k) .. 15.0 (3.3M) in steps of 0.25
 BED_BINS = 6

@@ -43,14 +43,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import metrics
 
-from leadstream.events import InvalidRecord, LeadstreamError, parse_event, parse_listing
+from leadstream.contract.events import (
+    InvalidRecord,
+    LeadstreamError,
+    direction_of,
+    feedback_weight,
+    parse_event,
+    parse_listing,
+)
 from leadstream.features import lead as F
 from leadstream.features.profile import LeadProfile, update
 from leadstream.models.catalog import Catalog
 from leadstream.models.references import RiverReference
 from leadstream.models.scoring import LABELS
 from leadstream.models.suite import MODELS, ModelSuite
-from leadstream.models.weights import direction_of, feedback_weight
 
 
 class Downsampled:

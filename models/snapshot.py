@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from leadstream.events import LeadstreamError
+from leadstream.contract.events import LeadstreamError
 
 
 class SnapshotError(LeadstreamError):
@@ -107,19 +107,26 @@ class SnapshotStore:
 
 class _Unpickler(pickle.Unpickler):
     """Snapshots written before the packages moved under the ``leadstream`` namespace name
-    their classes ``models.…`` (and ``features.…``): read them as ``leadstream.models.…``.
+    their classes ``models.…`` (and ``features.…``): read them as ``leadstream.models.…``;
+    and the contract's modules moved from ``leadstream.`` to ``leadstream.contract.``.
 
     >>> _Unpickler.moved("models.suite")
     'leadstream.models.suite'
+    >>> _Unpickler.moved("leadstream.events")
+    'leadstream.contract.events'
     >>> _Unpickler.moved("numpy.core.multiarray")
     'numpy.core.multiarray'
     """
 
     OLD = ("features", "models", "streams", "ops")
+    CONTRACT = ("events", "outputs", "settings", "resources")
 
     @classmethod
     def moved(cls, module: str) -> str:
-        return f"leadstream.{module}" if module.split(".")[0] in cls.OLD else module
+        parts = module.split(".")
+        if parts[0] == "leadstream" and len(parts) == 2 and parts[1] in cls.CONTRACT:
+            return f"leadstream.contract.{parts[1]}"
+        return f"leadstream.{module}" if parts[0] in cls.OLD else module
 
     def find_class(self, module, name):
         return super().find_class(self.moved(module), name)

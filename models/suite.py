@@ -19,7 +19,7 @@ Ranking covers active listings that pass the lead's filters, minus what it rejec
 saved or booked: one vectorised pass over contiguous arrays per model.
 
 >>> from datetime import datetime, UTC
->>> from leadstream.events import make_event, parse_listing
+>>> from leadstream.contract.events import make_event, parse_listing
 >>> from leadstream.features.profile import LeadProfile, update
 >>> from leadstream.models.catalog import Catalog
 >>> cat, suite = Catalog(), ModelSuite(seed=1)
@@ -48,13 +48,13 @@ from dataclasses import dataclass
 import numpy as np
 from river import base
 
+from leadstream.contract.events import CONTENT_SIGNALS, direction_of, feedback_weight
 from leadstream.features.profile import LeadProfile
 from leadstream.models.catalog import TYPE_CODE, Catalog, money
 from leadstream.models.collaborative import CollaborativeModel
 from leadstream.models.content import BLOCKS, ContentModel
 from leadstream.models.itemitem import ItemItemModel
 from leadstream.models.scoring import LeadScorer
-from leadstream.models.weights import CONTENT_SIGNALS, direction_of, feedback_weight
 
 SUITE_VERSION = "hybrid-1"
 MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")

@@ -22,7 +22,7 @@ READY_PATH = "/health/ready"
 def ready_url(settings) -> str:
     """Where this host's worker answers.
 
-    >>> from leadstream.settings import Settings as S
+    >>> from leadstream.contract.settings import Settings as S
     >>> ready_url(S(web_bind="0.0.0.0", web_host="worker-1", web_port=6066, api_token="t"))
     'http://127.0.0.1:6066/health/ready'
     >>> ready_url(S(web_bind=None, web_host="10.0.0.5", web_port=6067, api_token="t"))
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=3.0)
     args = ap.parse_args(argv)
     if args.url is None:
-        from leadstream.settings import Settings
+        from leadstream.contract.settings import Settings
 
         args.url = ready_url(Settings())
     ok, said = check(args.url, args.timeout)

@@ -33,7 +33,7 @@ from prometheus_client import (
 
 # The closed label sets of the counters, as the code emits them (tests/test_metrics.py reads
 # the sources and fails when a new value appears there but not here).
-# Dead-letter reasons per source topic: leadstream/events.py (InvalidRecord), and
+# Dead-letter reasons per source topic: leadstream/contract/events.py (InvalidRecord), and
 # streams/step.py (late_event on interactions, key_mismatch on properties).
 _PARSE_REASONS = ("oversized", "bad_wire_format", "not_utf8", "not_json", "not_an_object",
                   "schema")
@@ -292,10 +292,10 @@ class Metrics:
         ``interactions_topic`` / ``properties_topic`` are the full (prefixed) topic names;
         ``partitions`` the input partitions (a count or the numbers); ``models`` the model
         names; ``experiment`` the active experiment (``.name``, ``.arms`` with ``.name``) or
-        None; ``event_types`` defaults to every type of ``leadstream.events``. Idempotent.
+        None; ``event_types`` defaults to every type of ``leadstream.contract.events``. Idempotent.
         """
         if event_types is None:
-            from leadstream.events import EVENT_CLASSES
+            from leadstream.contract.events import EVENT_CLASSES
 
             event_types = EVENT_CLASSES
         parts = [str(p) for p in (range(partitions) if isinstance(partitions, int)

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from leadstream.contract.outputs import AgentInsight
 from leadstream.models.agents import AgentStats, insights
-from leadstream.outputs import AgentInsight
 from leadstream.streams.changelog import ChangelogFenced
 from leadstream.streams.context import Context
 from leadstream.streams.durable import AGAIN, NEXT

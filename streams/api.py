@@ -95,7 +95,7 @@ class ApiDoc:
     def schema(self, file_name: str) -> dict:
         """A ``$ref`` to the JSON Schema ``schemas/<file_name>`` (as ``leadstream schemas``
         writes it), its definitions moved into the document's components."""
-        from leadstream.events import json_schemas
+        from leadstream.contract.events import json_schemas
 
         sch = copy.deepcopy(json_schemas()[file_name])
         name = sch.get("title") or file_name.removesuffix(".json")

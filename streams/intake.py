@@ -28,7 +28,8 @@ import orjson
 from faust.web import View
 
 from leadstream import gohighlevel as ghl
-from leadstream.events import InvalidRecord
+from leadstream.contract.events import InvalidRecord
+from leadstream.contract.settings import load_public_key
 from leadstream.streams.context import Context
 from leadstream.streams.step import DeadLetter, partition_for
 
@@ -351,8 +352,8 @@ def add_routes(ctx: Context) -> None:
     app, settings = ctx.app, ctx.settings
     intake = Intake(ctx)
     limit = settings.http_max_body_bytes
-    keys = (ghl.load_public_key(settings.ghl_webhook_public_key),
-            ghl.load_public_key(settings.ghl_webhook_legacy_public_key)
+    keys = (load_public_key(settings.ghl_webhook_public_key),
+            load_public_key(settings.ghl_webhook_legacy_public_key)
             if settings.ghl_webhook_legacy_public_key else None)
 
     @app.page(EVENTS_PATH)

@@ -22,7 +22,7 @@ dead-lettered (invalid, or later than the allowed lateness: with a reason) or re
 and the copy is then processed).
 
 >>> from datetime import UTC, datetime, timedelta
->>> from leadstream.settings import Settings
+>>> from leadstream.contract.settings import Settings
 >>> step = Step(Settings(), n_partitions=4)
 >>> step.load_listing(b'{"property_id":"P1","status":"active","price":300000,'
 ...                   b'"bedrooms":2,"bathrooms":1,"property_type":"condo","city":"Austin"}',
@@ -61,7 +61,15 @@ import numpy as np
 import orjson
 from aiokafka.partitioner import murmur2  # Kafka's key partitioner: a pure function
 
-from leadstream.events import InvalidRecord, parse_event, parse_listing
+from leadstream.contract.events import (
+    STRONG_SIGNALS,
+    InvalidRecord,
+    direction_of,
+    feedback_weight,
+    parse_event,
+    parse_listing,
+)
+from leadstream.contract.outputs import PreferenceDrift
 from leadstream.features import lead as features
 from leadstream.features import record
 from leadstream.features.normalize import FeatureNormalizer
@@ -71,9 +79,7 @@ from leadstream.models.experiments import attribute, load_experiments, log_recom
 from leadstream.models.quality import OnlineQuality
 from leadstream.models.scoring import LABELS, contact_at
 from leadstream.models.suite import MODELS, ModelSuite
-from leadstream.models.weights import STRONG_SIGNALS, direction_of, feedback_weight
 from leadstream.ops.metrics import Metrics
-from leadstream.outputs import PreferenceDrift
 
 log = logging.getLogger("leadstream.worker")
 _REC_NS = uuid.UUID("6f1d3c1e-9a55-4a8e-9f0e-7b7f3c2d1a10")
@@ -93,7 +99,7 @@ def partition_for(key: bytes, n_partitions: int) -> int:
 
 def _encode(record: dict) -> bytes:
     """JSON of an output record built as a plain dict in the field order of its model in
-    ``leadstream.outputs`` (which defines its schema): the JSON
+    ``leadstream.contract.outputs`` (which defines its schema): the JSON
     ``Model(**record).model_dump(mode="json")`` would give, without building the model
     per event (tests/test_step.py checks every kind against its model).
 
@@ -633,7 +639,7 @@ class Step:
         profile.last_score, profile.last_tier, profile.last_score_ts = sc.score, sc.tier, ts
         when, reason = contact_at(features.activity_hours(feats), ev.timestamp, sc, numerical)
         self.metrics.scores.labels(tier=sc.tier).inc()
-        return _encode({  # a leadstream.outputs.LeadScore, encoded directly (see _encode)
+        return _encode({  # a leadstream.contract.outputs.LeadScore, encoded directly (see _encode)
             "lead_id": ev.lead_id, "score": sc.score, "tier": sc.tier, "reasons": sc.reasons,
             "model": sc.model, "contact_at": when, "contact_reason": reason,
             "source_event_id": ev.event_id, "event_time": ev.timestamp,
@@ -681,7 +687,7 @@ class Step:
                                profile.last_rec_items)
             self.metrics.experiment.labels(experiment=exp.name, arm=arm.name,
                                            kind="recommendations").inc()
-        rec = {  # a leadstream.outputs.Recommendation, encoded directly (see _encode)
+        rec = {  # a leadstream.contract.outputs.Recommendation, encoded directly (see _encode)
             "recommendation_id": rec_id,
             "lead_id": ev.lead_id,
             "trigger": trigger,
@@ -728,7 +734,7 @@ class Step:
             self.metrics.experiment.labels(experiment=exp.name, arm=arm.name,
                                            kind="recommendations").inc()
         at = datetime.fromtimestamp(now, UTC)
-        rec = _encode({  # a leadstream.outputs.Recommendation (see _encode)
+        rec = _encode({  # a leadstream.contract.outputs.Recommendation (see _encode)
             "recommendation_id": rec_id, "lead_id": lead_id, "trigger": "requested",
             "source_event_id": rec_id, "event_time": at, "emitted_at": datetime.now(UTC),
             "model_version": f"{ranked.model_version}@v{self.model_version}",
@@ -840,7 +846,7 @@ def replay(step: Step, pairs, store: LeadStore, batch: int = 1,
     to ``store``. Yields each step's :class:`StepResult` (for benchmarks, tests and
     offline replays: what the agent does, minus Kafka).
 
-    >>> from leadstream.settings import Settings
+    >>> from leadstream.contract.settings import Settings
     >>> step, store = Step(Settings(), 4), LeadStore()
     >>> bad = [(b"L1", b"{oops"), (None, b"[]")]
     >>> [o.kind for res in replay(step, bad, store, batch=2) for o in res.outputs]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from leadstream.resources import bundled
+from leadstream.contract.resources import bundled
 
 DEFAULT_TOPICS_FILE = bundled("topics.yaml")
 

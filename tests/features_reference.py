@@ -12,7 +12,7 @@ import math
 import zlib
 from collections import defaultdict
 
-from leadstream.events import EVENT_TYPES, PROPERTY_TYPES
+from leadstream.contract.events import EVENT_TYPES, PROPERTY_TYPES, feedback_weight
 from leadstream.features.lead import (
     CAP_HOURS,
     DAY,
@@ -23,7 +23,6 @@ from leadstream.features.lead import (
     RECENT_STARTS,
     SEEN_BITS,
 )
-from leadstream.models.weights import feedback_weight
 
 TAU = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 FILTER_FIELDS = ("price_min", "price_max", "beds_min", "beds_max", "baths_min",

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from leadstream.settings import Settings
+from leadstream.contract.settings import Settings
 from leadstream.streams.api import OPEN_PATHS, ApiDoc, bearer_auth, json_errors
 
 REPO = Path(__file__).resolve().parents[1]

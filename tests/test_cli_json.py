@@ -152,8 +152,8 @@ def test_tail_json_is_one_json_value_per_record():
 
 
 def test_piped_tables_keep_every_column_and_cell_on_one_line(tmp_path):
+    from leadstream.contract.settings import Settings
     from leadstream.features.catalog import FEATURES
-    from leadstream.settings import Settings
     from leadstream.streams.topics import load_topics
 
     r = run("features", "--catalog")

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from leadstream.closedloop import Behaviour, ClosedLoop, event, react
-from leadstream.events import parse_event
-from leadstream.settings import Settings
+from leadstream.contract.events import parse_event
+from leadstream.contract.settings import Settings
 from leadstream.simulate import SimConfig, Simulator
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from leadstream.contract.settings import Settings
 from leadstream.ops.broker import free_port
-from leadstream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

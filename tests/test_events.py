@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leadstream.events import (
+from leadstream.contract.events import (
     EVENT_CLASSES,
     InvalidRecord,
     event_to_dict,
@@ -315,7 +315,7 @@ def test_every_field_of_every_schema_is_described():
 
 
 def test_input_schemas_are_closed_and_output_schemas_open_to_added_fields():
-    from leadstream.outputs import OUTPUT_RECORDS
+    from leadstream.contract.outputs import OUTPUT_RECORDS
 
     def objects(doc):
         if isinstance(doc, dict):

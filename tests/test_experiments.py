@@ -11,7 +11,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from leadstream.events import make_event, parse_event
+from leadstream.contract.events import make_event, parse_event
 from leadstream.models.experiments import (
     Experiment,
     attribute,

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadstream.events import make_event
+from leadstream.contract.events import make_event
 from leadstream.features import lead as F
 from leadstream.features import record
 from leadstream.features.catalog import BY_NAME, FEATURES, catalog_json, catalog_markdown
@@ -469,7 +469,7 @@ def test_a_record_of_the_previous_layout_reads_back_with_its_ids():
 def test_a_session_ended_event_reports_the_session_length():
     """``session_ended``'s ``duration_seconds`` (the client's measure) is the session's
     length when it is longer than the span of the events seen; never shorter."""
-    from leadstream.events import make_event
+    from leadstream.contract.events import make_event
 
     t0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 

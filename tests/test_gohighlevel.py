@@ -12,7 +12,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from leadstream import gohighlevel as ghl
-from leadstream.settings import GHL_ED25519_PUBLIC_KEY, GHL_RSA_PUBLIC_KEY, Settings
+from leadstream.contract.settings import (
+    GHL_ED25519_PUBLIC_KEY,
+    GHL_RSA_PUBLIC_KEY,
+    Settings,
+    load_public_key,
+)
 from leadstream.streams.intake import split_body
 from leadstream.streams.step import Step
 from tests.ghl_examples import ORDER, load, public_pem, sign_ed25519, sign_rsa
@@ -108,16 +113,16 @@ def test_what_is_not_mapped_says_why():
 
 def test_the_default_keys_are_highlevels_published_ones():
     s = Settings()
-    assert type(ghl.load_public_key(s.ghl_webhook_public_key)).__name__ == "Ed25519PublicKey"
-    assert ghl.load_public_key(s.ghl_webhook_legacy_public_key).key_size == 4096
+    assert type(load_public_key(s.ghl_webhook_public_key)).__name__ == "Ed25519PublicKey"
+    assert load_public_key(s.ghl_webhook_legacy_public_key).key_size == 4096
     assert s.ghl_webhook_public_key == GHL_ED25519_PUBLIC_KEY
     assert s.ghl_webhook_legacy_public_key == GHL_RSA_PUBLIC_KEY
 
 
 def test_signatures_of_both_schemes():
     ed, rs = Ed25519PrivateKey.generate(), rsa.generate_private_key(65537, 2048)
-    keys = {"public_key": ghl.load_public_key(public_pem(ed)),
-            "legacy_public_key": ghl.load_public_key(public_pem(rs).replace("\n", "\\n"))}
+    keys = {"public_key": load_public_key(public_pem(ed)),
+            "legacy_public_key": load_public_key(public_pem(rs).replace("\n", "\\n"))}
     body = orjson.dumps(load("contact-create"))
     assert ghl.verify_signature(body, sign_ed25519(ed, body), **keys) == "ed25519"
     assert ghl.verify_signature(body, sign_rsa(rs, body), **keys) == "rsa-sha256"

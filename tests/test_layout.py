@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from leadstream.settings import Settings
+from leadstream.contract.settings import Settings
 from leadstream.streams.topics import load_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,6 +19,89 @@ def test_features_and_models_import_no_kafka_or_metrics():
         for path in (REPO / pkg).rglob("*.py"):
             for n in _imports(path):
                 assert n.split(".")[0] not in FORBIDDEN, f"{path} imports {n}"
+
+
+# Each layer of the package and the layers it may import (besides itself), bottom first
+# (docs/architecture.md). A module belongs to the longest prefix listed; modules of
+# ``leadstream/`` not listed are the top (commands, benchmarks), which anything may import
+# only from the top.
+LAYERS: dict[str, set[str]] = {
+    "leadstream.contract": set(),
+    "leadstream.ops": {"leadstream.contract"},
+    "leadstream.features": {"leadstream.contract"},
+    "leadstream.models": {"leadstream.contract", "leadstream.features"},
+    # the edges beside the core: the producer client, the simulator, the CRM mapping,
+    # the terminal output
+    "leadstream.client": {"leadstream.contract"},
+    "leadstream.simulate": {"leadstream.contract"},
+    "leadstream.gohighlevel": {"leadstream.contract"},
+    "leadstream.console": set(),
+    "leadstream.streams.step": {"leadstream.contract", "leadstream.ops", "leadstream.features",
+                                "leadstream.models"},
+    "leadstream.streams": {"leadstream.contract", "leadstream.ops", "leadstream.features",
+                           "leadstream.models", "leadstream.streams.step",
+                           "leadstream.gohighlevel"},
+}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in LAYERS:
+            return ".".join(parts[:n])
+    return "top"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Every module of the package (``leadstream.…``, the top-level folders included) and
+    the package's modules it imports anywhere in its file (imports inside functions too)."""
+    files = {}
+    for pkg in ("leadstream", *sorted(TOP_LEVEL)):
+        for path in (REPO / pkg).rglob("*.py"):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            parts = parts if parts[0] == "leadstream" else ["leadstream", *parts]
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            files[".".join(parts)] = path
+
+    def known(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for mod, path in files.items():
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    pkg = mod.split(".")[:None if path.name == "__init__.py" else -1]
+                    pkg = pkg[:len(pkg) - node.level + 1]
+                    base = ".".join(pkg + ([node.module] if node.module else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            out |= {m for n in names if n.startswith("leadstream")
+                    and (m := known(n)) not in (None, mod, "leadstream")}
+        graph[mod] = out
+    return graph
+
+
+def test_no_import_runs_up_a_layer():
+    """``contract`` imports nothing of leadstream; ``features`` and ``models`` only the
+    contract (and models the features); the step nothing of ``streams/``; nothing below
+    the top imports a command or a benchmark."""
+    graph = _module_graph()
+    assert "leadstream.contract.events" in graph and "leadstream.streams.step" in graph
+    for mod, deps in graph.items():
+        layer = _layer(mod)
+        if layer == "top":
+            continue
+        for dep in deps:
+            target = _layer(dep)
+            assert target == layer or target in LAYERS[layer], f"{mod} imports {dep}"
 
 
 def _imports(path: Path) -> list[str]:

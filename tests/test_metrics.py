@@ -14,12 +14,12 @@ import orjson
 from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from leadstream.events import EVENT_CLASSES
+from leadstream.contract.events import EVENT_CLASSES
+from leadstream.contract.settings import Settings
 from leadstream.models.experiments import KINDS
 from leadstream.models.scoring import tier
 from leadstream.models.suite import MODELS
 from leadstream.ops import metrics as M
-from leadstream.settings import Settings
 from leadstream.streams.step import DEAD_LETTER, DeadLetter, LeadStore, Record, Step, partition_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,9 +140,9 @@ def _literals(path: Path, pattern: str) -> set[str]:
 
 def test_the_known_labels_are_those_the_code_emits():
     """Read the sources: a new reason, trigger or kind in the code must be added here."""
-    emitted = (_literals(Path("leadstream/events.py"), r'InvalidRecord\(\s*"(\w+)"')
-               | _literals(Path("leadstream/events.py"), r'reason = "(\w+)"')
-               | _literals(Path("leadstream/events.py"), r'reason = \[\], "(\w+)"')
+    emitted = (_literals(Path("leadstream/contract/events.py"), r'InvalidRecord\(\s*"(\w+)"')
+               | _literals(Path("leadstream/contract/events.py"), r'reason = "(\w+)"')
+               | _literals(Path("leadstream/contract/events.py"), r'reason = \[\], "(\w+)"')
                | _literals(Path("streams/step.py"), r'_dead\(\s*"(\w+)"'))
     assert emitted == set(M.INTERACTION_DLQ_REASONS) | set(M.PROPERTY_DLQ_REASONS)
     # where a pipeline reason is emitted decides its topic

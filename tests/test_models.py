@@ -10,7 +10,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from leadstream.events import make_event, parse_event, parse_listing
+from leadstream.contract.events import make_event, parse_event, parse_listing
 from leadstream.features.profile import LeadProfile, update
 from leadstream.models.catalog import Catalog
 from leadstream.models.collaborative import CollaborativeModel
@@ -207,8 +207,8 @@ def test_snapshot_store_versions_and_refuses_unknown_rollback(tmp_path):
 
 
 def test_tune_finds_weights_at_least_as_good_as_the_defaults(stream):
+    from leadstream.contract.settings import Settings
     from leadstream.models.evaluate import tune
-    from leadstream.settings import Settings
 
     listings, events = stream
     defaults = {k: v for k, v in ModelSuite()._get_params().items() if k.startswith("w_")}
@@ -289,7 +289,7 @@ def test_recommend_many_ranks_each_lead_as_recommend_does():
     ``recommend`` gives that lead alone (items, scores, reasons, confidence)."""
     from datetime import UTC, datetime, timedelta
 
-    from leadstream.settings import Settings
+    from leadstream.contract.settings import Settings
     from leadstream.simulate import SimConfig, Simulator
     from leadstream.streams.step import LeadStore, Step, replay
 
@@ -322,7 +322,7 @@ def test_searches_and_map_views_feed_the_content_profile():
 
     import orjson
 
-    from leadstream.events import make_event, parse_listing
+    from leadstream.contract.events import make_event, parse_listing
     from leadstream.features.profile import LeadProfile
     from leadstream.models.catalog import Catalog
     from leadstream.models.suite import ModelSuite

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadstream.settings import Settings
+from leadstream.contract.settings import Settings
 from leadstream.streams.step import (
     ALERT,
     DEAD_LETTER,
@@ -265,7 +265,7 @@ def test_catalog_records_are_checked_per_record(pipe):
 
 
 def test_idle_leads_are_chosen_by_the_wall_clock_of_their_last_update():
-    from leadstream.events import parse_event
+    from leadstream.contract.events import parse_event
     from leadstream.features import lead as F
     from leadstream.features import record
 
@@ -543,9 +543,9 @@ def test_bench_stages_times_nested_stages_and_restores_the_code():
 def test_published_records_are_exactly_what_their_output_models_would_write():
     """Recommendations and lead scores are encoded from plain dicts (no model built per
     event): every one a simulated stream produces validates against its model in
-    ``leadstream.outputs`` (the published schema: no missing or extra field, bounds) and
+    ``leadstream.contract.outputs`` (the published schema: no missing or extra field, bounds) and
     is the JSON that model writes (datetimes in UTC as ...Z, field for field)."""
-    from leadstream.outputs import LeadScore, Recommendation
+    from leadstream.contract.outputs import LeadScore, Recommendation
     from leadstream.simulate import SimConfig, Simulator
 
     sim = Simulator(SimConfig(leads=40, properties=120, days=1.0, seed=3,
@@ -595,7 +595,7 @@ def test_the_last_list_and_score_sent_are_kept_with_the_lead_and_survive_a_reloa
 
 
 def test_a_requested_list_is_a_new_published_list_known_to_the_experiment(tmp_path):
-    from leadstream.outputs import Recommendation
+    from leadstream.contract.outputs import Recommendation
     from leadstream.streams.step import LeadState
 
     exp = tmp_path / "exp.yaml"

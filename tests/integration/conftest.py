@@ -20,8 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from leadstream.contract.settings import Settings
 from leadstream.ops.broker import free_port, start_kafka
-from leadstream.settings import Settings
 from leadstream.streams.topics import apply_topics
 
 HOME = Path(os.environ.get("LEADSTREAM_HOME", Path.home() / ".cache" / "leadstream"))

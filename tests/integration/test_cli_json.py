@@ -16,8 +16,8 @@ import uuid
 import orjson
 import pytest
 
+from leadstream.contract.settings import Settings
 from leadstream.ops.broker import free_port
-from leadstream.settings import Settings
 
 from .conftest import HOME
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from leadstream.contract.settings import Settings
 from leadstream.ops.broker import free_port
-from leadstream.settings import Settings
 from leadstream.simulate import SimConfig, Simulator
 from leadstream.streams.topics import apply_topics, load_topics
 

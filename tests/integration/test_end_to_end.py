@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from leadstream.client import EventCollector
-from leadstream.events import InvalidRecord, parse_event
+from leadstream.contract.events import InvalidRecord, parse_event
 from leadstream.models.suite import NO_MATCH, NUMBER_WORDS
 from leadstream.ops.broker import java_command
 from leadstream.simulate import SimConfig, Simulator

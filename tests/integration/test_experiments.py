@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from leadstream.events import make_event
+from leadstream.contract.events import make_event
 from leadstream.models.experiments import load_experiments
 from leadstream.ops.broker import free_port
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from leadstream.events import make_event, parse_event, parse_listing
+from leadstream.contract.events import make_event, parse_event, parse_listing
 from leadstream.features import lead as F
 from leadstream.models.catalog import Catalog
 from tests.integration.conftest import publish, read_topic, settings_env

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from leadstream.events import InvalidRecord, parse_event, parse_listing
+from leadstream.contract.events import InvalidRecord, parse_event, parse_listing
 from leadstream.features import lead as F
 from leadstream.models.catalog import Catalog
 from leadstream.simulate import SimConfig, Simulator

@@ -67,7 +67,8 @@ def _run(bin_dir: Path, *args, cwd: Path, timeout: float = 120, env_extra=None):
 
 def test_the_installed_package_holds_only_leadstream_and_its_data(installed, tmp_path):
     where = _run(installed, "python", "-c",
-                 "import leadstream, leadstream.models.suite as s, leadstream.resources as r;"
+                 "import leadstream, leadstream.models.suite as s;"
+                 "import leadstream.contract.resources as r;"
                  "print(leadstream.__file__); print(s.__file__);"
                  "print(r.bundled('topics.yaml')); print(r.SOURCE_ROOT)", cwd=tmp_path)
     assert where.returncode == 0, where.stderr

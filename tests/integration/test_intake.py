@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from leadstream.events import make_event
+from leadstream.contract.events import make_event
 from leadstream.streams.step import partition_for
 from tests.ghl_examples import ORDER, load, public_pem, sign_ed25519, sign_rsa
 

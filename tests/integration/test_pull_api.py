@@ -29,9 +29,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from leadstream.events import make_event
+from leadstream.contract.events import make_event
+from leadstream.contract.settings import Settings
 from leadstream.ops.broker import free_port
-from leadstream.settings import Settings
 from leadstream.streams.step import partition_for
 from leadstream.streams.topics import apply_topics
 from tests.integration.conftest import HOME, Worker, publish, read_topic

@@ -15,12 +15,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from leadstream.events import InvalidRecord, parse_event, parse_listing
+from leadstream.contract.events import InvalidRecord, parse_event, parse_listing
+from leadstream.contract.settings import Settings
 from leadstream.features import lead as F
 from leadstream.models.catalog import Catalog
 from leadstream.models.suite import NO_MATCH
 from leadstream.ops.broker import free_port, start_kafka
-from leadstream.settings import Settings
 from leadstream.simulate import SimConfig, Simulator
 from leadstream.streams.topics import apply_topics
 
@@ -304,7 +304,7 @@ def test_broker_down_for_25_seconds_worker_survives_and_catches_up(worker_factor
 def _busy_leads(leads: int = 6, per_lead: int = 700, step: float = 100.0):
     """A stream of a few busy leads: ``per_lead`` events each, ``step`` seconds apart (700
     over 19.4 h), ending an hour ago, interleaved by event time; a small catalog first."""
-    from leadstream.events import event_to_json, make_event
+    from leadstream.contract.events import event_to_json, make_event
     from leadstream.simulate import Record
 
     catalog = list(Simulator(SimConfig(leads=1, properties=40, seed=2)).listings())

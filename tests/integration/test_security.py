@@ -15,8 +15,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
+from leadstream.contract.settings import Settings
 from leadstream.ops.broker import free_port, start_kafka
-from leadstream.settings import Settings
 from leadstream.simulate import SimConfig, Simulator
 from leadstream.streams.topics import apply_topics
 

@@ -16,6 +16,7 @@ defaults written here. Nothing reads ``os.environ`` at import time: build a
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -252,8 +253,6 @@ class Settings(BaseSettings):
     def _public_key(cls, value: str, info):
         if not value and info.field_name == "ghl_webhook_legacy_public_key":
             return value  # no legacy key: X-WH-Signature is refused
-        from leadstream.gohighlevel import load_public_key
-
         try:
             key = load_public_key(value)
         except Exception:  # noqa: BLE001 - cryptography raises several kinds
@@ -365,3 +364,21 @@ class Settings(BaseSettings):
     def printable(self) -> dict[str, Any]:
         """Settings as a JSON-friendly dict with secrets hidden."""
         return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+def load_public_key(text: str):
+    """A public key from a PEM, or from its base64 body alone (what fits in an environment
+    variable), literal ``\\n`` sequences allowed.
+
+    >>> body = "".join(GHL_ED25519_PUBLIC_KEY.splitlines()[1:-1])
+    >>> type(load_public_key(body)).__name__
+    'Ed25519PublicKey'
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    text = text.replace("\\n", "\n").strip().strip("'\"")
+    if "-----BEGIN" not in text:
+        body = re.sub(r"\s+", "", text)
+        text = "-----BEGIN PUBLIC KEY-----\n" + "\n".join(
+            body[i:i + 64] for i in range(0, len(body), 64)) + "\n-----END PUBLIC KEY-----\n"
+    return load_pem_public_key(text.encode())

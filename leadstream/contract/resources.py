@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-_root = Path(__file__).resolve().parent.parent
+_root = Path(__file__).resolve().parents[2]
 SOURCE_ROOT: Path | None = _root if (_root / "pyproject.toml").is_file() \
     and (_root / "topics.yaml").is_file() else None
 
