@@ -69,8 +69,15 @@ from typing import Any
 
 import orjson
 
-from leadstream.contract.events import EVENT_TYPES, PROPERTY_TYPES, feedback_weight
+from leadstream.contract.events import (
+    BOOKINGS,
+    EVENT_TYPES,
+    PROPERTY_TYPES,
+    engagement_weight,
+    feedback_weight,
+)
 from leadstream.features.idset import EventIdSet, fingerprint
+from leadstream.features.layout import LayoutHistory, SlotLayout
 
 FEATURE_VERSION = 1
 HOUR, DAY = 3600.0, 86400.0
@@ -89,65 +96,45 @@ DEDUP_TTL = DAY  # event ids are remembered this long behind the watermark (even
 DEDUP_MAX_IDS = 512  # and at most this many per lead, the latest in event time
 _RENORM = 300.0  # move t0 when (t - t0) / tau exceeds this (exp(300) ~ 1e130)
 
-EVENT_NAMES: tuple[str, ...] = tuple(e[0] for e in EVENT_TYPES)
+EVENT_NAMES: tuple[str, ...] = tuple(t.name for t in EVENT_TYPES)
 _ET = {n: i for i, n in enumerate(EVENT_NAMES)}
 _TYPE = {n: i for i, n in enumerate(PROPERTY_TYPES)}
 TIME_OF_DAY = ("night", "morning", "afternoon", "evening")  # 0-6, 6-12, 12-18, 18-24 local
-_BOOKINGS = ("booking_requested", "booking_confirmed", "booking_completed", "offer_made")
 _DECISIONS = ("property_swiped", "property_liked", "property_saved", "property_unsaved")
 
-# engagement weight: positive implicit feedback, plus searching and answering an agent
-ENGAGEMENT_EXTRA = {"search_performed": 0.5, "filter_applied": 0.5, "lead_responded": 2.0}
-
-
-def engagement_weight(event_type: str, direction: str | None = None) -> float:
-    """Weight of one event in the engagement score (never negative).
-
-    >>> engagement_weight("property_saved"), engagement_weight("property_swiped", "left")
-    (3.0, 0.0)
-    """
-    w = feedback_weight(event_type, direction)
-    return w if w > 0 else ENGAGEMENT_EXTRA.get(event_type, 0.0)
-
-
-# ---- float slot layout ----------------------------------------------------------------
-class _Layout:
-    def __init__(self):
-        self.n = 0
-
-    def add(self, name: str, size: int = 1) -> int:
-        i = self.n
-        setattr(self, name, i)
-        self.n += size
-        return i
-
-
-L = _Layout()
+# ---- float slot layout (features/layout.py: named slots, versions recorded) ------------
+L = SlotLayout()
+_WINDOW_LABELS = tuple(w for w, _ in WINDOWS)
+_WEST = ("w", "mean", "m2")
 # metadata and lifetime sums (not decayed)
 for _n in ("first_ts", "watermark", "t0", "last_save_ts", "last_booking_ts", "day_ref",
            "engage", "prop", "price_w", "price_m", "price_m2", "price_min", "price_max",
            "s_closed", "s_len_sum", "s_len_max", "s_events", "s_bounce", "s_start_min",
            "s_start_max"):
     L.add(_n)
-L.add("life_et", len(EVENT_NAMES))
+L.add("life_et", len(EVENT_NAMES), EVENT_NAMES)
 # decayed in all four windows: slot + k for window k
 _WIN_SIGNALS = ("w_events", "w_engage", "w_views", "w_saves", "w_searches", "w_sessions",
                 "w_prop")
 for _n in _WIN_SIGNALS:
-    L.add(_n, 4)
+    L.add(_n, 4, _WINDOW_LABELS)
 # decayed over 30 days only
-L.add("m_et", len(EVENT_NAMES))
+L.add("m_et", len(EVENT_NAMES), EVENT_NAMES)
 for _n in ("m_right", "m_left", "m_view_s", "m_photos", "m_zero_search", "m_search_log",
            "m_neg_w", "m_neg_x", "m_baths_w", "m_baths_x", "m_sqft_w", "m_sqft_x"):
     L.add(_n)
 # weighted (mean, variance) statistics, by West's algorithm: [weight, mean, M2]; the weight
 # and M2 are forward-decayed like the sums, the mean is not
 for _n in ("p7", "p30", "beds", "lat", "lon"):
-    L.add(_n, 3)
-L.add("m_type", len(PROPERTY_TYPES))
+    L.add(_n, 3, _WEST)
+L.add("m_type", len(PROPERTY_TYPES), PROPERTY_TYPES)
 L.add("m_hour", 24)
 L.add("m_dow", 7)
 N_SLOTS = L.n
+_HISTORY = LayoutHistory.load()
+LAYOUT_VERSION = _HISTORY.version_of(L.names) or _HISTORY.latest + 1
+"""The layout this code writes (``features/layouts.json``; an unrecorded layout is the
+next version, and ``tests/test_features.py`` fails until it is recorded)."""
 _WIN_SLOT_IDS = tuple(getattr(L, n) for n in _WIN_SIGNALS)
 _M_FIRST = L.m_et
 _MEANS = frozenset(getattr(L, n) + 1 for n in ("p7", "p30", "beds", "lat", "lon"))
@@ -350,7 +337,7 @@ def update(
         v[L.m_search_log] += math.log1p(payload.result_count) * g30
     elif et == "property_swiped":
         v[L.m_right if direction == "right" else L.m_left] += g30
-    elif et in _BOOKINGS:
+    elif et in BOOKINGS:
         v[L.last_booking_ts] = max(v[L.last_booking_ts], ts)
     elif et == "filter_applied":
         _filters(s, payload.model_dump(exclude_none=True), ts, event.event_id, replace=True)
@@ -725,47 +712,58 @@ def _distinct(seen: int) -> float:
 
 
 # ---- storage --------------------------------------------------------------------------
-_MAGIC = b"LF3"  # event ids by event time: fingerprints, then times (int64 seconds)
+_MAGIC = b"LF4"  # LF3 and the slot layout's version (features/layout.py) after the header
+_MAGIC_V3 = b"LF3"  # event ids by event time: fingerprints, then times (int64 seconds)
 _MAGIC_V2 = b"LF2"  # ids in arrival order: 64-bit hashes, then ages (read, never written)
-# last_update, open sessions, head length, id count, sketch length
+# last_update, open sessions, head length, id count, sketch length (LF2, LF3: layout 1)
 _HEADER = struct.Struct(">dBIHH")
+_VERSION = struct.Struct(">H")
 _PEEK = struct.Struct(">dB")
 
 
 def encode(s: LeadFeatures) -> bytes:
-    """Compact bytes for the table: a small JSON head, the event ids, then the float slots."""
+    """Compact bytes for the table: a small JSON head, the event ids, then the float slots
+    (with the version of their layout)."""
     head = orjson.dumps([s.event_count, s.sessions, s.starts, s.cities, s.filters, s.days,
                          s.last_offset])
     seen = s.seen.to_bytes(SEEN_BITS // 8, "big") if s.seen else b""
     fps, times = s.ids.to_bytes()
     return b"".join((
         _MAGIC, _HEADER.pack(s.last_update, len(s.sessions), len(head), len(s.ids), len(seen)),
-        head, fps, times, seen, s.v.tobytes(),
+        _VERSION.pack(LAYOUT_VERSION), head, fps, times, seen, s.v.tobytes(),
     ))
 
 
 def decode(blob: bytes) -> LeadFeatures:
-    """Inverse of :func:`encode`; also reads the previous layout (``LF2``: the ids in
-    arrival order as integers, their times as ages), ordering its ids by event time."""
+    """Inverse of :func:`encode`. A state of an older slot layout (an event type or a
+    feature added since) is migrated: each slot copied by name, new ones zero. Also reads
+    the earlier formats (``LF3``: no layout version, layout 1; ``LF2``: the ids in
+    arrival order as integers, their times as ages), ordering their ids by event time."""
     magic = blob[:3]
-    if magic not in (_MAGIC, _MAGIC_V2):
+    if magic not in (_MAGIC, _MAGIC_V3, _MAGIC_V2):
         raise ValueError("not a leadstream feature state (unknown version)")
     last_update, _, n_head, n_ids, n_seen = _HEADER.unpack_from(blob, 3)
     i = 3 + _HEADER.size
+    version = 1
+    if magic == _MAGIC:
+        (version,) = _VERSION.unpack_from(blob, i)
+        i += _VERSION.size
     count, sessions, starts, cities, filters, days, last_offset = orjson.loads(
         blob[i:i + n_head])
     i += n_head
     fps = blob[i:i + 8 * n_ids]
     i += 8 * n_ids
-    width = 8 if magic == _MAGIC else 4
+    width = 4 if magic == _MAGIC_V2 else 8
     times = blob[i:i + width * n_ids]
     i += width * n_ids
     seen = int.from_bytes(blob[i:i + n_seen], "big")
     v = array("d")
     v.frombytes(blob[i + n_seen:])
-    if len(v) != N_SLOTS:
-        raise ValueError(f"feature state has {len(v)} slots, this version {N_SLOTS}")
-    if magic == _MAGIC:
+    if version != LAYOUT_VERSION:
+        v = L.migrate(v, _HISTORY.slots(version))
+    elif len(v) != N_SLOTS:
+        raise ValueError(f"feature state has {len(v)} slots, its layout {N_SLOTS}")
+    if magic != _MAGIC_V2:
         ids = EventIdSet.from_bytes(fps, times)
     else:
         ids = _ids_v2(fps, times, math.floor(v[L.watermark]))

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from leadstream.contract.events import direction_of, feedback_weight
+from leadstream.contract.events import BOOKINGS, direction_of, feedback_weight
 
 # bounds on per-lead collections (memory per lead stays small whatever the lead does)
 MAX_PROPERTY_SETS = 100  # rejected / saved / booked ids remembered
@@ -138,7 +138,7 @@ def update(profile: LeadProfile, event, listing: dict | None) -> None:
         if et == "property_saved":
             _bounded_put(profile.saved, pid, ts, MAX_PROPERTY_SETS)
             profile.rejected.pop(pid, None)
-        elif et in ("booking_requested", "booking_confirmed", "booking_completed", "offer_made"):
+        elif et in BOOKINGS:
             _bounded_put(profile.booked, pid, ts, MAX_PROPERTY_SETS)
         elif et == "booking_cancelled":
             profile.booked.pop(pid, None)

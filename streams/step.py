@@ -62,6 +62,7 @@ import orjson
 from aiokafka.partitioner import murmur2  # Kafka's key partitioner: a pure function
 
 from leadstream.contract.events import (
+    CRM_EVENTS,
     STRONG_SIGNALS,
     InvalidRecord,
     direction_of,
@@ -88,7 +89,6 @@ _REC_NS = uuid.UUID("6f1d3c1e-9a55-4a8e-9f0e-7b7f3c2d1a10")
 DEAD_LETTER, REKEY, RECOMMENDATION, SCORE, FACT, ALERT = (
     "dead_letter", "rekey", "recommendation", "score", "fact", "alert")
 KINDS = (DEAD_LETTER, REKEY, RECOMMENDATION, SCORE, FACT, ALERT)
-_CRM = frozenset({"agent_contacted_lead", "lead_responded", "outcome_recorded"})
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -445,7 +445,7 @@ class Step:
             self.metrics.score_labels.labels(label="converted" if label else "not").inc()
         self._facts(ev, profile, out)
         lead.last_ev = ev
-        if et in _CRM:  # each CRM event re-scores the lead, at once
+        if et in CRM_EVENTS:  # each CRM event re-scores the lead, at once
             self._rescore(lead, ev, out, crm=True, fv=fv)
             lead.score_ev = None
         elif et in STRONG_SIGNALS:

@@ -12,13 +12,17 @@ import math
 import zlib
 from collections import defaultdict
 
-from leadstream.contract.events import EVENT_TYPES, PROPERTY_TYPES, feedback_weight
+from leadstream.contract.events import (
+    ENGAGEMENT_WEIGHTS,
+    EVENT_TYPES,
+    PROPERTY_TYPES,
+    feedback_weight,
+)
 from leadstream.features.lead import (
     CAP_HOURS,
     DAY,
     DEDUP_MAX_IDS,
     DEDUP_TTL,
-    ENGAGEMENT_EXTRA,
     HOUR,
     RECENT_STARTS,
     SEEN_BITS,
@@ -110,8 +114,8 @@ def reference_features(events, listings, *, lateness, session_gap, as_of=None,
 
     direction = [getattr(e.payload, "direction", None) for e in events]
     fw = [feedback_weight(e.event_type, d) for e, d in zip(events, direction, strict=True)]
-    ew = [w if w > 0 else ENGAGEMENT_EXTRA.get(e.event_type, 0.0) for e, w in zip(events, fw,
-                                                                                 strict=True)]
+    ew = [ENGAGEMENT_WEIGHTS.get(e.event_type, max(w, 0.0))
+          for e, w in zip(events, fw, strict=True)]
     has_p = [e.property_id is not None for e in events]
     lst = [listings.get(e.property_id) if e.property_id else None for e in events]
 
@@ -154,7 +158,7 @@ def reference_features(events, listings, *, lateness, session_gap, as_of=None,
     prop30 = count(lambda e: e.property_id is not None, "30d")
     views30 = count(is_("property_viewed"), "30d")
     saves30 = count(is_("property_saved"), "30d")
-    et30 = {name: count(is_(name), "30d") for name, *_ in EVENT_TYPES}
+    et30 = {t.name: count(is_(t.name), "30d") for t in EVENT_TYPES}
     right = sum(dec(t, "30d") for d, t in zip(direction, times, strict=True) if d == "right")
     left = sum(dec(t, "30d") for d, t in zip(direction, times, strict=True) if d == "left")
     searches = [(e, t) for e, t in zip(events, times, strict=True)

@@ -401,3 +401,33 @@ def test_tail_prints_a_framed_value_as_its_json():
 
     assert json.loads(shown(_framed(orjson.dumps(GOOD)))) == GOOD
     assert shown(b"\x00\x01") == repr(b"\x00\x01")  # a bad frame: its bytes
+
+
+def test_the_readme_lists_every_event_type_of_the_table_in_its_group():
+    """The producers' table in README.md: one row per group of the event-type table, each
+    type in its group's row, every required payload field in bold."""
+    import re
+    from pathlib import Path
+
+    from leadstream.contract.events import EVENT_TYPES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {}
+    for line in readme.split("| group | event types (payload fields) |")[1].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        group, text = (c.strip() for c in line.strip("|").split("|"))
+        rows[group.lower()] = text
+    assert set(rows) == {t.group for t in EVENT_TYPES}
+    for group, text in rows.items():
+        names, prefix = [], ""
+        for name in re.findall(r"`(\w+)`", text):  # `booking_requested` / `_confirmed`
+            if name.startswith("_"):
+                name = prefix + name
+            else:
+                prefix = name.rsplit("_", 1)[0]
+            names.append(name)
+        assert sorted(names) == sorted(t.name for t in EVENT_TYPES if t.group == group)
+        bold = set(re.findall(r"\*\*(\w+)\*\*", text))
+        required = {f for t in EVENT_TYPES if t.group == group for f in t.required_fields}
+        assert bold == required, group

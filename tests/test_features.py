@@ -463,7 +463,7 @@ def test_a_record_of_the_previous_layout_reads_back_with_its_ids():
         assert F.update(s, ev, None) == "duplicate"
     assert F.update(s, _view("old-70", t0 + 300 * 70), None) == "applied"
     blob = F.encode(s)
-    assert blob[:3] == b"LF3" and F.decode(blob) == s
+    assert blob[:3] == b"LF4" and F.decode(blob) == s
 
 
 def test_a_session_ended_event_reports_the_session_length():
@@ -507,6 +507,7 @@ def test_a_record_written_before_the_published_outputs_were_kept_reads_back():
     assert st.last_published() == (None, None) and st.profile.event_count == 12
     st.set_published(score=b'{"score": 1}')
     new = st.pack()
-    assert new[:3] == b"LR3" and record.unpack(new) == (feats, profile)
+    assert new[:3] == b"LR3" and record.unpack(new)[1] == profile
+    assert F.decode(record.unpack(new)[0]) == F.decode(feats)  # written as LF4
     assert record.peek(new) == record.peek(blob)
     assert record.unpack_published(record.published(new)) == (None, b'{"score": 1}')

@@ -21,6 +21,7 @@ not_json
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, Union
 
@@ -319,105 +320,131 @@ def _event(name: str, base: type, payload: type, required_payload: bool = True, 
     return type(cls_name, (base,), ns)
 
 
-# (event_type, envelope, payload, payload required, group, description)
-EVENT_TYPES: list[tuple[str, type, type, bool, str, str]] = [
-    ("session_started", _Event, SessionStartedPayload, False, "session",
-     "a lead opened the app or site"),
-    ("session_ended", _Event, SessionEndedPayload, False, "session", "the session closed"),
-    ("property_viewed", _PropertyEvent, PropertyViewedPayload, True, "browsing",
-     "a listing was viewed"),
-    ("property_detail_opened", _PropertyEvent, PropertyDetailOpenedPayload, False, "browsing",
-     "details of a listing were opened"),
-    ("property_compared", _PropertyEvent, PropertyComparedPayload, True, "browsing",
-     "a listing was compared with others"),
-    ("map_area_viewed", _Event, MapAreaViewedPayload, True, "browsing", "a map area was looked at"),
-    ("property_swiped", _PropertyEvent, PropertySwipedPayload, True, "decisions",
-     "right = interested, left = not"),
-    ("property_liked", _PropertyEvent, EmptyPayload, False, "decisions", "a listing was liked"),
-    ("property_unliked", _PropertyEvent, EmptyPayload, False, "decisions", "a like was taken back"),
-    ("property_saved", _PropertyEvent, EmptyPayload, False, "decisions", "a listing was saved"),
-    ("property_unsaved", _PropertyEvent, EmptyPayload, False, "decisions", "a save was taken back"),
-    ("property_shared", _PropertyEvent, PropertySharedPayload, True, "decisions",
-     "a listing was shared"),
-    ("search_performed", _Event, SearchPerformedPayload, True, "search", "a text search ran"),
-    ("filter_applied", _Event, FilterAppliedPayload, True, "search", "search filters were set"),
-    ("filter_cleared", _Event, FilterClearedPayload, False, "search", "filters were removed"),
-    ("contact_agent_clicked", _Event, ContactAgentClickedPayload, False, "conversion",
-     "the lead asked to contact an agent"),
-    ("booking_requested", _OffSessionPropertyEvent, BookingPayload, True, "conversion",
-     "a viewing was requested"),
-    ("booking_confirmed", _OffSessionPropertyEvent, BookingPayload, True, "conversion",
-     "a viewing was confirmed"),
-    ("booking_completed", _OffSessionPropertyEvent, BookingPayload, True, "conversion",
-     "a viewing took place"),
-    ("booking_cancelled", _OffSessionPropertyEvent, BookingCancelledPayload, True, "conversion",
-     "a viewing was cancelled"),
-    ("offer_made", _OffSessionPropertyEvent, OfferMadePayload, True, "conversion",
-     "an offer was made"),
-    ("recommendation_shown", _PropertyEvent, RecommendationShownPayload, True, "feedback",
-     "a recommended listing was shown"),
-    ("recommendation_clicked", _PropertyEvent, RecommendationClickedPayload, True, "feedback",
-     "a recommended listing was clicked"),
-    ("agent_contacted_lead", _CrmEvent, AgentContactedLeadPayload, True, "crm",
-     "an agent reached out"),
-    ("lead_responded", _OffSessionEvent, LeadRespondedPayload, False, "crm",
-     "the lead answered an agent"),
-    ("outcome_recorded", _CrmEvent, OutcomeRecordedPayload, True, "crm",
-     "the CRM recorded an outcome"),
-]
+@dataclass(frozen=True)
+class EventType:
+    """One row of the event-type table: everything the layers above need to know of a
+    type. Adding an event type is one row here plus its payload model above (and
+    ``leadstream schemas --write``, ``leadstream features --catalog --write`` for the
+    generated files; README, "Adding an event type").
+
+    >>> t = EVENT_TYPE["booking_completed"]
+    >>> t.group, t.weight, t.strong, t.booking, t.crm
+    ('conversion', 6.0, True, True, False)
+    >>> EVENT_TYPE["search_performed"].engagement, EVENT_TYPE["outcome_recorded"].crm
+    (0.5, True)
+    >>> EVENT_TYPE["property_viewed"].required_fields
+    ('duration_seconds',)
+    """
+
+    name: str
+    envelope: type
+    """which ids the event carries: a session, a listing, an agent"""
+    payload: type
+    payload_required: bool
+    group: str
+    """session, browsing, decisions, search, conversion, feedback or crm"""
+    doc: str
+    weight: float = 0.0
+    """implicit feedback for the listing it names: interest (a booking says more than a
+    view) or, negative, evidence against (an unsave, a cancelled booking)"""
+    strong: bool = False
+    """a strong signal: the lead's next list is due at once and its score re-computed"""
+    engagement: float | None = None
+    """weight in the engagement features (None: the weight when positive, else 0)"""
+    content: float = 0.0
+    """for an event that names no listing: the weight of what it says the lead looks for
+    (a search's words, a map area's listings) in the content profile (a view counts 1)"""
+    booking: bool = False
+    """a booking or an offer: the lead's last-booking time and booked listings"""
+    directions: tuple[tuple[str, float], ...] = ()
+    """the weight by the payload's ``direction`` instead of ``weight`` (a swipe)"""
+
+    @property
+    def crm(self) -> bool:
+        """Sent by a CRM, not by the lead's app: a lead score is due at once."""
+        return self.group == "crm"
+
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        """The payload fields a producer must send."""
+        return tuple(n for n, f in self.payload.model_fields.items() if f.is_required())
+
+
+_T = EventType
+EVENT_TYPES: tuple[EventType, ...] = (
+    _T("session_started", _Event, SessionStartedPayload, False, "session",
+       "a lead opened the app or site"),
+    _T("session_ended", _Event, SessionEndedPayload, False, "session", "the session closed"),
+    _T("property_viewed", _PropertyEvent, PropertyViewedPayload, True, "browsing",
+       "a listing was viewed", weight=1.0),
+    _T("property_detail_opened", _PropertyEvent, PropertyDetailOpenedPayload, False,
+       "browsing", "details of a listing were opened", weight=1.5),
+    _T("property_compared", _PropertyEvent, PropertyComparedPayload, True, "browsing",
+       "a listing was compared with others", weight=1.5),
+    _T("map_area_viewed", _Event, MapAreaViewedPayload, True, "browsing",
+       "a map area was looked at", content=0.5),
+    _T("property_swiped", _PropertyEvent, PropertySwipedPayload, True, "decisions",
+       "right = interested, left = not", directions=(("right", 2.0), ("left", -1.5))),
+    _T("property_liked", _PropertyEvent, EmptyPayload, False, "decisions",
+       "a listing was liked", weight=2.0, strong=True),
+    _T("property_unliked", _PropertyEvent, EmptyPayload, False, "decisions",
+       "a like was taken back", weight=-1.0),
+    _T("property_saved", _PropertyEvent, EmptyPayload, False, "decisions",
+       "a listing was saved", weight=3.0, strong=True),
+    _T("property_unsaved", _PropertyEvent, EmptyPayload, False, "decisions",
+       "a save was taken back", weight=-2.0),
+    _T("property_shared", _PropertyEvent, PropertySharedPayload, True, "decisions",
+       "a listing was shared", weight=3.0, strong=True),
+    _T("search_performed", _Event, SearchPerformedPayload, True, "search",
+       "a text search ran", engagement=0.5, content=0.5),
+    _T("filter_applied", _Event, FilterAppliedPayload, True, "search",
+       "search filters were set", strong=True, engagement=0.5),
+    _T("filter_cleared", _Event, FilterClearedPayload, False, "search",
+       "filters were removed", strong=True),
+    _T("contact_agent_clicked", _Event, ContactAgentClickedPayload, False, "conversion",
+       "the lead asked to contact an agent", weight=3.0),
+    _T("booking_requested", _OffSessionPropertyEvent, BookingPayload, True, "conversion",
+       "a viewing was requested", weight=5.0, strong=True, booking=True),
+    _T("booking_confirmed", _OffSessionPropertyEvent, BookingPayload, True, "conversion",
+       "a viewing was confirmed", weight=5.0, booking=True),
+    _T("booking_completed", _OffSessionPropertyEvent, BookingPayload, True, "conversion",
+       "a viewing took place", weight=6.0, strong=True, booking=True),
+    _T("booking_cancelled", _OffSessionPropertyEvent, BookingCancelledPayload, True,
+       "conversion", "a viewing was cancelled", weight=-2.0, strong=True),
+    _T("offer_made", _OffSessionPropertyEvent, OfferMadePayload, True, "conversion",
+       "an offer was made", weight=8.0, strong=True, booking=True),
+    _T("recommendation_shown", _PropertyEvent, RecommendationShownPayload, True, "feedback",
+       "a recommended listing was shown"),
+    _T("recommendation_clicked", _PropertyEvent, RecommendationClickedPayload, True,
+       "feedback", "a recommended listing was clicked", weight=1.5),
+    _T("agent_contacted_lead", _CrmEvent, AgentContactedLeadPayload, True, "crm",
+       "an agent reached out"),
+    _T("lead_responded", _OffSessionEvent, LeadRespondedPayload, False, "crm",
+       "the lead answered an agent", engagement=2.0),
+    _T("outcome_recorded", _CrmEvent, OutcomeRecordedPayload, True, "crm",
+       "the CRM recorded an outcome"),
+)
+EVENT_TYPE: dict[str, EventType] = {t.name: t for t in EVENT_TYPES}
 EVENT_CLASSES: dict[str, type[_Event]] = {
-    name: _event(name, base, payload, required, doc)
-    for name, base, payload, required, _group, doc in EVENT_TYPES
+    t.name: _event(t.name, t.envelope, t.payload, t.payload_required, t.doc)
+    for t in EVENT_TYPES
 }
 globals().update({cls.__name__: cls for cls in EVENT_CLASSES.values()})
+
+# what the table says, as the lookups the per-event code uses
+EVENT_WEIGHTS: dict[str, float] = {t.name: t.weight for t in EVENT_TYPES if t.weight}
+SWIPE_WEIGHTS: dict[str, float] = dict(EVENT_TYPE["property_swiped"].directions)
+STRONG_SIGNALS = frozenset(t.name for t in EVENT_TYPES if t.strong)
+ENGAGEMENT_WEIGHTS: dict[str, float] = {
+    t.name: t.engagement for t in EVENT_TYPES if t.engagement is not None}
+_BY_DIRECTION = {t.name: dict(t.directions) for t in EVENT_TYPES if t.directions}
+CONTENT_SIGNALS: dict[str, float] = {t.name: t.content for t in EVENT_TYPES if t.content}
+BOOKINGS = frozenset(t.name for t in EVENT_TYPES if t.booking)
+CRM_EVENTS = frozenset(t.name for t in EVENT_TYPES if t.crm)
 
 InteractionEvent = Annotated[Union[tuple(EVENT_CLASSES.values())],  # noqa: UP007
                              Field(discriminator="event_type")]
 _EVENT_ADAPTER: TypeAdapter = TypeAdapter(InteractionEvent)
-
-
-# Implicit-feedback weights per event type: how much an event says about a listing.
-# Positive weights are interest (a booking says more than a view); negative weights are
-# evidence against (a left swipe, an unsave, a cancelled booking).
-EVENT_WEIGHTS: dict[str, float] = {
-    "property_viewed": 1.0,
-    "property_detail_opened": 1.5,
-    "property_compared": 1.5,
-    "property_liked": 2.0,
-    "property_unliked": -1.0,
-    "property_saved": 3.0,
-    "property_unsaved": -2.0,
-    "property_shared": 3.0,
-    "recommendation_clicked": 1.5,
-    "contact_agent_clicked": 3.0,
-    "booking_requested": 5.0,
-    "booking_confirmed": 5.0,
-    "booking_completed": 6.0,
-    "booking_cancelled": -2.0,
-    "offer_made": 8.0,
-}
-SWIPE_WEIGHTS = {"right": 2.0, "left": -1.5}
-
-# events strong enough to make a fresh recommendation due at once
-STRONG_SIGNALS = frozenset(
-    {
-        "property_saved",
-        "property_shared",
-        "property_liked",
-        "booking_requested",
-        "booking_completed",
-        "booking_cancelled",
-        "offer_made",
-        "filter_applied",
-        "filter_cleared",
-    }
-)
-
-
-# events that name no listing but say what the lead looks for: a search's words (types,
-# cities, bedrooms, terms) and the area a lead viewed on the map feed its content profile
-# with this weight (a listing view counts 1.0)
-CONTENT_SIGNALS: dict[str, float] = {"search_performed": 0.5, "map_area_viewed": 0.5}
 
 
 def direction_of(event) -> str | None:
@@ -437,9 +464,23 @@ def direction_of(event) -> str | None:
 
 def feedback_weight(event_type: str, direction: str | None = None) -> float:
     """Weight of one event for the listing it names (0.0 when it names none)."""
-    if event_type == "property_swiped":
-        return SWIPE_WEIGHTS.get(direction or "", 0.0)
+    by = _BY_DIRECTION.get(event_type)
+    if by is not None:
+        return by.get(direction or "", 0.0)
     return EVENT_WEIGHTS.get(event_type, 0.0)
+
+
+def engagement_weight(event_type: str, direction: str | None = None) -> float:
+    """Weight of one event in the engagement features (never negative): the row's
+    ``engagement``, else its positive feedback weight.
+
+    >>> engagement_weight("property_saved"), engagement_weight("property_swiped", "left")
+    (3.0, 0.0)
+    >>> engagement_weight("lead_responded"), engagement_weight("property_swiped", "right")
+    (2.0, 2.0)
+    """
+    w = ENGAGEMENT_WEIGHTS.get(event_type)
+    return w if w is not None else max(feedback_weight(event_type, direction), 0.0)
 
 
 class PropertyListing(_Strict):
