@@ -62,6 +62,17 @@ assert F.update(s, ev, None, now=ts.timestamp()) == "applied"
 s = F.decode(F.encode(s))
 out["after"] = {"events": s.event_count, "new": s.v[F.L.life_et + F.EVENT_NAMES.index(NEW_TYPE)],
                 "tours": s.v[F.L.m_tours]}
+# the whole step takes the new type: validated, applied, learned from, a list published
+from leadstream.contract.settings import Settings
+from leadstream.streams.step import LeadStore, Record, Step
+step = Step(Settings(), n_partitions=1)
+step.load_listing(b'{"property_id":"P000001","status":"active","price":300000,'
+                  b'"bedrooms":2,"bathrooms":1,"property_type":"condo","city":"Austin"}',
+                  b"P000001")
+raw = ('{"event_id":"t1","lead_id":"L9","event_type":"%s","session_id":"s",'
+       '"property_id":"P000001","timestamp":"%s"}' % (NEW_TYPE, ts.isoformat())).encode()
+res = step.run(0, [Record(b"L9", raw, offset=0)], LeadStore())
+out["step"] = sorted(o.kind for o in res.outputs)
 print(json.dumps(out))
 """
 
@@ -125,6 +136,7 @@ def test_leads_stored_before_an_event_type_and_a_feature_were_added_read_back_in
     assert got["after"] == {"events": before[0].event_count + 1, "new": 1.0,
                             "tours": got["after"]["tours"]}
     assert got["after"]["tours"] > 0
+    assert got["step"] == ["recommendation", "score"]  # no dead letter
 
 
 def test_the_slot_layout_of_this_code_is_recorded():
