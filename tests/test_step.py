@@ -281,7 +281,7 @@ def test_idle_leads_are_chosen_by_the_wall_clock_of_their_last_update():
 
 
 def test_top_summarises_two_scrapes_like_promql():
-    from leadstream.top import parse, quantile, summary
+    from leadstream.cli.top import parse, quantile, summary
 
     def text(n_in, le_counts, hr):
         lines = [f'leadstream_events_in_total{{topic="t-interactions"}} {n_in}',
@@ -517,7 +517,7 @@ def test_a_poisoned_catalog_is_rejected_per_record_and_leaves_the_models_untouch
 
 
 def test_bench_stages_times_nested_stages_and_restores_the_code():
-    from leadstream.benchstages import bench_stages
+    from leadstream.bench.stages import bench_stages
     from leadstream.streams.step import LeadState
 
     run_, unpack = Step.run, vars(LeadState)["unpack"]

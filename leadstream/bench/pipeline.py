@@ -2,7 +2,7 @@
 
 1. **ceiling**: an aiokafka consume-decode-produce passthrough of the same events
    (no processing), measured in the same run; and the **Faust floor**
-   (:mod:`leadstream.benchfloor`): the same passthrough as a Faust agent configured like
+   (:mod:`leadstream.bench.floor`): the same passthrough as a Faust agent configured like
    the worker, which splits the gap between the ceiling and the pipeline into Faust's
    share and leadstream's;
 2. **pipeline**: a worker process started on a topic already holding the events; events
@@ -37,10 +37,10 @@ from pathlib import Path
 
 import orjson
 
-from leadstream.bench import _pct, console, cpu_seconds, machine, rss_bytes
+from leadstream.bench.common import _pct, console, cpu_seconds, machine, rss_bytes
+from leadstream.cli.top import scrape as _metrics
+from leadstream.cli.top import total as _total
 from leadstream.simulate import restamp
-from leadstream.top import scrape as _metrics
-from leadstream.top import total as _total
 
 
 def _env(s) -> dict:
@@ -166,11 +166,11 @@ async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
 
 
 def _floor(s, work: Path, n: int, mode: str = "events", limit: float = 300.0) -> float:
-    """The Faust floor (:mod:`leadstream.benchfloor`, ``mode`` events or batches) on the
+    """The Faust floor (:mod:`leadstream.bench.floor`, ``mode`` events or batches) on the
     ceiling's input topic, which holds ``n`` events: events per second."""
     import selectors
 
-    cmd = [sys.executable, "-m", "leadstream.benchfloor", s.kafka_bootstrap,
+    cmd = [sys.executable, "-m", "leadstream.bench.floor", s.kafka_bootstrap,
            f"{s.topic_prefix}floor-{mode}", f"{s.topic_prefix}bench-in",
            f"{s.topic_prefix}bench-out", str(n), str(work / f"floor-{mode}"), mode]
     log = work / "floor.log"

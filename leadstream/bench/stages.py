@@ -23,8 +23,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from leadstream.bench import console, machine
-from leadstream.benchpipe import save_event
+from leadstream.bench.common import console, machine
+from leadstream.bench.pipeline import save_event
 
 # (label, owner, attribute): the stages timed, outermost first
 _STAGES = [

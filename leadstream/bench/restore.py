@@ -28,8 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
-from leadstream.bench import console, lead_records, machine, rss_bytes
-from leadstream.benchpipe import (
+from leadstream.bench.common import console, lead_records, machine, rss_bytes
+from leadstream.bench.pipeline import (
     _produce,
     _spawn,
     _stop,
@@ -37,7 +37,7 @@ from leadstream.benchpipe import (
     embedded_or_configured,
     finish_work,
 )
-from leadstream.top import scrape, total
+from leadstream.cli.top import scrape, total
 
 
 async def _write_changelog(s, topic: str, partitions: int, values: list[bytes],

@@ -21,7 +21,7 @@ from leadstream.contract.resources import SOURCE_ROOT, bundled
 from leadstream.contract.settings import Settings
 
 # the experiment the demo runs unless LEADSTREAM_EXPERIMENTS_FILE names another
-DEMO_EXPERIMENTS = Path(__file__).resolve().with_name("demo-experiments.yaml")
+DEMO_EXPERIMENTS = Path(__file__).resolve().parents[1] / "demo-experiments.yaml"
 
 
 def _console():
@@ -1060,7 +1060,7 @@ async def _read_all(settings: Settings, logical: tuple[str, ...],
 
 def cmd_top(args, settings: Settings) -> int:
     """A live terminal view of one worker (and, with a bootstrap, its recommendations)."""
-    from leadstream import top
+    from leadstream.cli import top
 
     url = args.url or f"http://{settings.web_host}:{settings.web_port}"
     try:
@@ -1076,7 +1076,7 @@ def cmd_top(args, settings: Settings) -> int:
 
 
 def cmd_bench(args, settings: Settings) -> int:
-    from leadstream import bench
+    from leadstream.bench import common as bench
 
     if args.what == "features":
         r = bench.bench_features(leads=args.leads, days=args.days, seed=args.seed,
@@ -1087,24 +1087,24 @@ def cmd_bench(args, settings: Settings) -> int:
                                 seed=args.seed)
         show = bench.print_scoring
     elif args.what == "stages":
-        from leadstream import benchstages
+        from leadstream.bench import stages as benchstages
 
         r = benchstages.bench_stages(leads=args.leads, seed=args.seed, batch=args.batch)
         show = benchstages.print_stages
     elif args.what == "scale":
-        from leadstream import benchscale
+        from leadstream.bench import scale as benchscale
 
         r = benchscale.bench_scale(sizes=tuple(int(x) for x in args.lead_counts.split(",")),
                                    window=args.window, seed=args.seed)
         show = benchscale.print_scale
     elif args.what == "restore":
-        from leadstream import benchrestore
+        from leadstream.bench import restore as benchrestore
 
         r = benchrestore.bench_restore(leads=args.restore_leads, sim_leads=args.leads,
                                        days=args.days, seed=args.seed)
         show = benchrestore.print_restore
     elif args.what == "mf":
-        from leadstream import benchmf
+        from leadstream.bench import mf as benchmf
 
         if not args.file:
             print("error: bench mf needs --file EVENTS.jsonl", file=sys.stderr)
@@ -1112,13 +1112,13 @@ def cmd_bench(args, settings: Settings) -> int:
         r = benchmf.bench_mf(args.file, args.variant or ["default", "river_funkmf"])
         show = benchmf.print_mf
     elif args.what == "soak":
-        from leadstream import soak
+        from leadstream.bench import soak
 
         r = soak.soak(minutes=args.minutes, rate=args.rate, active=args.leads,
                       lead_ttl_seconds=args.lead_ttl, seed=args.seed)
         show = soak.print_soak
     else:
-        from leadstream import benchpipe
+        from leadstream.bench import pipeline as benchpipe
 
         r = benchpipe.bench_pipeline(events=args.events, leads=args.leads,
                                      loads=tuple(float(x) for x in args.loads.split(",")),

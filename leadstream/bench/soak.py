@@ -23,9 +23,9 @@ from pathlib import Path
 
 import orjson
 
-from leadstream.bench import console, machine, rss_bytes
-from leadstream.top import scrape as _metrics
-from leadstream.top import total as _total
+from leadstream.bench.common import console, machine, rss_bytes
+from leadstream.cli.top import scrape as _metrics
+from leadstream.cli.top import total as _total
 
 
 def _errors(log: Path, since: int) -> list[str]:
@@ -88,7 +88,7 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
          rotate_seconds: float = 60.0, lead_ttl_seconds: float = 120.0,
          sample_seconds: float = 10.0, seed: int = 7) -> dict:
     """Run the soak; returns samples and verdicts (see the module docstring)."""
-    from leadstream.benchpipe import (
+    from leadstream.bench.pipeline import (
         _produce,
         _start_worker,
         embedded_or_configured,
