@@ -16,11 +16,15 @@ quality; with a Kafka bootstrap it also shows the latest recommendations.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import urllib.request
 from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from leadstream.cli.common import format_recommendation
+from leadstream.contract.settings import Settings
 
 Samples = dict[tuple[str, tuple], float]
 
@@ -163,8 +167,6 @@ def run(url: str, interval: float = 1.0, duration: float | None = None,
         import orjson
         from aiokafka import AIOKafkaConsumer
 
-        from leadstream.cli import format_recommendation
-
         s = bootstrap_settings
         consumer = AIOKafkaConsumer(s.topic("recommendations"), group_id=None,
                                     auto_offset_reset="latest", **s.kafka_client_kwargs())
@@ -197,3 +199,28 @@ def run(url: str, interval: float = 1.0, duration: float | None = None,
         return asyncio.run(main())
     except KeyboardInterrupt:
         return 0
+
+
+def cmd_top(args, settings: Settings) -> int:
+    """A live terminal view of one worker (and, with a bootstrap, its recommendations)."""
+    url = args.url or f"http://{settings.web_host}:{settings.web_port}"
+    try:
+        scrape(url)
+    except OSError as err:
+        print(f"error: no worker answers at {url} ({err}); start one with `leadstream worker`"
+              " or pass --url", file=sys.stderr)
+        return 1
+    if args.json:
+        return run_json(url, interval=args.interval, duration=args.duration)
+    return run(url, interval=args.interval, duration=args.duration,
+                   bootstrap_settings=settings if settings.kafka_bootstrap else None)
+
+
+def register(sub) -> None:
+    tp = sub.add_parser("top", help="live terminal view of a worker: rates, lag, latency, models")
+    tp.add_argument("--url", help="the worker's web address (default: LEADSTREAM_WEB_HOST/PORT)")
+    tp.add_argument("--interval", type=float, default=1.0)
+    tp.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    tp.add_argument("--json", action="store_true",
+                    help="no live view: one JSON object of the figures per interval")
+    tp.set_defaults(func=cmd_top)
