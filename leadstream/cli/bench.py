@@ -10,16 +10,18 @@ from leadstream.contract.settings import Settings
 
 
 def cmd_bench(args, settings: Settings) -> int:
-    from leadstream.bench import common as bench
-
     if args.what == "features":
-        r = bench.bench_features(leads=args.leads, days=args.days, seed=args.seed,
-                                 memory_leads=args.memory_leads)
-        show = bench.print_features
+        from leadstream.bench import features
+
+        r = features.bench_features(leads=args.leads, days=args.days, seed=args.seed,
+                                    memory_leads=args.memory_leads)
+        show = features.print_features
     elif args.what == "scoring":
-        r = bench.bench_scoring(sizes=tuple(int(x) for x in args.sizes.split(",")),
-                                seed=args.seed)
-        show = bench.print_scoring
+        from leadstream.bench import scoring
+
+        r = scoring.bench_scoring(sizes=tuple(int(x) for x in args.sizes.split(",")),
+                                  seed=args.seed)
+        show = scoring.print_scoring
     elif args.what == "stages":
         from leadstream.bench import stages as benchstages
 

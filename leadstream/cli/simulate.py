@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from leadstream.bench.harness import Worker
 from leadstream.cli.common import (
     bootstrap_or_embedded,
     describe_record,
@@ -175,14 +175,9 @@ def cmd_demo(args, settings: Settings) -> int:
         log_path = Path(s.home) / "demo-worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         experiments = s.experiments_file or DEMO_EXPERIMENTS
-        env = {**os.environ, "LEADSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-               "LEADSTREAM_TOPIC_PREFIX": s.topic_prefix, "LEADSTREAM_WEB_PORT": str(web_port),
-               "LEADSTREAM_CHANGELOG_TRANSACTIONS": str(s.changelog_transactions).lower(),
-               "LEADSTREAM_EXPERIMENTS_FILE": str(experiments)}
-        with open(log_path, "ab") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "leadstream", "worker"], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        worker = Worker(s, log_path, inherit_env=True, extra_env={
+            "LEADSTREAM_CHANGELOG_TRANSACTIONS": str(s.changelog_transactions).lower(),
+            "LEADSTREAM_EXPERIMENTS_FILE": str(experiments)})
         console.print(f"worker pid {worker.pid}, metrics http://127.0.0.1:{web_port}/metrics, "
                       f"log {log_path}")
         console.print(f"experiment from {experiments}; per-arm report while it runs:\n  "
@@ -192,17 +187,11 @@ def cmd_demo(args, settings: Settings) -> int:
         try:
             return _demo_loop(args, s, console, worker)
         finally:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(20)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait(5)
+            worker.stop(timeout=20)
             console.print("[bold]stopped[/]")
 
 
-def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
+def _demo_loop(args, s: Settings, console, worker) -> int:
     from leadstream.closedloop import ClosedLoop
     from leadstream.simulate import SimConfig, Simulator
 
@@ -234,8 +223,8 @@ def _demo_loop(args, s: Settings, console, worker: subprocess.Popen) -> int:
             while not stop.is_set():
                 if args.duration and time.monotonic() - t0 >= args.duration:
                     break
-                if worker.poll() is not None:
-                    console.print(f"[red]worker exited with {worker.returncode}[/]")
+                if worker.proc.poll() is not None:
+                    console.print(f"[red]worker exited with {worker.proc.returncode}[/]")
                     return 1
                 for task in (pub, closed):
                     if task.done() and task.exception():
