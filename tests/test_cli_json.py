@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from leadstream.cli import record_json
+from leadstream.cli.records import record_json
 from leadstream.models.snapshot import SnapshotStore
 
 CLEAN = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")

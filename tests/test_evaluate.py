@@ -150,7 +150,7 @@ def test_cli_json_keeps_its_keys_and_adds_references(first_touch, tmp_path, caps
 
 
 def test_bench_mf_replays_the_research_protocol_of_evaluate(first_touch):
-    from leadstream.benchmf import parse_variant, replay
+    from leadstream.bench.mf import parse_variant, replay
 
     events, _ = load_events(first_touch)
     r = evaluate(events, models=("mf",), targets=["property_saved"], exclude_seen=True,

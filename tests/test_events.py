@@ -394,10 +394,10 @@ def test_a_bad_frame_gets_its_own_reason_and_a_framed_bad_event_the_usual_one(ra
 def test_tail_prints_a_framed_value_as_its_json():
     from types import SimpleNamespace
 
-    from leadstream.cli import _describe_record
+    from leadstream.cli.common import describe_record
 
     def shown(value):
-        return _describe_record("interactions", SimpleNamespace(headers=[], value=value))
+        return describe_record("interactions", SimpleNamespace(headers=[], value=value))
 
     assert json.loads(shown(_framed(orjson.dumps(GOOD)))) == GOOD
     assert shown(b"\x00\x01") == repr(b"\x00\x01")  # a bad frame: its bytes

@@ -324,7 +324,7 @@ def test_stored_record_is_compressed_and_old_records_still_read():
 
 
 def test_bench_scale_holds_every_lead_in_one_record_each():
-    from leadstream.benchscale import run_one
+    from leadstream.bench.scale import run_one
 
     r = run_one(300, window=300)
     assert r["leads_held"] == 300 and r["events_per_second"] > 0

@@ -31,11 +31,12 @@ LAYERS: dict[str, set[str]] = {
     "leadstream.features": {"leadstream.contract"},
     "leadstream.models": {"leadstream.contract", "leadstream.features"},
     # the edges beside the core: the producer client, the simulator, the CRM mapping,
-    # the terminal output
+    # the terminal output, a worker's /metrics read
     "leadstream.client": {"leadstream.contract"},
     "leadstream.simulate": {"leadstream.contract"},
     "leadstream.gohighlevel": {"leadstream.contract"},
     "leadstream.console": set(),
+    "leadstream.scrape": set(),
     "leadstream.streams.step": {"leadstream.contract", "leadstream.ops", "leadstream.features",
                                 "leadstream.models"},
     "leadstream.streams": {"leadstream.contract", "leadstream.ops", "leadstream.features",
@@ -102,6 +103,97 @@ def test_no_import_runs_up_a_layer():
         for dep in deps:
             target = _layer(dep)
             assert target == layer or target in LAYERS[layer], f"{mod} imports {dep}"
+
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm,
+    iterative), each sorted.
+
+    >>> _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})
+    [['a', 'b', 'c']]
+    >>> _cycles({"a": {"b"}, "b": set()})
+    []
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, deps = work[-1]
+            for dep in deps:
+                if dep not in index:
+                    index[dep] = low[dep] = len(index)
+                    stack.append(dep)
+                    on_stack.add(dep)
+                    work.append((dep, iter(sorted(graph.get(dep, ())))))
+                    break
+                if dep in on_stack:
+                    low[node] = min(low[node], index[dep])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        m = stack.pop()
+                        on_stack.discard(m)
+                        component.append(m)
+                        if m == node:
+                            break
+                    if len(component) > 1:
+                        out.append(sorted(component))
+    return out
+
+
+def test_no_circle_of_imports():
+    """No module of the package imports, through others, a module that imports it."""
+    cycles = _cycles(_module_graph())
+    assert not cycles, "circles of imports: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+# the modules of leadstream/cli/ that are not commands: what the commands share
+CLI_SHARED = {"leadstream.cli.common"}
+
+
+def test_only_the_entry_point_imports_a_command():
+    """``leadstream.cli`` (the top parser) and ``leadstream.__main__`` import the command
+    modules; a command module imports no other (what they share is ``cli.common``), and
+    nothing outside ``leadstream/cli/`` imports any of it."""
+    graph = _module_graph()
+    assert "leadstream.cli.top" in graph and "leadstream.cli.common" in graph
+    for mod, deps in graph.items():
+        for dep in deps:
+            if not _within(dep, "leadstream.cli") or mod in ("leadstream.cli",
+                                                             "leadstream.__main__"):
+                continue
+            assert _within(mod, "leadstream.cli") and dep in CLI_SHARED, \
+                f"{mod} imports {dep}"
+
+
+def test_only_the_commands_import_the_benchmarks():
+    """``leadstream.bench`` (the benchmarks and the worker harness the integration tests
+    use too) is imported by itself and by the commands only."""
+    graph = _module_graph()
+    assert "leadstream.bench.harness" in graph
+    for mod, deps in graph.items():
+        if _within(mod, "leadstream.bench") or _within(mod, "leadstream.cli"):
+            continue
+        for dep in deps:
+            assert not _within(dep, "leadstream.bench"), f"{mod} imports {dep}"
 
 
 def _imports(path: Path) -> list[str]:

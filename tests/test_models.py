@@ -289,19 +289,14 @@ def test_recommend_many_ranks_each_lead_as_recommend_does():
     ``recommend`` gives that lead alone (items, scores, reasons, confidence)."""
     from datetime import UTC, datetime, timedelta
 
-    from leadstream.contract.settings import Settings
+    from leadstream.bench.common import simulated_step
     from leadstream.simulate import SimConfig, Simulator
-    from leadstream.streams.step import LeadStore, Step, replay
+    from leadstream.streams.step import LeadStore, replay
 
     sim = Simulator(SimConfig(leads=60, properties=150, days=1.0, seed=11,
                               start=datetime.now(UTC) - timedelta(days=3)))
-    step, store = Step(Settings(), 4), LeadStore()
-    records = []
-    for r in sim.records():
-        if r.topic == "properties":
-            step.load_listing(r.value, r.key)
-        else:
-            records.append((r.key, r.value))
+    step, records = simulated_step(sim)
+    store = LeadStore()
     for _ in replay(step, records, store, batch=200):
         pass
     m, cat = step.models, step.catalog

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 import pytest
 
 from leadstream import cli
+from leadstream.cli.evaluate import REPORT_POINTS
 from leadstream.models.evaluate import Downsampled
 from leadstream.models.references import REFERENCES
 from leadstream.models.report import render
@@ -101,7 +102,7 @@ def test_report_draws_every_model_and_its_tables_are_the_json_figures(
     # the curves: bounded, in stream order, ending on the table's figures
     assert r["series"]["columns"] == ["position", "scored", "hits"]
     for name, points in r["series"]["hr@10"].items():
-        assert 10 < len(points) <= 2 * cli.REPORT_POINTS + 1
+        assert 10 < len(points) <= 2 * REPORT_POINTS + 1
         assert [p[0] for p in points] == sorted(p[0] for p in points)
         assert [p[1] for p in points] == sorted(p[1] for p in points)
         fig = (r["models"].get(name) or r["references"][name])["prequential"]

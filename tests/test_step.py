@@ -281,7 +281,7 @@ def test_idle_leads_are_chosen_by_the_wall_clock_of_their_last_update():
 
 
 def test_top_summarises_two_scrapes_like_promql():
-    from leadstream.top import parse, quantile, summary
+    from leadstream.scrape import parse, quantile, summary
 
     def text(n_in, le_counts, hr):
         lines = [f'leadstream_events_in_total{{topic="t-interactions"}} {n_in}',
@@ -517,7 +517,7 @@ def test_a_poisoned_catalog_is_rejected_per_record_and_leaves_the_models_untouch
 
 
 def test_bench_stages_times_nested_stages_and_restores_the_code():
-    from leadstream.benchstages import bench_stages
+    from leadstream.bench.stages import bench_stages
     from leadstream.streams.step import LeadState
 
     run_, unpack = Step.run, vars(LeadState)["unpack"]
@@ -545,18 +545,13 @@ def test_published_records_are_exactly_what_their_output_models_would_write():
     event): every one a simulated stream produces validates against its model in
     ``leadstream.contract.outputs`` (the published schema: no missing or extra field, bounds) and
     is the JSON that model writes (datetimes in UTC as ...Z, field for field)."""
+    from leadstream.bench.common import simulated_step
     from leadstream.contract.outputs import LeadScore, Recommendation
     from leadstream.simulate import SimConfig, Simulator
 
     sim = Simulator(SimConfig(leads=40, properties=120, days=1.0, seed=3,
                               start=datetime.now(UTC) - timedelta(days=2)))
-    p = Step(Settings(), 4)
-    records = []
-    for r in sim.records():
-        if r.topic == "properties":
-            p.load_listing(r.value, r.key)
-        else:
-            records.append((r.key, r.value))
+    p, records = simulated_step(sim)
     outs = {Recommendation: [], LeadScore: []}
     for res in replay(p, records, LeadStore(), batch=20):
         for o in res.outputs:

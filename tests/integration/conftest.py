@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 
+from leadstream.bench import harness
+from leadstream.bench.harness import worker_env
 from leadstream.contract.settings import Settings
 from leadstream.ops.broker import free_port, start_kafka
 from leadstream.streams.topics import apply_topics
@@ -47,87 +43,14 @@ def settings(kafka, tmp_path) -> Settings:
     return s
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")}
-    env.update(
-        LEADSTREAM_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
-        LEADSTREAM_TOPIC_PREFIX=s.topic_prefix,
-        LEADSTREAM_WEB_PORT=str(s.web_port),
-        LEADSTREAM_HOME=str(s.home),
-        LEADSTREAM_WORKER_DATA_DIR=str(s.worker_data_dir),
-    )
-    for name in s.model_fields_set:  # whatever else the test set explicitly
-        value = getattr(s, name)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env.setdefault(f"LEADSTREAM_{name.upper()}", str(value))
-    return env
+settings_env = worker_env  # a worker's (or any command's) environment for settings ``s``
 
 
-class Worker:
-    """A `leadstream worker` subprocess."""
+class Worker(harness.Worker):
+    """A `leadstream worker` subprocess (log level info)."""
 
     def __init__(self, s: Settings, log: Path):
-        self.s = s
-        self.log = log
-        with open(log, "ab") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "leadstream", "worker", "--loglevel", "info"],
-                env=settings_env(s),
-                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        self.url = f"http://127.0.0.1:{s.web_port}"
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if self.get("/health/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError("worker not ready:\n" + self.log.read_text()[-3000:])
-
-    def metrics(self) -> dict[tuple[str, tuple], float]:
-        out = {}
-        for fam in text_string_to_metric_families(self.get("/metrics")[1].decode()):
-            for smp in fam.samples:
-                out[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
-        return out
-
-    def total(self, name: str, **labels) -> float:
-        return sum(v for (n, lab), v in self.metrics().items()
-                   if n == name and all(dict(lab).get(k) == x for k, x in labels.items()))
-
-    def wait_for(self, predicate, timeout: float = 90, what: str = "condition",
-                 every: float = 0.5) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            if predicate():
-                return
-            time.sleep(every)
-        raise AssertionError(f"timed out waiting for {what}; metrics: "
-                             + str({k: v for k, v in self.metrics().items()
-                                    if k[0].startswith("leadstream_events")}))
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        super().__init__(s, log, loglevel="info")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ LOOP_EVENTS = 5000  # the closed loop's events (about 550 lists looked at)
 
 
 def test_closed_loop_report_finds_the_better_arm(settings, worker_factory):
-    from leadstream.cli import DEMO_EXPERIMENTS
+    from leadstream.cli.simulate import DEMO_EXPERIMENTS
 
     s = settings.model_copy(update={"experiments_file": DEMO_EXPERIMENTS})
     t0 = time.monotonic()

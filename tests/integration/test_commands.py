@@ -149,7 +149,7 @@ def test_top_shows_rates_models_and_recommendations_of_a_live_worker(settings, w
 
 
 def test_bench_pipeline_accounts_for_every_event_with_one_and_two_workers(kafka, monkeypatch):
-    from leadstream.benchpipe import bench_pipeline
+    from leadstream.bench.pipeline import bench_pipeline
 
     monkeypatch.setenv("LEADSTREAM_KAFKA_BOOTSTRAP", kafka.bootstrap)
     monkeypatch.setenv("LEADSTREAM_HOME", str(HOME))
@@ -179,7 +179,7 @@ def test_bench_pipeline_accounts_for_every_event_with_one_and_two_workers(kafka,
 
 
 def test_bench_restore_reads_every_lead_back(kafka, monkeypatch):
-    from leadstream.benchrestore import bench_restore
+    from leadstream.bench.restore import bench_restore
 
     monkeypatch.setenv("LEADSTREAM_KAFKA_BOOTSTRAP", kafka.bootstrap)
     monkeypatch.setenv("LEADSTREAM_HOME", str(HOME))

@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from leadstream.bench.harness import Process
 from leadstream.ops.broker import free_port
 from leadstream.simulate import SimConfig, Simulator
 
@@ -111,28 +111,20 @@ def test_dashboard_and_alert_queries_return_data_from_a_live_worker(
            "scrape_configs": [{"job_name": "leadstream",
                                "static_configs": [{"targets": [f"127.0.0.1:{s.web_port}"]}]}]}
     (tmp_path / "prom.yml").write_text(yaml.safe_dump(cfg))
-    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
+    prometheus = Process(
         [exe, f"--config.file={tmp_path / 'prom.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+         f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "prometheus.log")
     base = f"http://127.0.0.1:{port}"
     try:
         n_inter = sum(r.topic == "interactions" for r in records)
         w.wait_for(lambda: w.total("leadstream_events_in_total",
                                    topic=s.topic("interactions")) >= n_inter, what="the stream")
         # enough scrapes for rate() windows and the 15 s-step subquery
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                r = _query(base, 'count_over_time(up{job="leadstream"}[1m])')
-                if r["data"]["result"] and float(r["data"]["result"][0]["value"][1]) >= 35:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        else:
-            raise AssertionError("Prometheus did not scrape the worker:\n"
-                                 + (tmp_path / "prometheus.log").read_text()[-2000:])
+        def scraped() -> bool:
+            r = _query(base, 'count_over_time(up{job="leadstream"}[1m])')
+            return bool(r["data"]["result"]) and float(r["data"]["result"][0]["value"][1]) >= 35
+
+        prometheus.wait_for(scraped, timeout=60, what="Prometheus to scrape the worker", every=1)
 
         instance = f"127.0.0.1:{s.web_port}"
         variables = {v["name"]: v for v in _dashboard()["templating"]["list"]}
@@ -180,6 +172,4 @@ def test_dashboard_and_alert_queries_return_data_from_a_live_worker(
         firing = {r["name"] for r in loaded if r["state"] == "firing"}
         assert "LeadstreamWorkerDown" not in firing
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        prometheus.stop()

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from leadstream.bench import console, machine, rss_bytes
+from leadstream.bench.common import console, machine, rss_bytes
 
 
 def _event(i: int, lead: str, et: str, pid: str, ts: datetime, **extra) -> bytes:
@@ -99,7 +99,7 @@ def bench_scale(sizes=(10_000, 100_000, 1_000_000), window: int = 20_000,
                 seed: int = 7) -> dict:
     out = {"benchmark": "scale", "machine": machine(), "window_events": window, "sizes": {}}
     for n in sizes:
-        proc = subprocess.run([sys.executable, "-m", "leadstream.benchscale", str(n),
+        proc = subprocess.run([sys.executable, "-m", "leadstream.bench.scale", str(n),
                                str(window), str(seed)], capture_output=True, text=True,
                               check=True, timeout=7200)
         out["sizes"][str(n)] = json.loads(proc.stdout.strip().splitlines()[-1])

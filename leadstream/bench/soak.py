@@ -19,26 +19,24 @@ import statistics
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 
-from leadstream.bench import console, machine, rss_bytes
-from leadstream.top import scrape as _metrics
-from leadstream.top import total as _total
+from leadstream.bench.common import (
+    bench_worker,
+    console,
+    embedded_or_configured,
+    finish_work,
+    machine,
+    produce,
+    rss_bytes,
+)
+from leadstream.bench.harness import Worker
+from leadstream.scrape import scrape, total
 
 
-def _errors(log: Path, since: int) -> list[str]:
-    """Error lines the worker logged after byte ``since`` (its readiness)."""
-    with open(log, "rb") as fh:
-        fh.seek(since)
-        text = fh.read().decode(errors="replace")
-    return [ln for ln in text.splitlines()
-            if "[ERROR]" in ln or "[CRITICAL]" in ln or ln.startswith("Traceback")]
-
-
-async def _offer(s, url: str, rate: float, minutes: float, active: int, rotate_seconds: float,
-                 properties: list[str], worker_pid: int, log: Path, since: int,
+async def _offer(s, worker: Worker, rate: float, minutes: float, active: int,
+                 rotate_seconds: float, properties: list[str], since: int,
                  sample_seconds: float) -> list[dict]:
     from aiokafka import AIOKafkaProducer
 
@@ -68,15 +66,15 @@ async def _offer(s, url: str, rate: float, minutes: float, active: int, rotate_s
             i += 1
             if time.monotonic() >= next_sample:
                 await producer.flush()
-                m = _metrics(url)
+                m = scrape(worker.url)
                 samples.append({
                     "t_seconds": round(time.monotonic() - t0, 1),
                     "sent": i,
-                    "processed": _total(m, "leadstream_events_processed_total"),
-                    "lag": _total(m, "leadstream_consumer_lag"),
-                    "leads": _total(m, "leadstream_leads"),
-                    "rss_mb": round(rss_bytes(worker_pid) / 2**20, 1),
-                    "errors": len(_errors(log, since)),
+                    "processed": total(m, "leadstream_events_processed_total"),
+                    "lag": total(m, "leadstream_consumer_lag"),
+                    "leads": total(m, "leadstream_leads"),
+                    "rss_mb": round(rss_bytes(worker.pid) / 2**20, 1),
+                    "errors": len(worker.errors(since)),
                 })
                 next_sample += sample_seconds
     finally:
@@ -88,12 +86,6 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
          rotate_seconds: float = 60.0, lead_ttl_seconds: float = 120.0,
          sample_seconds: float = 10.0, seed: int = 7) -> dict:
     """Run the soak; returns samples and verdicts (see the module docstring)."""
-    from leadstream.benchpipe import (
-        _produce,
-        _start_worker,
-        embedded_or_configured,
-        finish_work,
-    )
     from leadstream.ops.broker import free_port
     from leadstream.simulate import SimConfig, Simulator
     from leadstream.streams.topics import apply_topics
@@ -108,26 +100,21 @@ def soak(minutes: float = 10.0, rate: float = 300.0, active: int = 2000,
         sim = Simulator(SimConfig(leads=10, properties=1000, days=1, seed=seed,
                                   start=datetime.now(UTC) - timedelta(days=4)))
         catalog = [(r.key, r.value) for r in sim.records() if r.topic == "properties"]
-        asyncio.run(_produce(s, s.topic("properties"), catalog))
+        asyncio.run(produce(s, s.topic("properties"), catalog))
         properties = sorted({orjson.loads(v)["property_id"] for _k, v in catalog})
-        log = work / "worker.log"
-        proc = _start_worker(s, log, extra_env={
+        proc = bench_worker(s, work / "worker.log", extra_env={
             "LEADSTREAM_LEAD_TTL_SECONDS": str(lead_ttl_seconds)})
-        ready_at = log.stat().st_size  # startup noise (e.g. coordinator not yet elected) aside
-        url = f"http://127.0.0.1:{s.web_port}"
-        samples = asyncio.run(_offer(s, url, rate, minutes, active, rotate_seconds,
-                                     properties, proc.pid, log, ready_at, sample_seconds))
-        errors = _errors(log, ready_at)
+        # startup noise (e.g. coordinator not yet elected) aside
+        ready_at = proc.log.stat().st_size
+        samples = asyncio.run(_offer(s, proc, rate, minutes, active, rotate_seconds,
+                                     properties, ready_at, sample_seconds))
+        errors = proc.errors(ready_at)
     except BaseException:
         finish_work(work, keep=True)
         raise
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except Exception:  # noqa: BLE001 - end it whatever happened
-                proc.kill()
+            proc.stop()
         if broker is not None:
             broker.stop()
     # warm-up: until the first leads could have expired (TTL + a rotation) and 20 % in

@@ -2,7 +2,7 @@
 
 1. **ceiling**: an aiokafka consume-decode-produce passthrough of the same events
    (no processing), measured in the same run; and the **Faust floor**
-   (:mod:`leadstream.benchfloor`): the same passthrough as a Faust agent configured like
+   (:mod:`leadstream.bench.floor`): the same passthrough as a Faust agent configured like
    the worker, which splits the gap between the ceiling and the pipeline into Faust's
    share and leadstream's;
 2. **pipeline**: a worker process started on a topic already holding the events; events
@@ -23,11 +23,7 @@ Uses the embedded Apache Kafka unless ``LEADSTREAM_KAFKA_BOOTSTRAP`` is set.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,95 +33,21 @@ from pathlib import Path
 
 import orjson
 
-from leadstream.bench import _pct, console, cpu_seconds, machine, rss_bytes
+from leadstream.bench.common import (
+    bench_worker,
+    console,
+    cpu_seconds,
+    embedded_or_configured,
+    finish_work,
+    machine,
+    pct,
+    produce,
+    rss_bytes,
+    save_event,
+)
+from leadstream.bench.harness import Process, ProcessFailed, stop_all, wait_ready
+from leadstream.scrape import scrape, total
 from leadstream.simulate import restamp
-from leadstream.top import scrape as _metrics
-from leadstream.top import total as _total
-
-
-def _env(s) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADSTREAM_")}
-    env.update(LEADSTREAM_KAFKA_BOOTSTRAP=s.kafka_bootstrap, LEADSTREAM_TOPIC_PREFIX=s.topic_prefix,
-               LEADSTREAM_WEB_PORT=str(s.web_port), LEADSTREAM_HOME=str(s.home),
-               LEADSTREAM_WORKER_DATA_DIR=str(s.worker_data_dir),
-               LEADSTREAM_MODEL_DIR=str(Path(s.worker_data_dir) / "models"),
-               LEADSTREAM_LEAD_SWEEP_INTERVAL_SECONDS="5")
-    return env
-
-
-def embedded_or_configured(kind: str):
-    """(settings, work dir, broker or None): the configured Kafka, or the embedded one
-    started in a fresh work directory when ``LEADSTREAM_KAFKA_BOOTSTRAP`` is unset."""
-    from leadstream.contract.settings import Settings
-    from leadstream.ops.broker import free_port, start_kafka
-
-    base = Settings()
-    work = Path(tempfile.mkdtemp(prefix=f"leadstream-{kind}-"))
-    broker = None
-    if not base.kafka_bootstrap:
-        broker = start_kafka(base.home, free_port(), work / "kafka")
-        base = base.model_copy(update={"kafka_bootstrap": broker.bootstrap})
-    return base, work, broker
-
-
-def finish_work(work: Path, keep: bool) -> None:
-    """Remove a benchmark's work directory (broker data, worker logs), or, when ``keep``
-    (the run failed), say where it is."""
-    if keep:
-        print(f"worker logs and broker data kept in {work}", file=sys.stderr)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _spawn(s, log: Path, extra_env: dict | None = None) -> subprocess.Popen:
-    """A ``leadstream worker`` process for settings ``s``, logging to ``log``."""
-    with open(log, "ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "leadstream", "worker"],
-                                env={**_env(s), **(extra_env or {})},
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _start_worker(s, log: Path, extra_env: dict | None = None) -> subprocess.Popen:
-    proc = _spawn(s, log, extra_env)
-    try:
-        _wait_ready(f"http://127.0.0.1:{s.web_port}", [proc], log)
-    except RuntimeError:
-        proc.kill()
-        raise
-    return proc
-
-
-def _stop(procs: list) -> None:
-    """SIGTERM each worker, SIGKILL the ones still running 30 s later."""
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    procs.clear()
-
-
-def save_event(event_id: str, lead: str, property_id: str) -> bytes:
-    """A ``property_saved`` event at the current time: each one is due a new list."""
-    return orjson.dumps({
-        "event_id": event_id, "lead_id": lead, "event_type": "property_saved",
-        "timestamp": datetime.now(UTC).isoformat(), "session_id": "bench",
-        "property_id": property_id})
-
-
-async def _produce(s, topic: str, records) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    p = AIOKafkaProducer(linger_ms=5, max_batch_size=262_144, **s.kafka_client_kwargs())
-    await p.start()
-    try:
-        for key, value in records:
-            await p.send(topic, value, key=key)
-        await p.flush()
-    finally:
-        await p.stop()
 
 
 async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
@@ -140,7 +62,7 @@ async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
         await admin.create_topics([NewTopic(src, 4, 1), NewTopic(dst, 4, 1)])
     finally:
         await admin.close()
-    await _produce(s, src, values)
+    await produce(s, src, values)
     consumer = AIOKafkaConsumer(src, group_id=f"{s.topic_prefix}ceiling",
                                 auto_offset_reset="earliest", max_poll_records=5000,
                                 **s.kafka_client_kwargs())
@@ -166,29 +88,26 @@ async def _ceiling(s, values: list[tuple[bytes, bytes]]) -> float:
 
 
 def _floor(s, work: Path, n: int, mode: str = "events", limit: float = 300.0) -> float:
-    """The Faust floor (:mod:`leadstream.benchfloor`, ``mode`` events or batches) on the
+    """The Faust floor (:mod:`leadstream.bench.floor`, ``mode`` events or batches) on the
     ceiling's input topic, which holds ``n`` events: events per second."""
     import selectors
 
-    cmd = [sys.executable, "-m", "leadstream.benchfloor", s.kafka_bootstrap,
+    cmd = [sys.executable, "-m", "leadstream.bench.floor", s.kafka_bootstrap,
            f"{s.topic_prefix}floor-{mode}", f"{s.topic_prefix}bench-in",
            f"{s.topic_prefix}bench-out", str(n), str(work / f"floor-{mode}"), mode]
-    log = work / "floor.log"
-    with open(log, "ab") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
-                                start_new_session=True)
+    floor = Process(cmd, work / "floor.log", stdout_pipe=True)
     try:
         sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(floor.proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + limit
-        while time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stdout.readline() if sel.select(timeout=1.0) else b""
+        while time.monotonic() < deadline and floor.proc.poll() is None:
+            line = floor.proc.stdout.readline() if sel.select(timeout=1.0) else b""
             if line.strip():
                 r = orjson.loads(line)
                 return r["events"] / r["seconds"]
-        raise RuntimeError("the Faust floor gave no figure:\n" + log.read_text()[-2000:])
+        raise ProcessFailed("the Faust floor gave no figure:\n" + floor.log_tail(2000))
     finally:
-        _stop([proc])
+        floor.stop()
 
 
 def _drain(s, urls: list[str], n_input: int, limit: float = 1800.0) -> dict:
@@ -198,9 +117,9 @@ def _drain(s, urls: list[str], n_input: int, limit: float = 1800.0) -> dict:
     names = ("leadstream_events_processed_total", "leadstream_events_duplicate_total",
              "leadstream_events_replayed_total", "leadstream_recommendation_hits_total")
     while True:
-        ms = [_metrics(u) for u in urls]
-        sums = {n: sum(_total(m, n) for m in ms) for n in names}
-        sums["dead_lettered"] = sum(_total(m, "leadstream_events_dead_lettered_total",
+        ms = [scrape(u) for u in urls]
+        sums = {n: sum(total(m, n) for m in ms) for n in names}
+        sums["dead_lettered"] = sum(total(m, "leadstream_events_dead_lettered_total",
                                            topic=s.topic("interactions")) for m in ms)
         done = (sums["leadstream_events_processed_total"]
                 + sums["leadstream_events_duplicate_total"] + sums["dead_lettered"])
@@ -289,10 +208,10 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
         await consumer.stop()
     return {"offered_events_per_second": round(offered, 1), "events": n_total,
             "recommendations": len(lat),
-            "latency_ms": {"p50": round(_pct(lat, 0.5), 2) if lat else None,
-                           "p95": round(_pct(lat, 0.95), 2) if lat else None,
-                           "p99": round(_pct(lat, 0.99), 2) if lat else None},
-            "event_time_lag_ms_p99": round(_pct(lag, 0.99), 2) if lag else None}
+            "latency_ms": {"p50": round(pct(lat, 0.5), 2) if lat else None,
+                           "p95": round(pct(lat, 0.95), 2) if lat else None,
+                           "p99": round(pct(lat, 0.99), 2) if lat else None},
+            "event_time_lag_ms_p99": round(pct(lag, 0.99), 2) if lag else None}
 
 
 def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
@@ -305,17 +224,17 @@ def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
                                 "web_port": free_port(), "worker_data_dir": work / "w2a"})
     s2 = s.model_copy(update={"web_port": free_port(), "worker_data_dir": work / "w2b"})
     asyncio.run(apply_topics(s))
-    asyncio.run(_produce(s, s.topic("properties"), catalog))
-    asyncio.run(_produce(s, s.topic("interactions"), inter))
-    procs = [_spawn(s, work / "worker-2a.log"), _spawn(s2, work / "worker-2b.log")]
+    asyncio.run(produce(s, s.topic("properties"), catalog))
+    asyncio.run(produce(s, s.topic("interactions"), inter))
+    workers = [bench_worker(s, work / "worker-2a.log", ready=False),
+               bench_worker(s2, work / "worker-2b.log", ready=False)]
     try:
-        urls = [f"http://127.0.0.1:{x.web_port}" for x in (s, s2)]
-        for u, name in zip(urls, ("2a", "2b"), strict=True):
-            _wait_ready(u, procs, work / f"worker-{name}.log")
+        wait_ready(workers, 120.0)
+        urls = [w.url for w in workers]
         two = _drain(s, urls, len(inter))
         counts = _event_counts(urls[0], list(counts_one))
     finally:
-        _stop(procs)
+        stop_all(workers)
     rate = two["accounted"] / two["seconds"]
     hits1, hits2 = one["leadstream_recommendation_hits_total"], two[
         "leadstream_recommendation_hits_total"]
@@ -328,21 +247,6 @@ def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
             "differing_examples": differ[:5],
             "recommendation_hits": int(hits2), "recommendation_hits_one_worker": int(hits1),
             "hits_ratio_to_one": round(hits2 / hits1, 3) if hits1 else None}
-
-
-def _wait_ready(url: str, procs: list, log: Path, limit: float = 120.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise RuntimeError("worker exited:\n" + log.read_text()[-2000:])
-        try:
-            with urllib.request.urlopen(url + "/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"worker at {url} not ready")
 
 
 def bench_pipeline(events: int = 20_000, leads: int = 2000,
@@ -380,12 +284,12 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         out["faust_floor_batched_events_per_second"] = round(
             _floor(s, work, len(inter), "batches"), 1)
         # 2. the worker on a backlog
-        asyncio.run(_produce(s, s.topic("properties"), catalog))
-        asyncio.run(_produce(s, s.topic("interactions"), inter))
+        asyncio.run(produce(s, s.topic("properties"), catalog))
+        asyncio.run(produce(s, s.topic("interactions"), inter))
         log = work / "worker.log"
-        proc = _start_worker(s, log)
+        proc = bench_worker(s, log)
         procs.append(proc)
-        url = f"http://127.0.0.1:{s.web_port}"
+        url = proc.url
         cpu0 = cpu_seconds(proc.pid)
         one = _drain(s, [url], len(inter))
         # the worker's own CPU (its threads, not the broker's) per event of the backlog
@@ -399,9 +303,9 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
             rate / out["faust_floor_batched_events_per_second"], 4)
         counts_one = _event_counts(url, sorted({k.decode() for k, _ in inter if k}))
         time.sleep(6)  # one idle-lead sweep measures the state
-        m = _metrics(url)
-        n_leads = _total(m, "leadstream_leads")
-        out["bytes_per_lead"] = round(_total(m, "leadstream_lead_state_bytes")
+        m = scrape(url)
+        n_leads = total(m, "leadstream_leads")
+        out["bytes_per_lead"] = round(total(m, "leadstream_lead_state_bytes")
                                       / max(n_leads, 1))
         out["worker_rss_mb"] = round(rss_bytes(proc.pid) / 2**20, 1)  # after the backlog
         # 3. latency at offered loads, on the same (now idle) worker: saves, then the
@@ -426,11 +330,12 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
             out[f"{key}_ms"] = {k: v["latency_ms"] for k, v in out[key].items()}
         # 4. the same backlog split over two workers: throughput, nothing lost, quality
         if two_workers:
-            _stop(procs)
+            stop_all(procs)
+            procs.clear()
             out["two_workers"] = _two_workers(base, work, catalog, inter, one, counts_one)
         failed = False
     finally:
-        _stop(procs)
+        stop_all(procs)
         if broker is not None:
             broker.stop()
         finish_work(work, keep=failed)

@@ -23,8 +23,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from leadstream.bench import console, machine
-from leadstream.benchpipe import save_event
+from leadstream.bench.common import console, machine, save_event, simulated_step
 
 # (label, owner, attribute): the stages timed, outermost first
 _STAGES = [
@@ -46,7 +45,6 @@ _STAGES = [
 
 def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7,
                  batch: int = 500) -> dict:
-    from leadstream.contract.settings import Settings
     from leadstream.features import lead as features
     from leadstream.models.suite import ModelSuite
     from leadstream.simulate import SimConfig, Simulator
@@ -71,15 +69,10 @@ def bench_stages(leads: int = 1000, saves: int = 10_000, seed: int = 7,
     days = 1.0
     sim = Simulator(SimConfig(leads=leads, properties=1000, days=days, seed=seed,
                               start=datetime.now(UTC) - timedelta(days=days + 3)))
-    catalog, mixed = [], []
-    for r in sim.records():
-        (catalog if r.topic == "properties" else mixed).append((r.key, r.value))
+    step, mixed = simulated_step(sim)
     save_stream = [(f"BL{i % 10_000:06d}".encode(),
                     save_event(f"lat-{i}", f"BL{i % 10_000:06d}", f"P{i % 900:06d}"))
                    for i in range(saves)]
-    step = S.Step(Settings(), 4)
-    for key, value in catalog:
-        step.load_listing(value, key)
     store = S.LeadStore()
 
     def run(stream) -> tuple[int, float]:

@@ -7,7 +7,7 @@ hands one record per event straight to the producer (as the worker's ``emit`` do
 prints ``{"events": N, "seconds": S}`` (from the first event to the ``N``-th) on stdout
 and runs until it is stopped. ``bench pipeline`` starts it as::
 
-    python -m leadstream.benchfloor BOOTSTRAP GROUP SOURCE_TOPIC DEST_TOPIC N DATA_DIR [MODE]
+    python -m leadstream.bench.floor BOOTSTRAP GROUP SOURCE_TOPIC DEST_TOPIC N DATA_DIR [MODE]
 
 ``MODE`` ``events`` (the default: ``stream.events()``, one ``await`` of the stream per
 event) or ``batches`` (``stream.take_events(500, within=0.005)``, as the worker takes

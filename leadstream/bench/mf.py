@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from leadstream.bench import console, machine
+from leadstream.bench.common import console, machine
 from leadstream.contract.events import feedback_weight
 from leadstream.models.collaborative import CollaborativeModel
 from leadstream.models.evaluate import load_events

@@ -28,16 +28,17 @@ import time
 import uuid
 from pathlib import Path
 
-from leadstream.bench import console, lead_records, machine, rss_bytes
-from leadstream.benchpipe import (
-    _produce,
-    _spawn,
-    _stop,
-    _wait_ready,
+from leadstream.bench.common import (
+    bench_worker,
+    console,
     embedded_or_configured,
     finish_work,
+    lead_records,
+    machine,
+    produce,
+    rss_bytes,
 )
-from leadstream.top import scrape, total
+from leadstream.scrape import scrape, total
 
 
 async def _write_changelog(s, topic: str, partitions: int, values: list[bytes],
@@ -53,7 +54,7 @@ async def _write_changelog(s, topic: str, partitions: int, values: list[bytes],
                                             topic_configs={"cleanup.policy": "compact"})])
     finally:
         await admin.close()
-    await _produce(s, topic, ((f"L{i:08d}".encode(), values[i % len(values)])
+    await produce(s, topic, ((f"L{i:08d}".encode(), values[i % len(values)])
                               for i in range(leads)))
     return sum(len(values[i % len(values)]) for i in range(leads))
 
@@ -86,17 +87,15 @@ def _start(base, work: Path, name: str, values: list[bytes], leads: int) -> dict
     changelog = f"{s.topic_prefix}{s.app_id}-features_by_lead-changelog"
     written = asyncio.run(_write_changelog(s, changelog, partitions, values, leads))
     here_seconds, here_leads = asyncio.run(_restore_here(s, changelog, partitions))
-    url = f"http://127.0.0.1:{s.web_port}"
-    log = work / f"worker-{name}.log"
     t0 = time.monotonic()
-    proc = _spawn(s, log)
+    worker = bench_worker(s, work / f"worker-{name}.log", ready=False)
     try:
-        _wait_ready(url, [proc], log, limit=900.0)
+        worker.wait_ready(900.0)
         ready = time.monotonic() - t0
-        m = scrape(url)
-        rss = rss_bytes(proc.pid)
+        m = scrape(worker.url)
+        rss = rss_bytes(worker.pid)
     finally:
-        _stop([proc])
+        worker.stop()
     return {"leads": leads, "changelog_bytes": written,
             "restore_seconds": round(here_seconds, 3), "restore_leads": here_leads,
             "ready_seconds": round(ready, 2),
