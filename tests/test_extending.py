@@ -4,7 +4,7 @@ slot is a line in ``features/lead.py``; the stored leads of the code before read
 with their counts intact.
 
 The test copies the package to a temporary directory, applies exactly those edits there,
-records the new slot layout as ``leadstream features --catalog --write`` does, and reads
+records the new slot layout with ``leadstream features --catalog --write``, and reads
 lead states stored by the code of this checkout with the edited copy, in a subprocess."""
 
 from __future__ import annotations
@@ -118,10 +118,10 @@ def test_leads_stored_before_an_event_type_and_a_feature_were_added_read_back_in
     blobs, before = _stored_leads()
     assert all(s.event_count > 5 for s in before)
     src = _edited_copy(tmp_path)
-    # record the new layout (what `leadstream features --catalog --write` does)
-    _python(src, "from leadstream.features import lead, layout;"
-                 "layout.HISTORY.write_bytes(layout.LayoutHistory.load()"
-                 ".with_layout(lead.L.names).dumps())")
+    # the generated files, as the README says: the new slot layout is recorded
+    wrote = _python(src, "from leadstream.cli import main; main()", "",
+                    "features", "--catalog", "--write")
+    assert "features/layouts.json (feature slot layout 2)" in wrote
     got = json.loads(_python(src, READ_BACK, json.dumps([b.hex() for b in blobs]),
                            NEW_TYPE))
 

@@ -29,6 +29,13 @@ def cmd_features(args, settings: Settings) -> int:
             path.parent.mkdir(exist_ok=True)
             path.write_text(catalog_markdown() + "\n")
             print(f"wrote {path}")
+            from leadstream.features import layout, lead
+
+            known = layout.LayoutHistory.load()
+            history = known.with_layout(lead.L.names)
+            if history is not known:  # slots added or moved: a stored lead says which
+                layout.HISTORY.write_bytes(history.dumps())
+                print(f"wrote {layout.HISTORY} (feature slot layout {history.latest})")
         elif args.json:
             print(json.dumps(catalog_json(), indent=2))
         else:
@@ -94,7 +101,9 @@ def register(sub) -> None:
     fe = sub.add_parser("features", help="one lead's current features, or the feature catalog")
     fe.add_argument("lead_id", nargs="?")
     fe.add_argument("--catalog", action="store_true", help="print the feature catalog")
-    fe.add_argument("--write", action="store_true", help="with --catalog: write docs/features.md")
+    fe.add_argument("--write", action="store_true",
+                    help="with --catalog: write docs/features.md (and record a changed "
+                    "feature slot layout in features/layouts.json)")
     fe.add_argument("--json", action="store_true")
     fe.add_argument("--at-last-event", action="store_true",
                     help="windows as of the lead's latest event time (default: now)")
