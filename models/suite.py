@@ -1,6 +1,9 @@
 """All recommendation models together, the hybrid that blends them, ranking and explanations.
 
-Models (each learns on every event that names a listing):
+The models are the components of ``models/registry.py`` (each a module of
+``models/components/`` implementing ``models/component.py``'s protocol; the suite
+iterates the list and names none of them). Today (each learns on every event that names
+a listing):
 
 - ``popularity``: all-time positive weight per listing (a baseline);
 - ``recent_popularity``: the same with a 7-day half-life (a baseline);
