@@ -150,13 +150,15 @@ class ModelSuite(base.Base):
     def _wire(self) -> None:
         """The per-call lookups the hot path uses, from ``components``."""
         comps = self.components
+        self._learners = list(comps.values())
+        self._every_event = [c for c in self._learners if c.every_event]
         self._blended = [(comps[c.name], c.weight) for c in registry.BLENDED]
         self._prior_c = comps[registry.PRIOR]
         self._fallback_c = comps[registry.FALLBACK]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for k in ("_blended", "_prior_c", "_fallback_c"):
+        for k in ("_learners", "_every_event", "_blended", "_prior_c", "_fallback_c"):
             state.pop(k, None)
         return state
 
@@ -200,20 +202,22 @@ class ModelSuite(base.Base):
         """Learn from one applied event; ``profile`` is the lead's state *before* it."""
         self.events_learned += 1
         pid = event.property_id
-        row, w = None, 0.0
-        if pid is not None:
-            w = feedback_weight(event.event_type, direction_of(event))
-            if w != 0:
-                row = catalog.index_of(pid)
-            else:
-                w = 0.0
-        if row is not None and w > 0 and self.feedback_every:
+        w = feedback_weight(event.event_type, direction_of(event)) if pid is not None else 0
+        if w == 0:  # no listing to learn about: only the components that want every event
+            if self._every_event:
+                obs = Observed(catalog, lead_id, profile, event, None, 0.0,
+                               event.timestamp.timestamp())
+                for comp in self._every_event:
+                    comp.learn(obs)
+            return
+        row = catalog.index_of(pid)
+        if w > 0 and self.feedback_every:
             self._fb_tick += 1
             if self._fb_tick >= self.feedback_every:
                 self._fb_tick = 0
                 self._feedback(catalog, lead_id, profile, row)
         obs = Observed(catalog, lead_id, profile, event, row, w, event.timestamp.timestamp())
-        for comp in self.components.values():
+        for comp in self._learners:
             comp.learn(obs)
 
     def _feedback(self, catalog: Catalog, lead_id: str, profile: LeadProfile, row: int) -> None:

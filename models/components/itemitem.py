@@ -34,7 +34,7 @@ class ItemItem(Component):
         return cls(state.pop("itemitem")) if "itemitem" in state else None
 
     def learn(self, obs: Observed) -> None:
-        if obs.row is not None and obs.weight > 0:  # (the model learns positives only)
+        if obs.weight > 0:  # (the model learns positives only)
             self.model.learn_one(recent_rows(obs.catalog, obs.profile), obs.row, obs.weight)
 
     def scores(self, catalog, lead_id, lead) -> np.ndarray | None:

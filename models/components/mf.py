@@ -33,8 +33,6 @@ class MatrixFactorisation(Component):
         return cls(state.pop("mf")) if "mf" in state else None
 
     def learn(self, obs: Observed) -> None:
-        if obs.row is None:
-            return
         catalog = obs.catalog
         pool = catalog.active_rows()
         if len(pool) == 0:  # no catalog (offline replay): sample among every listing seen

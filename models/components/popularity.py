@@ -44,9 +44,12 @@ class Popularity(Component):
         return c
 
     def learn(self, obs: Observed) -> None:
-        if obs.row is not None and obs.weight > 0:
-            self.pop = _grown(self.pop, obs.row + 1)
-            self.pop[obs.row] += obs.weight
+        w = obs.weight
+        if w > 0:
+            row, pop = obs.row, self.pop
+            if row >= len(pop):
+                pop = self.pop = _grown(pop, row + 1)
+            pop[row] += w
 
     def scores(self, catalog, lead_id, lead) -> np.ndarray:
         n = len(catalog)
@@ -92,17 +95,20 @@ class RecentPopularity(Component):
         return c
 
     def learn(self, obs: Observed) -> None:
-        w, ts = obs.weight, obs.ts
-        if obs.row is None or w <= 0:
+        w = obs.weight
+        if w <= 0:
             return
-        self.recent = _grown(self.recent, obs.row + 1)
-        if self.t0 is None:
-            self.t0 = ts
-        if (ts - self.t0) / self.half_life > 200:
-            self.recent *= 2.0 ** (-(ts - self.t0) / self.half_life)
-            self.t0 = ts
-        self.recent[obs.row] += w * 2.0 ** ((ts - self.t0) / self.half_life)
-        self.t_max = max(self.t_max, ts)
+        row, ts, recent, t0, h = obs.row, obs.ts, self.recent, self.t0, self.half_life
+        if row >= len(recent):
+            recent = self.recent = _grown(recent, row + 1)
+        if t0 is None:
+            t0 = self.t0 = ts
+        if (ts - t0) / h > 200:
+            recent *= 2.0 ** (-(ts - t0) / h)
+            t0 = self.t0 = ts
+        recent[row] += w * 2.0 ** ((ts - t0) / h)
+        if ts > self.t_max:
+            self.t_max = ts
 
     def decayed(self, n: int) -> np.ndarray:
         """Each of the first ``n`` rows' weight, decayed to the latest event time."""
