@@ -19,8 +19,8 @@ What a component declares (class attributes) and does (methods; only ``learn`` a
   component starts empty);
 - ``on_listing(catalog, row, attributes)``: a listing was upserted;
 - ``learn(obs)``: one event that names a listing with a non-zero feedback weight
-  (:class:`Observed`: its row, the lead's profile *before* it); with
-  ``every_event = True`` every event (``row`` None for the others);
+  (:class:`Observed`: its row, the lead's profile *before* it), and the events of the
+  types in ``signals`` that do not (``row`` None);
 - ``scores(catalog, lead_id, lead)``: one score per catalog row (None: no signal for
   this lead); ``scores_many`` for several leads (by default one at a time);
 - ``trusted(n)``: the rows whose standardised score counts in the blend (None: all);
@@ -71,7 +71,7 @@ class Component:
     weight: ClassVar[str | None] = None
     default_weight: ClassVar[float] = 1.0
     tune_values: ClassVar[tuple[float, ...] | None] = None  # None: half, same, double
-    every_event: ClassVar[bool] = False  # learn from events without a listing row too
+    signals: ClassVar[frozenset[str]] = frozenset()  # event types learnt without a listing
 
     @classmethod
     def create(cls, suite) -> Component:

@@ -151,14 +151,17 @@ class ModelSuite(base.Base):
         """The per-call lookups the hot path uses, from ``components``."""
         comps = self.components
         self._learners = list(comps.values())
-        self._every_event = [c for c in self._learners if c.every_event]
+        self._signal_learners: dict[str, list] = {}
+        for c in self._learners:
+            for et in c.signals:
+                self._signal_learners.setdefault(et, []).append(c)
         self._blended = [(comps[c.name], c.weight) for c in registry.BLENDED]
         self._prior_c = comps[registry.PRIOR]
         self._fallback_c = comps[registry.FALLBACK]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for k in ("_learners", "_every_event", "_blended", "_prior_c", "_fallback_c"):
+        for k in ("_learners", "_signal_learners", "_blended", "_prior_c", "_fallback_c"):
             state.pop(k, None)
         return state
 
@@ -203,11 +206,12 @@ class ModelSuite(base.Base):
         self.events_learned += 1
         pid = event.property_id
         w = feedback_weight(event.event_type, direction_of(event)) if pid is not None else 0
-        if w == 0:  # no listing to learn about: only the components that want every event
-            if self._every_event:
+        if w == 0:  # no listing to learn about: only the components this event type signals
+            learners = self._signal_learners.get(event.event_type)
+            if learners:
                 obs = Observed(catalog, lead_id, profile, event, None, 0.0,
                                event.timestamp.timestamp())
-                for comp in self._every_event:
+                for comp in learners:
                     comp.learn(obs)
             return
         row = catalog.index_of(pid)

@@ -19,7 +19,7 @@ class Content(Component):
     weight = "w_content"
     default_weight = 2.0
     tune_values = (1.0, 2.0, 3.0)
-    every_event = True  # searches and map views name no listing
+    signals = frozenset(CONTENT_SIGNALS)  # searches and map views name no listing
 
     def __init__(self, model: ContentModel | None = None):
         self.model = model if model is not None else ContentModel()
