@@ -53,6 +53,7 @@ from leadstream.contract.events import (
 )
 from leadstream.features import lead as F
 from leadstream.features.profile import LeadProfile, update
+from leadstream.models import registry
 from leadstream.models.catalog import Catalog
 from leadstream.models.references import RiverReference
 from leadstream.models.scoring import LABELS
@@ -418,7 +419,7 @@ class _Run:
             t = time.perf_counter()
             s = ref.scores(lead_id, n)
             if s is None:  # River knows nothing about this lead: popularity, as ours
-                s = prior if prior is not None else suite.scores("recent_popularity", cat,
+                s = prior if prior is not None else suite.scores(registry.PRIOR, cat,
                                                                  lead_id, lead, mask)
                 prior = s
             all_scores[name] = s[: len(mask)]
@@ -448,8 +449,8 @@ def _learn_scores(suite: ModelSuite, feats: dict, ev, listing, scores: list) -> 
         scorer.learn_one(num, y)
 
 
-TUNE_GRID = {"w_popularity": (0.25, 0.5, 1.0), "w_content": (1.0, 2.0, 3.0),
-             "w_itemitem": (0.5, 1.0, 2.0), "w_mf": (0.5, 1.0, 2.0, 4.0)}
+#: the values ``tune`` tries for each hybrid weight (each component's ``grid()``)
+TUNE_GRID = registry.TUNE_GRID
 
 
 def tune(events: list, catalog_lines: list[bytes] | None, *, k: int = 10, seed: int = 42,

@@ -1,8 +1,9 @@
 """A/B experiments: declared arms, deterministic assignment, outcome attribution, report.
 
 An experiments file (YAML) declares experiments; the first ``active`` one applies. Each
-arm is a model (``hybrid``, ``content``, ``itemitem``, ``mf``, ``popularity``...) and
-optional hybrid weight overrides, with a traffic share. A lead's arm is a hash of the
+arm is a model (``hybrid`` or any component of ``models/registry.py``: ``content``,
+``itemitem``, ``mf``, ``popularity``...) and optional hybrid weight overrides (the
+registry's weight names, ``w_content``...), with a traffic share. A lead's arm is a hash of the
 experiment's salt and the lead id, so every worker, and every restart, agrees.
 
 Attribution is per lead: the lead remembers its last few recommendation lists (id,
@@ -29,6 +30,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from leadstream.models import registry
 from leadstream.models.suite import MODELS
 
 MAX_LOGGED = 5  # recommendation lists remembered per lead for attribution
@@ -49,9 +51,10 @@ class Arm(BaseModel):
     def _known(self):
         if self.model not in MODELS:
             raise ValueError(f"arm {self.name!r}: unknown model {self.model!r}")
-        unknown = set(self.params) - {"w_popularity", "w_content", "w_itemitem", "w_mf"}
+        unknown = set(self.params) - set(registry.WEIGHTS)
         if unknown:
-            raise ValueError(f"arm {self.name!r}: unknown params {sorted(unknown)}")
+            raise ValueError(f"arm {self.name!r}: unknown params {sorted(unknown)} "
+                             f"(hybrid weights: {', '.join(registry.WEIGHTS)})")
         return self
 
 

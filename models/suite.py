@@ -1,6 +1,9 @@
 """All recommendation models together, the hybrid that blends them, ranking and explanations.
 
-Models (each learns on every event that names a listing):
+The models are the components of ``models/registry.py`` (each a module of
+``models/components/`` implementing ``models/component.py``'s protocol; the suite
+iterates the list and names none of them). Today (each learns on every event that names
+a listing):
 
 - ``popularity``: all-time positive weight per listing (a baseline);
 - ``recent_popularity``: the same with a 7-day half-life (a baseline);
@@ -48,22 +51,20 @@ from dataclasses import dataclass
 import numpy as np
 from river import base
 
-from leadstream.contract.events import CONTENT_SIGNALS, direction_of, feedback_weight
+from leadstream.contract.events import direction_of, feedback_weight
 from leadstream.features.profile import LeadProfile
+from leadstream.models import registry
 from leadstream.models.catalog import TYPE_CODE, Catalog, money
-from leadstream.models.collaborative import CollaborativeModel
-from leadstream.models.content import BLOCKS, ContentModel
-from leadstream.models.itemitem import ItemItemModel
+from leadstream.models.component import Observed
 from leadstream.models.scoring import LeadScorer
 
 SUITE_VERSION = "hybrid-1"
-MODELS = ("popularity", "recent_popularity", "itemitem", "mf", "content", "hybrid")
-_COMPONENTS = ("recent_popularity", "content", "itemitem", "mf")
+#: every model ``recommend`` ranks with: the registry's components, then the hybrid
+MODELS = (*registry.NAMES, "hybrid")
 #: the explanation of an empty list: the lead's filters leave no active listing
 NO_MATCH = "no active listing matches the lead's filters"
 
 NUMBER_WORDS = {0: "studio", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
-_BLOCK_NAMES = list(BLOCKS)
 
 
 @dataclass
@@ -117,104 +118,111 @@ def _standardise_many(S: np.ndarray, M: np.ndarray) -> np.ndarray:
 
 
 class ModelSuite(base.Base):
-    """Every model, learning from the same events; ``recommend`` with any of them."""
+    """Every model component (``models/registry.py``), learning from the same events;
+    ``recommend`` with any of them or with the hybrid that blends them.
+
+    ``weights``: the hybrid's weight scales by weight name (``w_content=3.0``), each
+    component's default for the others. ``suite.<component name>`` is that component's
+    underlying model (``suite.mf``: the ``CollaborativeModel``)."""
 
     def __init__(self, seed: int = 42, n_factors: int = 32, negatives: int = 24,
-                 half_life: float = 7 * 86_400.0, w_popularity: float = 0.5,
-                 w_content: float = 2.0, w_itemitem: float = 1.0, w_mf: float = 1.0,
-                 feedback_every: int = 10, adapt: float = 1.0):
+                 half_life: float = 7 * 86_400.0, feedback_every: int = 10,
+                 adapt: float = 1.0, **weights: float):
+        unknown = set(weights) - set(registry.WEIGHTS)
+        if unknown:
+            raise TypeError(f"unknown hybrid weight(s) {sorted(unknown)}; "
+                            f"known: {sorted(registry.WEIGHTS)}")
         self.seed = seed
         self.n_factors = n_factors
         self.negatives = negatives
         self.half_life = half_life
-        self.w_popularity = w_popularity
-        self.w_content = w_content
-        self.w_itemitem = w_itemitem
-        self.w_mf = w_mf
         self.feedback_every = feedback_every
         self.adapt = adapt
+        self.weights = {**registry.WEIGHTS, **weights}
         self._fb_tick = 0
-        # online reliability of each component: exponentially weighted hits@10 / trials
-        self.reliability = {name: [0.0, 0.0] for name in _COMPONENTS}
-        self.mf = CollaborativeModel(n_factors=n_factors, negatives=negatives, seed=seed)
-        self.content = ContentModel()
-        self.itemitem = ItemItemModel()
+        self.components = {c.name: c.create(self) for c in registry.COMPONENTS}
+        # online reliability of each blended component: exponentially weighted hits@10 / trials
+        self.reliability = {c.name: [0.0, 0.0] for c in registry.BLENDED}
         self.scorer = LeadScorer()
-        self.pop = np.zeros(0)  # all-time positive weight
-        self.recent = np.zeros(0)  # forward-decayed positive weight (origin t0)
-        self.t0: float | None = None
-        self.t_max = 0.0
         self.events_learned = 0
+        self._wire()
+
+    def _wire(self) -> None:
+        """The per-call lookups the hot path uses, from ``components``."""
+        comps = self.components
+        self._learners = list(comps.values())
+        self._signal_learners: dict[str, list] = {}
+        for c in self._learners:
+            for et in c.signals:
+                self._signal_learners.setdefault(et, []).append(c)
+        self._blended = [(comps[c.name], c.weight) for c in registry.BLENDED]
+        self._prior_c = comps[registry.PRIOR]
+        self._fallback_c = comps[registry.FALLBACK]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for k in ("_learners", "_signal_learners", "_blended", "_prior_c", "_fallback_c"):
+            state.pop(k, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """A snapshot of any version: one pickled before the registry (the models as
+        attributes, ``w_*`` weights) is moved into components; a component the snapshot
+        lacks starts empty, one no longer registered is dropped."""
+        state = dict(state)
+        old = state.pop("components", None) or {}
+        weights = state.pop("weights", None) or {}
+        for c in registry.BLENDED:
+            if c.weight in state:  # before the registry: one attribute per weight
+                weights.setdefault(c.weight, state.pop(c.weight))
+        legacy = {c.name: got for c in registry.COMPONENTS
+                  if c.name not in old and (got := c.from_legacy(state)) is not None}
+        self.__dict__.update(state)
+        self.weights = {**registry.WEIGHTS, **weights}
+        self.components = {c.name: old.get(c.name) or legacy.get(c.name) or c.create(self)
+                           for c in registry.COMPONENTS}
+        known = self.__dict__.get("reliability") or {}
+        self.reliability = {c.name: known.get(c.name, [0.0, 0.0]) for c in registry.BLENDED}
+        self._wire()
+
+    def __getattr__(self, name: str):
+        comps = self.__dict__.get("components")
+        if comps is None or name not in comps:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        comp = comps[name]
+        return getattr(comp, "model", comp)
 
     # ---- learning -------------------------------------------------------------------
-    def _ensure(self, n: int) -> None:
-        if n > len(self.pop):
-            cap = max(n, 2 * len(self.pop), 1024)
-            for name in ("pop", "recent"):
-                old = getattr(self, name)
-                new = np.zeros(cap)
-                new[: len(old)] = old
-                setattr(self, name, new)
-
     def on_listing(self, catalog: Catalog, row: int, extra: dict | None = None) -> None:
         """A listing was upserted at ``row`` (``extra``: description, amenities)."""
         a = catalog.attributes(catalog.ids[row])
         if a is not None:
-            self.content.upsert(row, {**a, **(extra or {})})
+            attributes = {**a, **(extra or {})}
+            for comp in self.components.values():
+                comp.on_listing(catalog, row, attributes)
 
     def learn_one(self, catalog: Catalog, lead_id: str, profile: LeadProfile, event) -> None:
         """Learn from one applied event; ``profile`` is the lead's state *before* it."""
         self.events_learned += 1
         pid = event.property_id
-        if event.event_type in CONTENT_SIGNALS:
-            self._looked_for(catalog, lead_id, event)
-        if pid is None:
-            return
-        w = feedback_weight(event.event_type, direction_of(event))
-        if w == 0:
+        w = feedback_weight(event.event_type, direction_of(event)) if pid is not None else 0
+        if w == 0:  # no listing to learn about: only the components this event type signals
+            learners = self._signal_learners.get(event.event_type)
+            if learners:
+                obs = Observed(catalog, lead_id, profile, event, None, 0.0,
+                               event.timestamp.timestamp())
+                for comp in learners:
+                    comp.learn(obs)
             return
         row = catalog.index_of(pid)
-        ts = event.timestamp.timestamp()
-        self._ensure(row + 1)
         if w > 0 and self.feedback_every:
             self._fb_tick += 1
             if self._fb_tick >= self.feedback_every:
                 self._fb_tick = 0
                 self._feedback(catalog, lead_id, profile, row)
-        if w > 0:
-            self.pop[row] += w
-            if self.t0 is None:
-                self.t0 = ts
-            if (ts - self.t0) / self.half_life > 200:
-                self.recent *= 2.0 ** (-(ts - self.t0) / self.half_life)
-                self.t0 = ts
-            self.recent[row] += w * 2.0 ** ((ts - self.t0) / self.half_life)
-            self.t_max = max(self.t_max, ts)
-        recent = self._recent_rows(catalog, profile)
-        self.itemitem.learn_one(recent, row, w)
-        pool = catalog.active_rows()
-        if len(pool) == 0:  # no catalog (offline replay): sample among every listing seen
-            pool = np.arange(len(catalog))
-        self.mf.learn_one(lead_id, row, pid, w, pool, catalog.ids)
-        self.content.learn_one(lead_id, row, w, ts)
-
-    def _looked_for(self, catalog: Catalog, lead_id: str, event) -> None:
-        """A search or a map view: what the lead looks for, into its content profile (the
-        types, cities, bedrooms and terms a query names; the location of the active
-        listings inside a map area)."""
-        payload = event.payload
-        if event.event_type == "search_performed":
-            vec = self.content.query_vector(payload.query or "", catalog.cities)
-        else:
-            b = payload.bbox
-            n = len(catalog)
-            inside = (catalog.active[:n] & (catalog.lat[:n] >= b.min_lat)
-                      & (catalog.lat[:n] <= b.max_lat) & (catalog.lon[:n] >= b.min_lon)
-                      & (catalog.lon[:n] <= b.max_lon))
-            vec = self.content.area_vector(np.flatnonzero(inside))
-        if vec is not None:
-            self.content.learn_vector(lead_id, vec, CONTENT_SIGNALS[event.event_type],
-                                      event.timestamp.timestamp())
+        obs = Observed(catalog, lead_id, profile, event, row, w, event.timestamp.timestamp())
+        for comp in self._learners:
+            comp.learn(obs)
 
     def _feedback(self, catalog: Catalog, lead_id: str, profile: LeadProfile, row: int) -> None:
         """Test-then-train for the blend: would each component have ranked this listing in
@@ -224,13 +232,13 @@ class ModelSuite(base.Base):
         mask = self.candidate_mask(catalog, profile, include_unlisted=True)
         if not mask[row]:
             return
-        for name in _COMPONENTS:
-            s = self.component_scores(name, catalog, lead_id, profile)
+        for comp, _ in self._blended:
+            s = comp.scores(catalog, lead_id, profile)
             if s is None:
                 continue
             s = np.asarray(s[: len(mask)], dtype=np.float64)
             hit = float(np.count_nonzero(s[mask] > s[row]) < 10)
-            r = self.reliability[name]
+            r = self.reliability[comp.name]
             r[0] = 0.99 * r[0] + hit
             r[1] = 0.99 * r[1] + 1.0
 
@@ -238,23 +246,15 @@ class ModelSuite(base.Base):
         """Each component's weight factor from its online reliability (1.0 until known)."""
         rates = {n: (h + 1.0) / (t + 2.0) for n, (h, t) in self.reliability.items() if t >= 20}
         if len(rates) < 2 or not self.adapt:
-            return {n: 1.0 for n in _COMPONENTS}
+            return {n: 1.0 for n in self.reliability}
         mean = sum(rates.values()) / len(rates)
-        return {n: (rates[n] / mean) ** self.adapt if n in rates else 1.0 for n in _COMPONENTS}
+        return {n: (rates[n] / mean) ** self.adapt if n in rates else 1.0
+                for n in self.reliability}
 
     def forget(self, lead_id: str) -> None:
         """Drop a lead's per-lead model state (idle-lead expiry)."""
-        self.mf.forget(lead_id)
-        self.content.forget(lead_id)
-
-    @staticmethod
-    def _recent_rows(catalog: Catalog, profile: LeadProfile) -> list[tuple[int, float]]:
-        out = []
-        for pid, w in profile.recent_pos:
-            i = catalog.index.get(pid)
-            if i is not None:
-                out.append((i, w))
-        return out
+        for comp in self.components.values():
+            comp.forget(lead_id)
 
     # ---- scoring --------------------------------------------------------------------
     def candidate_mask(self, catalog: Catalog, lead: LeadProfile,
@@ -296,81 +296,64 @@ class ModelSuite(base.Base):
                     mask[i] = False
         return mask
 
-    def _recent_pop(self, n: int) -> np.ndarray:
-        self._ensure(n)
-        if self.t0 is None:
-            return self.recent[:n]
-        return self.recent[:n] * 2.0 ** (-(self.t_max - self.t0) / self.half_life)
+    def _prior(self, catalog: Catalog) -> np.ndarray:
+        """The small popularity prior (``registry.PRIOR``'s scores, which need no lead)."""
+        return 1e-3 * self._prior_c.scores(catalog, None, None)
 
     def component_scores(self, name: str, catalog: Catalog, lead_id: str,
                          lead: LeadProfile) -> np.ndarray | None:
-        n = len(catalog)
-        if name == "popularity":
-            self._ensure(n)
-            return np.log1p(self.pop[:n])
-        if name == "recent_popularity":
-            return np.log1p(self._recent_pop(n))
-        if name == "itemitem":
-            return self.itemitem.scores(self._recent_rows(catalog, lead), n)
-        if name == "mf":
-            return self.mf.scores(lead_id, n)
-        if name == "content":
-            return self.content.scores(lead_id, n)
-        raise ValueError(f"unknown model {name!r}")
+        comp = self.components.get(name)
+        if comp is None:
+            raise ValueError(f"unknown model {name!r}")
+        return comp.scores(catalog, lead_id, lead)
 
     def hybrid_parts(self, catalog: Catalog, lead_id: str, lead: LeadProfile,
                      mask: np.ndarray, comps: dict | None = None,
                      overrides: dict | None = None) -> dict[str, tuple[float, np.ndarray]]:
         """The weighted, standardised component scores the hybrid adds up."""
         n = len(catalog)
-        names, ws, rows = self._hybrid_rows(catalog, lead_id, lead, comps, overrides)
-        if not names:
+        found, ws, rows = self._hybrid_rows(catalog, lead_id, lead, comps, overrides)
+        if not found:
             return {}
         Z = _standardise(np.array(rows, dtype=np.float64), mask)  # all components at once
-        if "mf" in names:  # listings nobody engaged with have untrained factors
-            self.mf._ensure(n)
-            j = names.index("mf")
-            Z[j] = np.where(self.mf.support[:n] > 0, Z[j], 0.0)
-        return {name: (w, Z[j]) for j, (name, w) in enumerate(zip(names, ws, strict=True))}
+        for j, comp in enumerate(found):
+            ok = comp.trusted(n)  # e.g. listings nobody engaged with have untrained factors
+            if ok is not None:
+                Z[j] = np.where(ok, Z[j], 0.0)
+        return {comp.name: (w, Z[j]) for j, (comp, w) in enumerate(zip(found, ws, strict=True))}
+
+    def _weights(self, lead_id: str, lead: LeadProfile, overrides: dict | None,
+                 factors: dict) -> list[float]:
+        """Each blended component's weight for the lead (the evidence rules)."""
+        over = overrides or {}
+        weights = self.weights
+        return [comp.weigh(factors[comp.name] * over.get(wname, weights[wname]), lead_id, lead)
+                for comp, wname in self._blended]
 
     def _hybrid_rows(self, catalog: Catalog, lead_id: str, lead: LeadProfile,
                      comps: dict | None, overrides: dict | None,
                      factors: dict | None = None) -> tuple[list, list, list]:
-        """The hybrid's components for one lead: names, weights and raw score rows (the
-        components with a positive weight and a signal for the lead)."""
+        """The hybrid's components for one lead: the components, weights and raw score
+        rows (those with a positive weight and a signal for the lead)."""
         n = len(catalog)
-        evidence = lead.n_positive
-        recent = len(lead.recent_pos)
         f = factors if factors is not None else self.blend_factors()
-        over = overrides or {}
-
-        def w(name: str) -> float:
-            return over.get(name, getattr(self, name))
-
-        weights = {
-            "recent_popularity": f["recent_popularity"] * w("w_popularity") * 1.5
-            / (1.0 + evidence / 2.0),
-            "content": f["content"] * w("w_content") * min(1.0, 0.4 + evidence / 5.0),
-            "itemitem": f["itemitem"] * w("w_itemitem") * 0.8 * min(1.0, recent / 3.0),
-            "mf": f["mf"] * w("w_mf") * min(1.0, self.mf.lead_support.get(lead_id, 0) / 20.0),
-        }
-        names, ws, rows = [], [], []
-        for name, w in weights.items():
+        found, ws, rows = [], [], []
+        for (comp, _), w in zip(self._blended, self._weights(lead_id, lead, overrides, f),
+                                strict=True):
             if w <= 0:
                 continue
-            s = (comps[name] if comps is not None
-                 else self.component_scores(name, catalog, lead_id, lead))
+            s = comps[comp.name] if comps is not None else comp.scores(catalog, lead_id, lead)
             if s is None:
                 continue
-            names.append(name)
+            found.append(comp)
             ws.append(w)
             rows.append(s[:n])
-        return names, ws, rows
+        return found, ws, rows
 
-    def _blend(self, parts: dict, n: int) -> np.ndarray:
+    def _blend(self, parts: dict, catalog: Catalog) -> np.ndarray:
         """The hybrid: weighted standardised components plus a small popularity prior that
         breaks ties among listings no model knows about."""
-        total = 1e-3 * np.log1p(self._recent_pop(n))
+        total = self._prior(catalog)
         for w, z in parts.values():
             total = total + w * z
         return total
@@ -385,24 +368,24 @@ class ModelSuite(base.Base):
             found = self.hybrid_parts(catalog, lead_id, lead, mask, overrides=overrides)
             if parts is not None:
                 parts.update(found)
-            return self._blend(found, n)
+            return self._blend(found, catalog)
         s = self.component_scores(name, catalog, lead_id, lead)
         if s is None:  # the model knows nothing about this lead: fall back to popularity
-            s = 1e-3 * np.log1p(self._recent_pop(n))
+            s = self._prior(catalog)
         return np.asarray(s[:n], dtype=np.float64)
 
     def all_scores(self, catalog: Catalog, lead_id: str, lead: LeadProfile,
                    mask: np.ndarray, names=MODELS) -> dict[str, np.ndarray]:
         """Scores of several models at once, each component computed once."""
         n = len(catalog)
-        prior = 1e-3 * np.log1p(self._recent_pop(n))
-        comps = {name: self.component_scores(name, catalog, lead_id, lead)
-                 for name in MODELS if name != "hybrid"}
+        prior = self._prior(catalog)
+        comps = {name: c.scores(catalog, lead_id, lead) for name, c in self.components.items()}
         out = {name: np.asarray(comps[name][:n], dtype=np.float64)
                if comps[name] is not None else prior
                for name in names if name != "hybrid"}
         if "hybrid" in names:
-            out["hybrid"] = self._blend(self.hybrid_parts(catalog, lead_id, lead, mask, comps), n)
+            out["hybrid"] = self._blend(self.hybrid_parts(catalog, lead_id, lead, mask, comps),
+                                        catalog)
         return out
 
     # ---- ranking --------------------------------------------------------------------
@@ -439,9 +422,10 @@ class ModelSuite(base.Base):
         """:meth:`recommend` for several leads at once: ``requests`` holds ``(lead_id,
         profile, model, overrides)``; the hybrid's standardisation, blend and top-k run
         over all its leads in one pass of array operations over the catalog (one row per
-        lead) instead of one pass per lead. Other models are ranked one lead at a time.
-        Each result is the one :meth:`recommend` gives (the same items, scores to 6 places
-        and reasons; summation order may differ in the last bits of a score)."""
+        lead) instead of one pass per lead, and each component scores its leads together
+        (``scores_many``). Other models are ranked one lead at a time. Each result is the
+        one :meth:`recommend` gives (the same items, scores to 6 places and reasons;
+        summation order may differ in the last bits of a score)."""
         out: list[Ranked | None] = [None] * len(requests)
         n = len(catalog)
         for i, (lead_id, lead, model, over) in enumerate(requests):
@@ -450,8 +434,8 @@ class ModelSuite(base.Base):
         hybrid = [i for i, r in enumerate(out) if r is None]
         if not hybrid:
             return out
-        order = list(_COMPONENTS)
-        L, C = len(hybrid), len(order)
+        blended = self._blended
+        L, C = len(hybrid), len(blended)
         M = np.zeros((L, n), dtype=bool)
         S = np.zeros((L, C, n))
         W = np.zeros((L, C))  # 0: the component is not part of that lead's blend
@@ -459,16 +443,22 @@ class ModelSuite(base.Base):
         for j, i in enumerate(hybrid):
             lead_id, lead, _, over = requests[i]
             M[j] = self.candidate_mask(catalog, lead)
-            names, ws, rows = self._hybrid_rows(catalog, lead_id, lead, None, over, factors)
-            for name, w, row in zip(names, ws, rows, strict=True):
-                c = order.index(name)
-                W[j, c] = w
-                S[j, c] = row
+            W[j] = self._weights(lead_id, lead, over, factors)
+        for c, (comp, _) in enumerate(blended):
+            js = np.flatnonzero(W[:, c] > 0).tolist()
+            got = comp.scores_many(catalog, [requests[hybrid[j]][:2] for j in js])
+            for j, s in zip(js, got, strict=True):
+                if s is None:
+                    W[j, c] = 0.0
+                else:
+                    S[j, c] = s[:n]
+        W[W < 0] = 0.0
         Z = _standardise_many(S, M)
-        self.mf._ensure(n)
-        c_mf = order.index("mf")
-        Z[:, c_mf] = np.where(self.mf.support[:n] > 0, Z[:, c_mf], 0.0)
-        total = np.broadcast_to(1e-3 * np.log1p(self._recent_pop(n)), (L, n)).copy()
+        for c, (comp, _) in enumerate(blended):
+            ok = comp.trusted(n)
+            if ok is not None:
+                Z[:, c] = np.where(ok, Z[:, c], 0.0)
+        total = np.broadcast_to(self._prior(catalog), (L, n)).copy()
         present = W != 0
         for c in range(C):  # recommend's order of addition (an absent component adds 0)
             total += W[:, c, None] * Z[:, c]
@@ -483,7 +473,8 @@ class ModelSuite(base.Base):
             row = s[j]
             top = np.argpartition(-row, kk - 1)[:kk]
             top = top[np.argsort(-row[top], kind="stable")]
-            parts = {order[c]: (float(W[j, c]), Z[j, c]) for c in range(C) if present[j, c]}
+            parts = {blended[c][0].name: (float(W[j, c]), Z[j, c])
+                     for c in range(C) if present[j, c]}
             out[i] = self._ranked(catalog, lead_id, lead, top, row[top], parts, "hybrid")
         return out
 
@@ -506,88 +497,45 @@ class ModelSuite(base.Base):
         return Ranked(items, self.confidence(lead, scores, parts), explain(lead),
                       f"{SUITE_VERSION}:{model}")
 
-    @staticmethod
-    def confidence(lead: LeadProfile, top_scores: np.ndarray, parts: dict) -> float:
+    def confidence(self, lead: LeadProfile, top_scores: np.ndarray, parts: dict) -> float:
         """How sure the ranking is, 0..1: evidence about the lead, models agreeing, margin.
 
-        ``0.1 + 0.85 * (1 - exp(-positives / 8)) * (0.5 + 0.5 * share of models with signal)``
+        ``0.1 + 0.85 * (1 - exp(-positives / 8)) * (0.5 + 0.5 * share of the blended
+        components with a signal)``
         """
         evidence = 1.0 - math.exp(-lead.n_positive / 8.0)
-        coverage = len(parts) / 4.0 if parts else 0.25
+        blended = len(self.reliability)
+        coverage = len(parts) / blended if parts else 1.0 / blended
         return round(0.1 + 0.85 * evidence * (0.5 + 0.5 * min(coverage, 1.0)), 3)
 
     # ---- explanations -----------------------------------------------------------------
     def reasons(self, catalog: Catalog, lead_id: str, lead: LeadProfile, rows: np.ndarray,
                 parts: dict) -> list[str]:
         """Why each of ``rows`` is recommended: the (at most two) hybrid components adding
-        most to its score, in words; its popularity when no component adds anything.
-        ``parts``: the weighted components ``hybrid_parts`` returned for this ranking."""
+        most to its score, in words; ``registry.FALLBACK``'s words (its popularity) when
+        no component adds anything. ``parts``: the weighted components ``hybrid_parts``
+        returned for this ranking."""
         rows = np.asarray(rows, dtype=np.int64)
         names = list(parts)
         contrib = (np.array([w * z[rows] for w, z in parts.values()]) if names
                    else np.zeros((0, len(rows))))
-        shares = self.content.importances(lead_id, rows) if "content" in parts else None
-        ctx = {
-            "recent": self._recent_rows(catalog, lead) if "itemitem" in parts else [],
-            "shares": shares,  # and each row's blocks, largest share first
-            "order": np.argsort(-shares, axis=1, kind="stable")[:, :3].tolist()
-            if shares is not None else None,
-            "week": self._recent_pop(len(catalog)) if "recent_popularity" in parts else None,
-            "described": {},
-        }
+        says = [self.components[name].explainer(catalog, lead_id, lead, rows)
+                for name in names]
+        fallback = None
         # per row, the two largest positive contributions (components in ``parts`` order
         # on a tie), as component indices
         top2 = np.argsort(-contrib, axis=0, kind="stable")[:2].T.tolist()
         positive = (contrib > 0).T.tolist()
         out = []
         for j, i in enumerate(rows.tolist()):
-            texts = [t for a in top2[j] if positive[j][a]
-                     if (t := self._reason_text(names[a], catalog, i, j, ctx))]
+            texts = [t for a in top2[j] if positive[j][a] if (t := says[a](j, i))]
             if texts:
                 out.append("; ".join(texts))
             else:
-                hits = self.pop[i] if i < len(self.pop) else 0.0
-                out.append(f"popular with other leads ({hits:.0f} interactions)" if hits >= 1
-                           else "a new active listing")
+                if fallback is None:
+                    fallback = self._fallback_c.explainer(catalog, lead_id, lead, rows)
+                out.append(fallback(j, i))
         return out
-
-    def _reason_text(self, name: str, catalog: Catalog, i: int, j: int,
-                     ctx: dict) -> str | None:
-        if name == "itemitem":
-            best = self.itemitem.best_reason(ctx["recent"], i)
-            if best is None:
-                return None
-            described = ctx["described"]
-            if best[0] not in described:
-                described[best[0]] = catalog.describe(catalog.ids[best[0]])
-            return f"leads who liked {described[best[0]]} also engaged with this"
-        if name == "mf":
-            return "leads with a taste like yours engaged with it"
-        if name == "recent_popularity":
-            return f"popular this week ({ctx['week'][i]:.0f} weighted interactions)"
-        if name == "content":
-            if ctx["shares"] is None:
-                return None
-            share = ctx["shares"][j]
-            words = []
-            for b in ctx["order"][j]:
-                if share[b] < 0.15:
-                    break
-                block = _BLOCK_NAMES[b]
-                if block == "price":
-                    words.append(f"{money(catalog.price[i])} is in your price range")
-                elif block == "type":
-                    words.append(f"a {catalog.type_of(i)} like those you engage with")
-                elif block == "city":
-                    words.append(f"in {catalog.city_of(i)}, where you look")
-                elif block == "bedrooms":
-                    words.append(f"{int(catalog.beds[i])} bedrooms, as you prefer")
-                elif block == "text":
-                    words.append("described like listings you liked")
-                elif block in ("size", "bathrooms"):
-                    words.append(f"the {block} you go for")
-            return ", ".join(words) if words else None
-        return None
 
 
 def explain(lead: LeadProfile) -> str:

@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 # HighLevel's published webhook keys (marketplace.gohighlevel.com/docs/webhook/
@@ -66,7 +66,25 @@ class _TomlFileSource(PydanticBaseSettingsSource):
         return self._data.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+        return {k: v for k, v in self._data.items()
+                if k in self.settings_cls.model_fields or k.startswith(_ADDED_WEIGHT)}
+
+
+_ADDED_WEIGHT = "hybrid_w_"  # the prefix of every hybrid weight setting
+
+
+class _AddedWeightsSource(PydanticBaseSettingsSource):
+    """``LEADSTREAM_HYBRID_W_<NAME>`` variables of hybrid components that have no field
+    of their own (see ``Settings.hybrid_weights_added``)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by pydantic here
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = "LEADSTREAM_" + _ADDED_WEIGHT.upper()
+        return {k[len("LEADSTREAM_"):].lower(): v for k, v in os.environ.items()
+                if k.upper().startswith(prefix)
+                and k[len("LEADSTREAM_"):].lower() not in self.settings_cls.model_fields}
 
 
 class Settings(BaseSettings):
@@ -200,10 +218,17 @@ class Settings(BaseSettings):
 
     # --- models ---------------------------------------------------------------------------
     model_seed: int = Field(42, description="seed of every model (same seed, same output)")
+    # one field per hybrid component of models/registry.py, named hybrid_ + its weight name,
+    # with its default weight (tests/test_registry.py checks they agree)
     hybrid_w_popularity: float = Field(0.5, description="hybrid weight scale: popularity")
     hybrid_w_content: float = Field(2.0, description="hybrid weight scale: content")
     hybrid_w_itemitem: float = Field(1.0, description="hybrid weight scale: item-to-item")
     hybrid_w_mf: float = Field(1.0, description="hybrid weight scale: matrix factorisation")
+    hybrid_weights_added: dict[str, float] = Field(
+        default_factory=dict, description="weight scales of hybrid components without a "
+        "field above (added to models/registry.py since), by weight name: "
+        "LEADSTREAM_HYBRID_W_<NAME> (or hybrid_w_<name> in the file, or as a keyword) sets "
+        "w_<name>; a component not named keeps its default weight")
     experiments_file: Path | None = Field(
         None, description="YAML declaring A/B experiments (models/experiments.py); the first "
         "active one applies")
@@ -248,6 +273,22 @@ class Settings(BaseSettings):
         0.3, description="material change: a new top item, or this share of the list new"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _added_weights(cls, data: Any) -> Any:
+        """``hybrid_w_<name>`` without a field of its own: into ``hybrid_weights_added``."""
+        if not isinstance(data, dict):
+            return data
+        added = [k for k in data if k.startswith(_ADDED_WEIGHT) and k not in cls.model_fields]
+        if not added:
+            return data
+        data = dict(data)
+        extra = dict(data.get("hybrid_weights_added") or {})
+        for k in added:
+            extra.setdefault(k[len("hybrid_"):], data.pop(k))
+        data["hybrid_weights_added"] = extra
+        return data
+
     @field_validator("ghl_webhook_public_key", "ghl_webhook_legacy_public_key")
     @classmethod
     def _public_key(cls, value: str, info):
@@ -285,12 +326,18 @@ class Settings(BaseSettings):
         dotenv_settings,
         file_secret_settings,
     ):
-        return (init_settings, env_settings, _TomlFileSource(settings_cls), file_secret_settings)
+        return (init_settings, env_settings, _AddedWeightsSource(settings_cls),
+                _TomlFileSource(settings_cls), file_secret_settings)
 
     def hybrid_weights(self) -> dict[str, float]:
-        """The ModelSuite weight parameters (``leadstream evaluate --tune`` suggests them)."""
-        return {"w_popularity": self.hybrid_w_popularity, "w_content": self.hybrid_w_content,
-                "w_itemitem": self.hybrid_w_itemitem, "w_mf": self.hybrid_w_mf}
+        """The ModelSuite weight parameters (``leadstream evaluate --tune`` suggests them):
+        every ``hybrid_w_<name>`` field as ``w_<name>``, then ``hybrid_weights_added``.
+
+        >>> Settings(hybrid_w_mf=2.0, hybrid_w_recency=0.3).hybrid_weights()
+        {'w_popularity': 0.5, 'w_content': 2.0, 'w_itemitem': 1.0, 'w_mf': 2.0, 'w_recency': 0.3}
+        """
+        return {**{name[len("hybrid_"):]: getattr(self, name) for name in type(self).model_fields
+                   if name.startswith(_ADDED_WEIGHT)}, **self.hybrid_weights_added}
 
     def web_bind_address(self) -> str:
         """The interface the worker's web server binds: ``web_bind`` (default
