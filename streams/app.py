@@ -41,6 +41,7 @@ from leadstream.streams.faust_internals import (
     make_delivery_checked,
     make_flush_commits,
     make_restore_owned,
+    make_tables_routed,
     refuse,
 )
 from leadstream.streams.intake import ROUTES as INTAKE_ROUTES
@@ -133,6 +134,8 @@ def create_app(settings) -> faust.App:
     agent_stats = app.Table("agent_stats_v1", default=None, partitions=1, key_type=bytes,
                             value_type=bytes, help="AgentStats JSON per agent id")
 
+    # the lead routes find a lead's partition as its changelog records are keyed
+    make_tables_routed(app, {leads.changelog_topic.get_topic_name(): n}.get)
     store = LeadStore(leads.data, cache_size=settings.lead_cache_size)
     producer = app.producer
     outputs = (*topics.values(), leads.changelog_topic)

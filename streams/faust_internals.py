@@ -21,8 +21,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import faust
+from faust.types import TP
 
 from leadstream.streams.durable import InputOrder
+from leadstream.streams.step import partition_for
 
 log = logging.getLogger(__name__)
 
@@ -365,3 +367,29 @@ def make_flush_commits(app: faust.App, commit: Callable) -> None:
         await commit()
 
     producer.flush = flush_and_commit
+
+
+def make_tables_routed(app: faust.App, partitions: Callable[[str], int | None]) -> None:
+    """Make Faust's table routes (``@app.table_route``: the ``/leads/{id}`` views) find a
+    key's partition without the producer's metadata: ``partitions(topic)`` the partition
+    count of a table's changelog topic (None: ask the producer, as Faust does).
+
+    Faust's router hashes the key with ``app.producer.key_partition``, which reads the
+    aiokafka producer's cluster metadata for the changelog topic. That producer keeps
+    metadata only for the topics it sends to once it tracks any, and the lead table's
+    changelog is written by the fence's own transactional producers
+    (``streams.changelog``), never by it: after a metadata refresh without the topic
+    every lead route answered 500 (``TypeError: 'NoneType' object is not iterable``;
+    found by ``leadstream bench pipeline``). The partition is Kafka's default
+    partitioner of the raw key, as the lead's changelog records are written.
+    """
+    producer = app.producer
+    key_partition = producer.key_partition
+
+    def routed(topic: str, key: bytes):
+        n = partitions(topic)
+        if n is None:
+            return key_partition(topic, key)
+        return TP(topic, partition_for(key, n))
+
+    producer.key_partition = routed

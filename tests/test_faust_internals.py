@@ -356,3 +356,24 @@ def test_input_positions_read_faust_s_read_and_committed_offsets():
     consumer._read_offset[INPUT] = 31
     assert fi.input_positions(app, "interactions") == {INPUT: (32, 50)}
     assert fi.input_positions(app, "other") == {}
+
+
+@pytest.mark.parametrize("patched", [False, True])
+def test_a_table_route_finds_a_lead_s_partition_without_the_producer_s_metadata(patched):
+    """Faust's router asks the producer's metadata for the changelog topic, which the
+    fence's producers write, not it: with the patch the lead's partition is the one its
+    changelog records (and its interactions) are keyed to, metadata or not."""
+    from leadstream.streams.step import partition_for
+
+    app = _app()
+    if patched:
+        fi.make_tables_routed(app, {"lead-changelog": 4}.get)
+    if not patched:  # Faust alone: no metadata for the topic, no partition
+        with pytest.raises(Exception):  # noqa: B017 - whichever Faust's producer raises
+            app.producer.key_partition("lead-changelog", b"L1")
+        return
+    for key in (b"L1", b"lead-42", "Zoë".encode()):
+        assert app.producer.key_partition("lead-changelog", key) == TP(
+            "lead-changelog", partition_for(key, 4))
+    with pytest.raises(Exception):  # noqa: B017 - another topic: Faust's own way
+        app.producer.key_partition("other", b"L1")
