@@ -109,7 +109,8 @@ def _standardise_many(S: np.ndarray, M: np.ndarray, top: int = TOP) -> np.ndarra
     t = min(top, n)
     if t < 1:
         return np.zeros(S.shape, dtype=np.float64)
-    buf = np.where(M[:, None, :], -S, np.inf).astype(np.float32)  # negated: head first
+    buf = np.negative(S, dtype=np.float32)  # negated: the head sorts first
+    np.copyto(buf, np.float32(np.inf), where=~M[:, None, :])
     if t < n:
         buf.partition(t - 1, axis=2)  # in place
     head = buf[:, :, :t]
