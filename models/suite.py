@@ -12,11 +12,12 @@ a listing):
   negatives (``collaborative.py``);
 - ``content``: attribute and description vectors against the lead's decayed profile
   (``content.py``);
-- ``hybrid``: a weighted sum of the models' scores, each standardised over the candidate
-  listings, with weights that follow how much is known: popularity dominates for a new
-  lead, content and item-to-item as soon as it engaged with a few listings, matrix
-  factorisation once it has enough observations; a listing nobody engaged with yet gets
-  its score from content alone (cold start).
+- ``hybrid``: a weighted sum of the models' scores, each standardised over the head of
+  its own ranking (its ``TOP`` best candidate listings), with weights that follow how
+  much is known: popularity dominates for a new lead, content and item-to-item as soon
+  as it engaged with a few listings, matrix factorisation once it has enough
+  observations; a listing nobody engaged with yet gets its score from content alone
+  (cold start).
 
 Ranking covers active listings that pass the lead's filters, minus what it rejected,
 saved or booked: one vectorised pass over contiguous arrays per model.
@@ -75,45 +76,55 @@ class Ranked:
     model_version: str = SUITE_VERSION
 
 
-def _standardise(S: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Each row of ``S`` minus its mean over the ``mask``ed columns, over their standard
-    deviation (a row without spread over fewer than two candidates becomes 0).
+#: the hybrid standardises each component's scores over its own top ``TOP`` candidates
+TOP = 100
+
+
+def _standardise(S: np.ndarray, mask: np.ndarray, top: int = TOP) -> np.ndarray:
+    """Each row of ``S`` minus the mean of its ``top`` highest scores among the ``mask``ed
+    columns, over their standard deviation (a row without spread there, or with fewer than
+    two candidates, becomes 0). Over the head of each component's ranking, not over every
+    candidate: what a component says about its best listings is what the blend compares,
+    so a component whose head stands out from its tail no longer drowns the others.
 
     >>> Z = _standardise(np.array([[1.0, 2.0, 3.0, 100.0], [5.0, 5.0, 5.0, 0.0]]),
-    ...                  np.array([True, True, True, False]))
+    ...                  np.array([True, True, True, False]), top=2)
     >>> Z.round(3).tolist()
-    [[-1.225, 0.0, 1.225, 120.025], [0.0, 0.0, 0.0, 0.0]]
+    [[-3.0, -1.0, 1.0, 195.0], [0.0, 0.0, 0.0, 0.0]]
     """
-    m = int(np.count_nonzero(mask))
-    if m < 2:
-        return np.zeros(S.shape, dtype=np.float64)
-    w = mask.astype(np.float64)  # masked sums as matrix-vector products: no fancy indexing
-    D = S - ((S @ w) / m)[:, None]
-    sd = np.sqrt(((D * D) @ w) / m)
-    flat = sd < 1e-12
-    D /= np.where(flat, 1.0, sd)[:, None]
-    D[flat] = 0.0
-    return D
+    return _standardise_many(S[None], mask[None], top)[0]
 
 
-def _standardise_many(S: np.ndarray, M: np.ndarray) -> np.ndarray:
+def _standardise_many(S: np.ndarray, M: np.ndarray, top: int = TOP) -> np.ndarray:
     """:func:`_standardise` of each lead's rows at once: ``S`` is (leads x components x
     listings), ``M`` (leads x listings) each lead's candidate mask.
 
     >>> S = np.array([[[1.0, 2.0, 3.0, 100.0], [5.0, 5.0, 5.0, 0.0]]])
     >>> M = np.array([[True, True, True, False]])
-    >>> bool(np.allclose(_standardise_many(S, M)[0], _standardise(S[0], M[0])))
-    True
+    >>> Z = _standardise_many(S, M, top=3)  # every candidate: the plain z-score
+    >>> Z[0, 0, :3].round(3).tolist(), Z[0, 1].tolist()
+    ([-1.225, 0.0, 1.225], [0.0, 0.0, 0.0, 0.0])
     """
-    w = M.astype(np.float64)[:, :, None]  # (leads x listings x 1)
-    m = w.sum(axis=1)  # (leads x 1)
-    safe = np.maximum(m, 1.0)[:, :, None]
-    D = S - np.matmul(S, w) / safe
-    sd = np.sqrt(np.matmul(D * D, w) / safe)
+    n = S.shape[2]
+    t = min(top, n)
+    if t < 1:
+        return np.zeros(S.shape, dtype=np.float64)
+    buf = np.negative(S, dtype=np.float32)  # negated: the head sorts first
+    np.copyto(buf, np.float32(np.inf), where=~M[:, None, :])
+    if t < n:
+        buf.partition(t - 1, axis=2)  # in place
+    head = buf[:, :, :t]
+    ok = head < np.inf
+    cnt = np.maximum(ok.sum(axis=2, keepdims=True), 1)
+    head = np.where(ok, head, 0.0)
+    mu = -head.sum(axis=2, keepdims=True) / cnt
+    dev = np.where(ok, head + mu, 0.0)
+    sd = np.sqrt((dev * dev).sum(axis=2, keepdims=True) / cnt)
     flat = sd < 1e-12
+    D = S - mu
     D /= np.where(flat, 1.0, sd)
     D[np.broadcast_to(flat, D.shape)] = 0.0
-    D[(m[:, 0] < 2)] = 0.0
+    D[M.sum(axis=1) < 2] = 0.0
     return D
 
 

@@ -98,6 +98,7 @@ class RecentPopularity(Component):
         w = obs.weight
         if w <= 0:
             return
+        self._memo = None
         row, ts, recent, t0, h = obs.row, obs.ts, self.recent, self.t0, self.half_life
         if row >= len(recent):
             recent = self.recent = _grown(recent, row + 1)
@@ -118,7 +119,20 @@ class RecentPopularity(Component):
         return self.recent[:n] * 2.0 ** (-(self.t_max - self.t0) / self.half_life)
 
     def scores(self, catalog, lead_id, lead) -> np.ndarray:
-        return np.log1p(self.decayed(len(catalog)))
+        """The same for every lead, so kept (read-only) until the next positive event or
+        catalog growth: a ranking asks twice (its blend and its tie-breaking prior)."""
+        n = len(catalog)
+        memo = self.__dict__.get("_memo")
+        if memo is not None and len(memo) == n:
+            return memo
+        memo = self._memo = np.log1p(self.decayed(n))
+        memo.setflags(write=False)
+        return memo
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_memo", None)  # derived: not in snapshots
+        return state
 
     def weigh(self, scale: float, lead_id: str, lead) -> float:
         return scale * 1.5 / (1.0 + lead.n_positive / 2.0)
