@@ -36,6 +36,20 @@ def test_an_invalid_setting_names_it():
     assert "invalid setting web_port" in r.stderr
 
 
+def test_a_hybrid_weight_of_no_component_is_refused_before_anything_starts():
+    """``LEADSTREAM_HYBRID_W_<NAME>`` sets the weight of a registered component; a
+    misspelt one would otherwise stop the worker with a traceback once it has started."""
+    for command in (["worker"], ["settings"]):
+        r = _run(*command, LEADSTREAM_HYBRID_W_CONTNET="3")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            f"leadstream {command[0]}: error: invalid setting hybrid_w_contnet: no model "
+            "component has that weight (known: hybrid_w_popularity, hybrid_w_content, "
+            "hybrid_w_itemitem, hybrid_w_mf)"]
+    r = _run("settings", "--json", LEADSTREAM_HYBRID_W_CONTENT="3")
+    assert r.returncode == 0, r.stderr
+
+
 def test_debug_shows_the_traceback_and_version_prints():
     r = _run("produce", "/nonexistent/events.jsonl", LEADSTREAM_DEBUG="1")
     assert r.returncode == 1 and "Traceback" in r.stderr and "FileNotFoundError" in r.stderr

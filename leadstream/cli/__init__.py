@@ -72,12 +72,32 @@ def _failure(err: BaseException) -> tuple[str, int] | None:
 
 
 
+def _unknown_weights(settings: Settings) -> str | None:
+    """What is wrong with hybrid weights naming no model component
+    (``LEADSTREAM_HYBRID_W_<NAME>``, ``hybrid_w_<name>`` in the file), None when nothing:
+    the settings cannot check them (the contract may not import the registry)."""
+    if not settings.hybrid_weights_added:
+        return None
+    from leadstream.models import registry
+
+    unknown = sorted(set(settings.hybrid_weights_added) - set(registry.WEIGHTS))
+    if not unknown:
+        return None
+    names = ", ".join(f"hybrid_{w}" for w in unknown)
+    known = ", ".join(f"hybrid_{w}" for w in registry.WEIGHTS)
+    return f"invalid setting {names}: no model component has that weight (known: {known})"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. An error a user can meet ends in one line on stderr and a non-zero
     exit (2: a file or setting, 3: the broker); ``LEADSTREAM_DEBUG=1`` shows the traceback."""
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
+        unknown = _unknown_weights(settings)
+        if unknown:
+            print(f"leadstream {args.command}: error: {unknown}", file=sys.stderr)
+            return 2
         return int(args.func(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
