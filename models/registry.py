@@ -46,3 +46,12 @@ if len(set(NAMES)) != len(NAMES) or "hybrid" in NAMES:
     raise ValueError(f"component names repeat or name the hybrid: {NAMES}")
 if len(WEIGHTS) != len(BLENDED):
     raise ValueError("two components share a weight name")
+
+
+def unknown_weights(names) -> list[str]:
+    """The weight names among ``names`` that no component has.
+
+    >>> unknown_weights(["w_mf", "w_contnet"])
+    ['w_contnet']
+    """
+    return sorted(set(names) - set(WEIGHTS))

@@ -139,9 +139,9 @@ class ModelSuite(base.Base):
     def __init__(self, seed: int = 42, n_factors: int = 32, negatives: int = 24,
                  half_life: float = 7 * 86_400.0, feedback_every: int = 10,
                  adapt: float = 1.0, **weights: float):
-        unknown = set(weights) - set(registry.WEIGHTS)
+        unknown = registry.unknown_weights(weights)
         if unknown:
-            raise TypeError(f"unknown hybrid weight(s) {sorted(unknown)}; "
+            raise TypeError(f"unknown hybrid weight(s) {unknown}; "
                             f"known: {sorted(registry.WEIGHTS)}")
         self.seed = seed
         self.n_factors = n_factors

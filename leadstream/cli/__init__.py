@@ -80,7 +80,7 @@ def _unknown_weights(settings: Settings) -> str | None:
         return None
     from leadstream.models import registry
 
-    unknown = sorted(set(settings.hybrid_weights_added) - set(registry.WEIGHTS))
+    unknown = registry.unknown_weights(settings.hybrid_weights_added)
     if not unknown:
         return None
     names = ", ".join(f"hybrid_{w}" for w in unknown)

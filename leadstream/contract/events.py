@@ -433,7 +433,6 @@ globals().update({cls.__name__: cls for cls in EVENT_CLASSES.values()})
 
 # what the table says, as the lookups the per-event code uses
 EVENT_WEIGHTS: dict[str, float] = {t.name: t.weight for t in EVENT_TYPES if t.weight}
-SWIPE_WEIGHTS: dict[str, float] = dict(EVENT_TYPE["property_swiped"].directions)
 STRONG_SIGNALS = frozenset(t.name for t in EVENT_TYPES if t.strong)
 ENGAGEMENT_WEIGHTS: dict[str, float] = {
     t.name: t.engagement for t in EVENT_TYPES if t.engagement is not None}
