@@ -1,8 +1,8 @@
 """The worker's agents: interactions through the step, agent facts into running figures,
 listings checked. Agents only wire: take records, call pure code, write the table, send.
 
-The interactions agent takes what has been fetched (up to ``batch_max_events`` or
-``batch_max_wait_ms``), lets each record through the trust check (its partition's state
+The interactions agent takes what one fetch brought (up to ``batch_max_events``) from the
+lane of ``streams.faust_internals.make_lane``, lets each record through the trust check (its partition's state
 is whole here, ``streams.durable.StateRestorer``) and the offset-order guard
 (``streams.durable.OrderGuard``), runs one :meth:`streams.step.Step.run` per partition and
 writes each changed lead once (``features_by_lead``, keyed by the raw lead id and
@@ -33,6 +33,7 @@ def add_agents(ctx: Context) -> tuple:
     """Declare the agents on ``ctx.app``; returns (interactions agent, listings agent)."""
     app, settings, step, store = ctx.app, ctx.settings, ctx.step, ctx.store
     restorer, guard, emit, catalog_ready = ctx.restorer, ctx.guard, ctx.emit, ctx.catalog_ready
+    lane = ctx.lane
     t, lead_writes = ctx.topics, ctx.lead_writes
     topic_of = {DEAD_LETTER: t["interactions-dlq"], REKEY: t["interactions"],
                 RECOMMENDATION: t["recommendations"], SCORE: t["lead-scores"],
@@ -40,19 +41,25 @@ def add_agents(ctx: Context) -> tuple:
 
     @app.agent(t["interactions"], name="process_interactions")
     async def process_interactions(stream):
-        """Per batch fetched (up to ``batch_max_events`` or ``batch_max_wait_ms``): the
-        records each partition may take, in offset order, through one step; each changed
-        lead written once; the outputs sent. Faust acks the batch's records after this
-        body returns, so every commit covers only records whose writes the producer holds
-        (the commit flushes it first)."""
+        """Per batch taken from the lane (what one fetch brought, up to
+        ``batch_max_events``; the stream itself stays empty, ``faust_internals.make_lane``):
+        the records each partition may take, in offset order, through one step; each
+        changed lead staged once; the outputs sent; then the batch's records acked, so
+        every commit covers only records whose writes the producer holds (the commit
+        flushes it first)."""
         await catalog_ready.wait()
-        within = settings.batch_max_wait_ms / 1000.0
-        async for events in stream.take_events(settings.batch_max_events, within=within):
+        consumer = app.consumer
+        while True:
+            messages = await lane.take()
             received = time.time()
+            generation = app.consumer_generation_id
+            flowing = app.flow_control.is_active()
             parts: dict[int, list] = {}
-            for event in events:
-                msg = event.message
+            for msg in messages:
                 p = msg.partition
+                if not flowing or msg.generation_id != generation:
+                    refuse(app, msg)  # fetched before a rebalance (Faust's stream skips
+                    continue          # these): read again from the committed offset
                 if not restorer.trusted(p) and (
                         not await restorer.ready(p)
                         or msg.generation_id != app.consumer_generation_id):
@@ -64,7 +71,9 @@ def add_agents(ctx: Context) -> tuple:
                         step.replayed_again()
                     continue
                 parts.setdefault(p, []).append(
-                    (msg, Record(event.key, event.value, msg.offset, received)))
+                    (msg, Record(msg.key, msg.value, msg.offset, received)))
+            if parts and step.unknown_listings([r for it in parts.values() for _, r in it]):
+                await ctx.catalog_feed.caught_up(settings.catalog_wait_ms / 1000.0)
             for p, items in parts.items():
                 async with lead_writes:  # a lead written over HTTP: before or after
                     if not restorer.trusted(p):  # moved while the guard asked the broker
@@ -90,6 +99,8 @@ def add_agents(ctx: Context) -> tuple:
                         continue
                     for o in res.outputs:
                         await emit(topic_of[o.kind], o.key, o.value, o.partition, o.headers)
+            for msg in messages:  # a refused record is marked acked already: a no-op
+                consumer.ack(msg)
 
     agent_stats, stats_restorer = ctx.agent_stats, ctx.stats_restorer
 

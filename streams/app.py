@@ -40,6 +40,7 @@ from leadstream.streams.faust_internals import (
     make_at_least_once,
     make_delivery_checked,
     make_flush_commits,
+    make_lane,
     make_restore_owned,
     make_tables_routed,
     refuse,
@@ -118,6 +119,9 @@ def create_app(settings) -> faust.App:
     )
     # Faust gaps that lose events across crashes and rebalances (docs/reliability.md)
     order = make_at_least_once(app, settings.fault_drop_one_in, specs["interactions"].full_name)
+    # the interactions records from the fetch loop to the agent in batches, past Faust's
+    # per-record conductor, queue and stream
+    lane = make_lane(app, specs["interactions"].full_name, settings.batch_max_events)
     step = Step(settings, n, interactions_topic=specs["interactions"].full_name)
     app.step = step  # type: ignore[attr-defined]
     snapshots = timers.ModelSnapshots(settings, step, SnapshotStore(settings.snapshot_dir()))
@@ -198,7 +202,7 @@ def create_app(settings) -> faust.App:
     ctx = Context(settings=settings, app=app, specs=specs, n=n, step=step, topics=topics,
                   leads=leads, agent_stats=agent_stats, store=store, restorer=restorer,
                   stats_restorer=stats_restorer, guard=guard, snapshots=snapshots.store,
-                  emit=emit, fence=fence, api=ApiDoc(_version()))
+                  emit=emit, fence=fence, lane=lane, api=ApiDoc(_version()))
     # one gate in front of every route, whichever module adds it (streams/api.py)
     middlewares = app.web.web_app.middlewares
     middlewares.append(json_errors)

@@ -14,6 +14,7 @@ import faust
 from leadstream.models.snapshot import SnapshotStore
 from leadstream.streams.api import ApiDoc
 from leadstream.streams.durable import OrderGuard, StateRestorer
+from leadstream.streams.readers import CatalogFeed
 from leadstream.streams.step import LeadStore, Step
 from leadstream.streams.topics import TopicSpec
 
@@ -35,7 +36,9 @@ class Context:
     snapshots: SnapshotStore
     emit: Callable  # ``emitter``: a record to the producer, its delivery checked
     fence: Any  # ``streams.changelog.FencedChangelog``, or None: changelog writes by ``emit``
+    lane: Any  # ``streams.faust_internals.Lane``: the interactions records, in batches
     catalog_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    catalog_feed: CatalogFeed = field(default_factory=CatalogFeed)  # the reader's progress
     # the OpenAPI document every module adding a route adds its operation to
     api: ApiDoc = field(default_factory=lambda: ApiDoc("0"))
     # held by the interactions agent from a batch's step to its last send, and by anything

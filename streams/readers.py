@@ -57,10 +57,46 @@ async def first_offset(settings, tp, offset: int) -> int | None:
         await consumer.stop()
 
 
-async def load_catalog(settings, spec, step, catalog_ready: asyncio.Event) -> None:
+class CatalogFeed:
+    """How far the worker's catalog reader has read ``properties``, for a batch that names
+    a listing the catalog lacks: :meth:`caught_up` waits until the reader has read every
+    record the topic held when it was called (a listing published just before its first
+    interactions, which the interactions agent can otherwise overtake)."""
+
+    def __init__(self):
+        self.consumer = None
+        self.tps: list = []
+        self.positions: dict = {}
+        self.moved = asyncio.Event()
+
+    def read(self, consumer, positions: dict) -> None:
+        self.consumer, self.positions = consumer, positions
+        self.tps = list(positions)
+        self.moved.set()
+
+    async def caught_up(self, timeout: float) -> bool:
+        """True once the reader is at the end offsets the topic has now (False: not within
+        ``timeout`` seconds, or the reader has not started)."""
+        if self.consumer is None:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            end = await asyncio.wait_for(self.consumer.end_offsets(self.tps), timeout)
+            while any(self.positions.get(tp, 0) < end[tp] for tp in self.tps):
+                self.moved.clear()
+                await asyncio.wait_for(self.moved.wait(), max(deadline - loop.time(), 0))
+        except TimeoutError:
+            return False
+        return True
+
+
+async def load_catalog(settings, spec, step, catalog_ready: asyncio.Event,
+                       feed: CatalogFeed | None = None) -> None:
     """Every worker keeps the whole catalog: read all of ``properties`` (``spec``) from the
     start into ``step``, set ``catalog_ready`` once the end offsets of the read's start
-    are reached, and go on reading for as long as the worker runs."""
+    are reached, and go on reading for as long as the worker runs (its positions in
+    ``feed``, after each fetch)."""
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False, group_id=None, **settings.kafka_client_kwargs()
     )
@@ -75,8 +111,10 @@ async def load_catalog(settings, spec, step, catalog_ready: asyncio.Event) -> No
             for msgs in batch.values():
                 for m in msgs:
                     step.load_listing(m.value, m.key, m.partition, m.offset)
+            pos = {tp: await consumer.position(tp) for tp in tps}
+            if feed is not None:
+                feed.read(consumer, pos)
             if not catalog_ready.is_set():
-                pos = {tp: await consumer.position(tp) for tp in tps}
                 if all(pos[tp] >= end[tp] for tp in tps):
                     catalog_ready.set()
                     log.info("catalog loaded: %d listings (%d active)",

@@ -307,6 +307,7 @@ class Step:
         m = self.metrics  # the label children used per event, looked up once
         self._in = m.events_in.labels(topic=interactions_topic)
         self._processed = {}
+        self._asked: set[str] = set()  # listings unknown_listings reported already
 
     # ---- the step -----------------------------------------------------------------
     def run(self, partition: int, records: Sequence[Record], leads: LeadStore,
@@ -379,6 +380,38 @@ class Step:
             max_future_skew=self._future,
             max_age=self._age,
         )
+
+    def unknown_listings(self, records: Sequence[Record]) -> set[str]:
+        """The listings ``records`` name that the catalog does not hold, from a quick look
+        at their JSON (no validation; bad records are the step's to refuse), leaving out
+        those asked about before (bounded): the runtime lets its catalog catch up once
+        before a step that would apply such an event without the listing's attributes.
+
+        >>> from leadstream.contract.settings import Settings
+        >>> step = Step(Settings(), n_partitions=1)
+        >>> rec = Record(b"L1", b'{"lead_id":"L1","property_id":"P9"}', offset=0)
+        >>> step.unknown_listings([rec, Record(b"L1", b"{oops", offset=1)])
+        {'P9'}
+        >>> step.unknown_listings([rec])  # asked about already: not again
+        set()
+        """
+        index, asked = self.catalog.index, self._asked
+        out: set[str] = set()
+        for r in records:
+            v = r.value
+            if not v or b'"property_id"' not in v:
+                continue
+            try:
+                pid = orjson.loads(v).get("property_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(pid, str) and pid not in index and pid not in asked:
+                out.add(pid)
+        if out:
+            if len(asked) > 10_000:
+                asked.clear()
+            asked.update(out)
+        return out
 
     def replayed_again(self) -> None:
         """Count a record delivered again below its partition's next offset (skipped)."""

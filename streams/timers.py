@@ -110,7 +110,7 @@ def add_timers(ctx: Context, snapshots: ModelSnapshots) -> None:
     @app.task
     async def load_catalog():
         await readers.load_catalog(settings, ctx.specs["properties"], ctx.step,
-                                   ctx.catalog_ready)
+                                   ctx.catalog_ready, ctx.catalog_feed)
 
     @app.timer(interval=settings.lead_sweep_interval_seconds)
     async def forget_idle_leads():

@@ -185,6 +185,90 @@ def test_a_seek_during_a_batch_reads_the_sought_records(patched):
         assert 0 not in after_seek and after_seek[:7] == list(range(153, 160))
 
 
+# ---- the lane: records of the interactions topic in batches, past Faust's per-record path
+
+def _fetcher():
+    fetcher = type("Fetcher", (), {})()
+    fetcher._stopped = asyncio.Event()
+    return fetcher
+
+
+@pytest.mark.parametrize("patched", [False, True])
+def test_the_lane_hands_over_each_fetch_as_a_batch_and_every_record_commits(patched):
+    """Faust's fetch loop hands each record to the conductor's callback on its own (four
+    tasks per record, then the stream); the lane takes what a fetch brought at once, in
+    offset order, and the records acked by the agent are committed up to the last."""
+
+    async def run():
+        app = _app()
+        app.topics._acking_topics.add(INPUT.topic)
+        app.flow_control.resume()
+        kafka = Kafka(size=200, batch=50)
+        consumer, _ = _consumer(app, kafka, patched)
+        lane = fi.make_lane(app, INPUT.topic, max_events=40) if patched else None
+        fetcher = _fetcher()
+        one_by_one: list[int] = []
+
+        async def callback(message) -> None:  # Faust's conductor: the stream's side
+            one_by_one.append(message.offset)
+            consumer.ack(message)
+            if message.offset == 199:
+                fetcher._stopped.set()
+
+        consumer.callback = callback
+        batches: list[list[int]] = []
+
+        async def agent() -> None:
+            while True:
+                messages = await lane.take()
+                assert all(m in consumer._unacked_messages for m in messages)
+                batches.append([m.offset for m in messages])
+                for m in messages:
+                    consumer.ack(m)
+                if messages[-1].offset == 199:
+                    fetcher._stopped.set()
+                    return
+
+        task = asyncio.ensure_future(agent()) if patched else None
+        await asyncio.wait_for(consumer._drain_messages(fetcher), 10)
+        if task is not None:
+            await asyncio.wait_for(task, 1)
+        return one_by_one, batches, consumer._new_offset(INPUT)
+
+    one_by_one, batches, commit_at = asyncio.run(run())
+    assert commit_at == 200  # every record handled is committed, whichever path
+    if patched:
+        assert one_by_one == [] and [o for b in batches for o in b] == list(range(200))
+        assert max(map(len, batches)) <= 40 and len(batches) < 200 / 10
+    else:
+        assert one_by_one == list(range(200))
+
+
+def test_the_lane_stops_fetching_while_it_is_full():
+    """Back pressure: with nobody taking, the fetch loop stops once the lane holds four
+    batches (as Faust's full stream buffer pauses a partition), and goes on after takes."""
+
+    async def run():
+        app = _app()
+        app.flow_control.resume()
+        kafka = Kafka(size=1000, batch=10)
+        consumer, _ = _consumer(app, kafka, True)
+        lane = fi.make_lane(app, INPUT.topic, max_events=20)
+        fetcher = _fetcher()
+        loop = asyncio.ensure_future(consumer._drain_messages(fetcher))
+        await asyncio.sleep(0.3)
+        held, position = len(lane.buffer), kafka.position[INPUT]
+        taken = [m.offset for _ in range(3) for m in await lane.take()]
+        await asyncio.sleep(0.3)
+        loop.cancel()  # how Faust stops its fetcher
+        await asyncio.gather(loop, return_exceptions=True)
+        return held, position, taken, kafka.position[INPUT]
+
+    held, position, taken, later = asyncio.run(run())
+    assert held == 80 and position <= 90  # four batches of 20, plus the fetch on hand
+    assert taken == list(range(60)) and later > position
+
+
 # ---- point 4: events skipped on a generation change are not acked ---------------------
 
 def fi_message(tp, offset: int, generation: int):

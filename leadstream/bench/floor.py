@@ -10,8 +10,9 @@ and runs until it is stopped. ``bench pipeline`` starts it as::
     python -m leadstream.bench.floor BOOTSTRAP GROUP SOURCE_TOPIC DEST_TOPIC N DATA_DIR [MODE]
 
 ``MODE`` ``events`` (the default: ``stream.events()``, one ``await`` of the stream per
-event) or ``batches`` (``stream.take_events(500, within=0.005)``, as the worker takes
-its input: the batched floor).
+event), ``batches`` (``stream.take_events(500, within=0.005)``: Faust's own batches) or
+``lane`` (the records handed from Faust's fetch loop in batches of up to 500,
+``streams.faust_internals.make_lane``, as the worker takes its input: the lane floor).
 
 The gap between this floor and the ceiling is Faust's; between the floor and the
 pipeline, leadstream's.
@@ -40,6 +41,10 @@ def main(argv: list[str]) -> None:
                     value_serializer="raw")
 
     state = {"seen": 0, "t0": None}
+    lane = None
+    if mode == "lane":
+        from leadstream.streams.faust_internals import make_lane
+        lane = make_lane(app, source, 500)
 
     async def handle(event) -> None:
         if state["t0"] is None:
@@ -53,7 +58,13 @@ def main(argv: list[str]) -> None:
 
     @app.agent(src, name="floor")
     async def floor(stream):
-        if mode == "batches":
+        if lane is not None:
+            ack = app.consumer.ack
+            while True:
+                for message in await lane.take():
+                    await handle(message)
+                    ack(message)
+        elif mode == "batches":
             async for events in stream.take_events(500, within=0.005):
                 for event in events:
                     await handle(event)

@@ -133,11 +133,13 @@ class Settings(BaseSettings):
         0.0, description="how long the worker's producer waits to fill a batch: fewer, larger "
         "requests (less CPU per event under load) for that much more latency")
     batch_max_events: int = Field(
-        500, ge=1, description="the worker takes up to this many fetched records per step "
-        "(all the input partitions it holds together)")
-    batch_max_wait_ms: float = Field(
-        5.0, gt=0, description="... or what arrived within this many milliseconds: the most "
-        "a record waits for its batch")
+        500, ge=1, description="the worker takes what one fetch brought, up to this many "
+        "records per step (all the input partitions it holds together); a record never waits "
+        "for more to arrive")
+    catalog_wait_ms: float = Field(
+        2000.0, ge=0, description="an event on a listing the worker does not know yet waits "
+        "at most this long for the worker's catalog reader to reach the end of the properties "
+        "topic (a listing published just before its first interactions)")
     lead_cache_size: int = Field(
         10_000, ge=0, description="recently active leads kept decoded in memory, about 13 KB "
         "each for a lead with two weeks of history (their stored records are kept whatever "
