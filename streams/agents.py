@@ -2,8 +2,9 @@
 listings checked. Agents only wire: take records, call pure code, write the table, send.
 
 The interactions agent takes what one fetch brought (up to ``batch_max_events``) from the
-lane of ``streams.faust_internals.make_lane``, lets each record through the trust check (its partition's state
-is whole here, ``streams.durable.StateRestorer``) and the offset-order guard
+lane of ``streams.faust_internals.make_lane``, lets each record through the trust check
+(its partition's state is whole here, ``streams.durable.StateRestorer``) and the
+offset-order guard
 (``streams.durable.OrderGuard``), runs one :meth:`streams.step.Step.run` per partition and
 writes each changed lead once (``features_by_lead``, keyed by the raw lead id and
 co-partitioned with ``interactions``; staged for the partition's next changelog
