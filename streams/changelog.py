@@ -134,6 +134,8 @@ class FencedChangelog:
                                                             partition=p))
                     fut.add_done_callback(_retrieved)  # a fenced write fails the commit too
                     sent.append(fut)
+                    if len(sent) % 256 == 0:  # a send returns without yielding: let the
+                        await asyncio.sleep(0)  # agent run between (batches stage anew)
                 await self._call(p, producer.commit_transaction())
                 failed = [f.exception() for f in sent
                           if f.done() and not f.cancelled() and f.exception() is not None]
