@@ -603,8 +603,7 @@ class Step:
         if self._quality_tick < self.settings.quality_sample_every or self._measured:
             return  # every n-th positive event, and at most one per batch
         self._quality_tick = 0
-        self._measured = True
-        self._measured = False  # a quality measurement was made in the current batch
+        self._measured = True  # a quality measurement was made in the current batch
         row = self.catalog.index.get(pid)
         if pid in profile.rejected or pid in profile.saved or pid in profile.booked:
             return

@@ -210,6 +210,25 @@ def test_a_batch_applies_each_event_exactly_as_one_at_a_time():
     assert sum(lists_many.values()) < sum(lists_one.values())
 
 
+def test_online_quality_is_measured_every_nth_positive_event_and_at_most_once_per_batch():
+    """Each measurement ranks the catalog with every model: one batch holding 60 saves
+    (every 20th measured) measures once, not three times; one save per step measures
+    every 20th."""
+
+    def observed(batch: int) -> int:
+        step, store = Step(Settings(quality_sample_every=20), 1), LeadStore()
+        for i in range(80):
+            step.load_listing(listing(f"P{i}", 300e3 + i), f"P{i}".encode())
+        saves = [(b"L1", event("property_saved", f"e{i}", dt=i, property_id=f"P{i}"))
+                 for i in range(60)]
+        for _ in replay(step, saves, store, batch=batch):
+            pass
+        return step.quality.state["hybrid"]["observed"]
+
+    assert observed(batch=60) <= 1
+    assert observed(batch=1) == 3
+
+
 def test_recommendation_triggers_and_minimum_interval(pipe):
     out = run(pipe, event("session_started", "e1"))
     assert out.recommendation is not None  # a new session
