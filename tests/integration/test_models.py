@@ -23,8 +23,9 @@ def _models_cli(s, *args):
 
 
 def test_snapshots_restore_and_rollback(settings, worker_factory, tmp_path):
+    # quality measured on every positive event, at most once per step: small steps
     s = settings.model_copy(update={"snapshot_interval_seconds": 1.0, "quality_sample_every": 1,
-                                    "model_dir": tmp_path / "models"})
+                                    "batch_max_events": 4, "model_dir": tmp_path / "models"})
     sim = Simulator(SimConfig(leads=30, properties=120, days=2, seed=5, start=recent_start(2)))
     records = list(sim.records())
     n_events = sum(r.topic == "interactions" for r in records)
