@@ -24,7 +24,7 @@ from leadstream.models.agents import AgentStats, insights
 from leadstream.streams.changelog import ChangelogFenced
 from leadstream.streams.context import Context
 from leadstream.streams.durable import AGAIN, NEXT
-from leadstream.streams.faust_internals import refuse
+from leadstream.streams.faust_internals import current, refuse
 from leadstream.streams.step import ALERT, DEAD_LETTER, FACT, RECOMMENDATION, REKEY, SCORE, Record
 
 log = logging.getLogger("leadstream.worker")
@@ -53,12 +53,10 @@ def add_agents(ctx: Context) -> tuple:
         while True:
             messages = await lane.take()
             received = time.time()
-            generation = app.consumer_generation_id
-            flowing = app.flow_control.is_active()
             parts: dict[int, list] = {}
             for msg in messages:
                 p = msg.partition
-                if not flowing or msg.generation_id != generation:
+                if not current(app, msg):
                     refuse(app, msg)  # fetched before a rebalance (Faust's stream skips
                     continue          # these): read again from the committed offset
                 if not restorer.trusted(p) and (

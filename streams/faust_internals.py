@@ -38,6 +38,14 @@ def refuse(app: faust.App, message) -> None:
     app.consumer._unacked_messages.discard(message)
 
 
+def current(app: faust.App, message) -> bool:
+    """Whether ``message`` may be handled now: fetched in the consumer's current
+    generation, with the flow running (Faust's stream skips the others unacked; the seek
+    after a rebalance reads them again)."""
+    return (message.generation_id == app.consumer_generation_id
+            and app.flow_control.is_active())
+
+
 def input_positions(app: faust.App, topic: str) -> dict:
     """Per assigned partition of ``topic``: ``(next offset to read, end offset)``. Faust
     keeps the last offset it delivered (``_read_offset``) and the last it committed
