@@ -63,6 +63,9 @@ class FencedChangelog:
         self._producers: dict[int, AIOKafkaProducer] = {}
         self._dirty: dict[int, dict[bytes, bytes | None]] = {}  # partition -> key -> value
         self._locks: dict[int, asyncio.Lock] = {}
+        # one commit at a time: a flush (before an offset commit, on revocation) that
+        # found a partition's writes popped by a commit in flight must wait for it
+        self._committing = asyncio.Lock()
         self.commits = 0
         self.records_written = 0
 
@@ -121,6 +124,10 @@ class FencedChangelog:
         it; raise :class:`ChangelogFenced` if another worker took a partition over, or
         ``RuntimeError`` if a record was not delivered. Writes staged meanwhile wait for
         the next commit."""
+        async with self._committing:  # a second caller returns once the first's is done
+            await self._commit()
+
+    async def _commit(self) -> None:
         for p in list(self._dirty):
             async with self._lock(p):
                 staged = self._dirty.pop(p, None)

@@ -457,6 +457,14 @@ def make_lane(app: faust.App, topic: str, max_events: int) -> Lane:
     drain = consumer._drain_messages
 
     async def drain_messages(fetcher) -> None:
+        try:
+            await _drain(fetcher)
+        except consumer.consumer_stopped_errors:
+            if app.should_stop:  # stopping anyway (as Faust's loop returns then)
+                return
+            raise
+
+    async def _drain(fetcher) -> None:
         callback = consumer.callback
         getmany = consumer.getmany
         consumer_stopped = consumer._stopped.is_set
@@ -489,8 +497,10 @@ def make_lane(app: faust.App, topic: str, max_events: int) -> Lane:
                         await consumer._add_gap(tp, read + 1, offset)
                     if commit_every is not None and consumer._n_acked >= commit_every:
                         consumer._n_acked = 0
+                        lane.fetched()
                         await consumer.commit()
                     if tp.topic != topic:
+                        lane.fetched()  # the callback may wait: let the agent take meanwhile
                         await consumer.wait_first(callback(message), suspend.wait())
                     elif _lane_open(lane, flow) or await _lane_wait(consumer, lane, flow):
                         message.tracked = True

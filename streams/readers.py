@@ -88,6 +88,9 @@ class CatalogFeed:
                 await asyncio.wait_for(self.moved.wait(), max(deadline - loop.time(), 0))
         except TimeoutError:
             return False
+        except Exception as err:  # noqa: BLE001 (the batch goes on without: never lost)
+            log.warning("could not ask the broker how far properties goes: %r", err)
+            return False
         return True
 
 
