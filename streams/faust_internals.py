@@ -391,9 +391,9 @@ class Lane:
     ([0, 1], [2])
     """
 
-    def __init__(self, max_events: int, buffered: int | None = None):
+    def __init__(self, max_events: int):
         self.max_events = max_events
-        self.limit = buffered or 4 * max_events  # the fetch loop waits above this
+        self.limit = 4 * max_events  # the fetch loop waits above this
         self.buffer: list = []
         self.ready = asyncio.Event()  # records to take: a fetch ended, or a batch is full
         self.space = asyncio.Event()  # below the limit again
@@ -425,13 +425,6 @@ class Lane:
             self.ready.clear()
         return batch
 
-    def clear(self) -> list:
-        """Drop every buffered record (returned, to be refused)."""
-        dropped, self.buffer = self.buffer, []
-        self.ready.clear()
-        self.space.set()
-        return dropped
-
 
 def make_lane(app: faust.App, topic: str, max_events: int) -> Lane:
     """Hand the records of ``topic`` from Faust's fetch loop straight to a :class:`Lane`,
@@ -454,7 +447,6 @@ def make_lane(app: faust.App, topic: str, max_events: int) -> Lane:
     """
     consumer = app.consumer
     lane = Lane(max_events)
-    drain = consumer._drain_messages
 
     async def drain_messages(fetcher) -> None:
         try:
@@ -511,7 +503,6 @@ def make_lane(app: faust.App, topic: str, max_events: int) -> Lane:
                 await batch.aclose()
             lane.fetched()
 
-    drain_messages.original = drain  # type: ignore[attr-defined]
     consumer._drain_messages = drain_messages
     return lane
 
