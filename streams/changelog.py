@@ -27,6 +27,12 @@ restore, on revocation and at least once a second, so the input offsets never ru
 of the state they produced, a transaction is open only while it is committed, and each
 changed lead reaches the changelog once per commit instead of once per batch. Nothing
 downstream waits for the commit (outputs are sent with the worker's ordinary producer).
+
+A partition's producer that dies on something other than a fence (aiokafka gives up on some
+retriable errors, a coordinator connection cut as the broker stops) is renewed in place
+(``faust_internals.renew_producer``): its epoch is ended and bumped only if it is still
+current, so a renewal never fences a worker that took the partition over meanwhile, and
+the writes it held are committed by the new producer (``docs/reliability.md``, point 12).
 """
 
 from __future__ import annotations
@@ -36,9 +42,12 @@ import logging
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenced
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, ProducerFenced
+
+from leadstream.streams import faust_internals as internals
 
 log = logging.getLogger("leadstream.worker")
+RENEWALS = 3  # producers renewed in a row for one partition's commit before giving up
 
 
 def _retrieved(fut: asyncio.Future) -> None:
@@ -48,6 +57,10 @@ def _retrieved(fut: asyncio.Future) -> None:
 
 class ChangelogFenced(RuntimeError):
     """Another worker took over a changelog partition this worker still wrote."""
+
+
+class _ProducerFailed(Exception):
+    """A partition's producer died on something other than a fence (its cause)."""
 
 
 class FencedChangelog:
@@ -68,6 +81,7 @@ class FencedChangelog:
         self._committing = asyncio.Lock()
         self.commits = 0
         self.records_written = 0
+        self.renewals = 0  # producers replaced after a failure that was not a fence
 
     def _lock(self, partition: int) -> asyncio.Lock:
         return self._locks.setdefault(partition, asyncio.Lock())
@@ -130,43 +144,83 @@ class FencedChangelog:
     async def _commit(self) -> None:
         for p in list(self._dirty):
             async with self._lock(p):
-                staged = self._dirty.pop(p, None)
-                producer = self._producers.get(p)
-                if not staged or producer is None:
-                    continue
-                await self._call(p, producer.begin_transaction())
-                sent = []
-                for key, value in staged.items():
-                    fut = await self._call(p, producer.send(self.topic, value, key=key,
-                                                            partition=p))
-                    fut.add_done_callback(_retrieved)  # a fenced write fails the commit too
-                    sent.append(fut)
-                    if len(sent) % 256 == 0:  # a send returns without yielding: let the
-                        await asyncio.sleep(0)  # agent run between (batches stage anew)
-                await self._call(p, producer.commit_transaction())
-                failed = [f.exception() for f in sent
-                          if f.done() and not f.cancelled() and f.exception() is not None]
-                if failed:  # not reached in practice: a failed write fails the commit
-                    raise RuntimeError(f"changelog partition {p}: {len(failed)} writes not "
-                                       f"delivered (first: {failed[0]!r})")
-                self.commits += 1
-                self.records_written += len(sent)
+                for attempt in range(RENEWALS + 1):
+                    staged = self._dirty.pop(p, None)
+                    producer = self._producers.get(p)
+                    if not staged or producer is None:
+                        break
+                    try:
+                        await self._send(p, producer, staged)
+                        break
+                    except _ProducerFailed as err:
+                        # kept for the renewed producer, under what was staged meanwhile
+                        self._dirty[p] = {**staged, **self._dirty.get(p, {})}
+                        if attempt == RENEWALS:
+                            raise RuntimeError(f"changelog partition {p}: its producer "
+                                               f"failed {attempt + 1} times in a row "
+                                               f"(last: {err.__cause__!r})") from err
+                        await self._renew(p, producer, err.__cause__)
 
-    async def _call(self, partition: int, aw):
+    async def _send(self, p: int, producer: AIOKafkaProducer, staged: dict) -> None:
+        await self._call(p, producer, producer.begin_transaction())
+        sent = []
+        for key, value in staged.items():
+            fut = await self._call(p, producer, producer.send(self.topic, value, key=key,
+                                                              partition=p))
+            fut.add_done_callback(_retrieved)  # a fenced write fails the commit too
+            sent.append(fut)
+            if len(sent) % 256 == 0:  # a send returns without yielding: let the
+                await asyncio.sleep(0)  # agent run between (batches stage anew)
+        await self._call(p, producer, producer.commit_transaction())
+        failed = [f.exception() for f in sent
+                  if f.done() and not f.cancelled() and f.exception() is not None]
+        if failed:  # not reached in practice: a failed write fails the commit
+            raise RuntimeError(f"changelog partition {p}: {len(failed)} writes not "
+                               f"delivered (first: {failed[0]!r})")
+        self.commits += 1
+        self.records_written += len(sent)
+
+    async def _renew(self, p: int, failed: AIOKafkaProducer, cause) -> None:
+        """Replace ``p``'s producer, whose sending task died on something other than a
+        fence, keeping its epoch's claim (``faust_internals.renew_producer``): if another
+        worker took the partition over meanwhile, this one stops as a fenced one does."""
+        log.warning("changelog partition %d: its producer failed (%r); renewing it, its "
+                    "writes kept for the next transaction", p, cause)
+        fresh = self.make_producer(f"{self.id_prefix}-{p}")
+        try:
+            await internals.renew_producer(failed, fresh)
+        except ProducerFenced as err:
+            await self._close(p)
+            raise ChangelogFenced(
+                f"changelog partition {p} was taken over by another worker while this "
+                f"one's producer was down ({cause!r}); this worker stops") from err
+        finally:
+            try:
+                await failed.stop()
+            except Exception:  # noqa: BLE001 (its sending task is dead already)
+                pass
+        self._producers[p] = fresh
+        self.renewals += 1
+
+    async def _call(self, partition: int, producer: AIOKafkaProducer, aw):
         try:
             return await aw
-        except (AssertionError, IllegalOperation) as err:
-            # aiokafka, once the producer's transaction failed (fenced while a write was on
-            # its way): an invalid state transition, or "not in transaction"
-            raise ChangelogFenced(f"changelog partition {partition}: its producer failed "
-                                  f"earlier, most likely fenced ({err!r}); this worker "
-                                  f"stops") from err
         except (ProducerFenced, InvalidProducerEpoch) as err:
             raise ChangelogFenced(
                 f"changelog partition {partition} was taken over by another worker while "
                 f"this one still wrote it (frozen or cut off past its session timeout?): "
                 f"its open transaction is aborted and never read back; this worker "
                 f"stops ({err!r})") from err
+        except (AssertionError, IllegalOperation, KafkaError) as err:
+            # aiokafka, once the producer's sending task died: the error that killed it,
+            # an invalid state transition, or "not in transaction"
+            cause = internals.producer_failure(producer)
+            if cause is not None and not isinstance(cause, (ProducerFenced,
+                                                            InvalidProducerEpoch)):
+                raise _ProducerFailed() from cause
+            raise ChangelogFenced(f"changelog partition {partition}: its producer failed "
+                                  f"earlier, most likely fenced ({err!r}); this worker "
+                                  f"stops") from err
 
     async def close(self) -> None:
         """Stop every producer; what was staged and not committed is dropped."""

@@ -21,6 +21,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import faust
+from aiokafka import errors as Errors
+from aiokafka.client import ConnectionGroup, CoordinationType
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.transaction import EndTxnRequest
+from aiokafka.protocol.types import CompactString, Int16, Int32, Int64, Schema, TaggedFields
 from faust.types import TP
 
 from leadstream.streams.durable import InputOrder
@@ -551,3 +556,91 @@ def make_tables_routed(app: faust.App, partitions: Callable[[str], int | None]) 
         return TP(topic, partition_for(key, n))
 
     producer.key_partition = routed
+
+
+# ---- aiokafka: a transactional producer renewed without fencing the partition's owner ----
+
+class _InitProducerIdResponse_v3(Response):
+    API_KEY, API_VERSION = 22, 3
+    SCHEMA = Schema(("throttle_time_ms", Int32), ("error_code", Int16),
+                    ("producer_id", Int64), ("producer_epoch", Int16), ("tags", TaggedFields))
+
+
+class _InitProducerIdRequest_v3(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY, API_VERSION = 22, 3
+    RESPONSE_TYPE = _InitProducerIdResponse_v3
+    SCHEMA = Schema(("transactional_id", CompactString("utf-8")),
+                    ("transaction_timeout_ms", Int32), ("producer_id", Int64),
+                    ("producer_epoch", Int16), ("tags", TaggedFields))
+
+
+class _BumpEpochRequest(Request[_InitProducerIdRequest_v3]):
+    """InitProducerId naming the epoch it expects (KIP-360, Kafka 2.5+): the coordinator
+    bumps that epoch, or answers PRODUCER_FENCED if the id has moved on since."""
+
+    API_KEY = 22
+
+    def __init__(self, transactional_id: str, timeout_ms: int, pid: int, epoch: int):
+        self.args = (transactional_id, timeout_ms, pid, epoch, {})
+
+    def build(self, request_struct_class):
+        return request_struct_class(*self.args)
+
+
+_RETRY = (Errors.CoordinatorNotAvailableError, Errors.NotCoordinatorError,
+          Errors.CoordinatorLoadInProgressError, Errors.ConcurrentTransactions)
+_FENCED = (Errors.ProducerFenced, Errors.InvalidProducerEpoch)
+_PRODUCER_FENCED = 90  # an error code aiokafka 0.14 does not name
+
+
+async def renew_producer(failed, fresh, *, backoff: float = 0.2) -> None:
+    """Start ``fresh`` (an unstarted ``AIOKafkaProducer`` with the same
+    ``transactional_id``) in place of ``failed``, a started one whose sending task died on
+    an error that was not a fence (aiokafka 0.14 gives up on some retriable errors: a
+    coordinator connection cut as the broker stops, aio-libs/aiokafka#1151 and #1004).
+
+    ``fresh.start()`` alone would send a plain InitProducerId, which bumps whatever epoch
+    the id has: had another worker taken the partition over meanwhile, that would fence
+    the rightful owner and let this worker write over its state. Instead the failed
+    producer's epoch is ended and bumped only if it is still current: its open
+    transaction is aborted (EndTxn), then InitProducerId names the epoch it expects, and
+    ``fresh`` starts with the epoch the coordinator returns (so its sequence numbers start
+    afresh). Raises ``aiokafka.errors.ProducerFenced`` if another producer took the id;
+    waits, retrying, while the coordinator is away.
+    """
+    txn = failed._txn_manager
+    tid, pid, epoch = txn.transactional_id, txn.producer_id, txn.producer_epoch
+    client = failed.client
+    requests = (lambda: EndTxnRequest(tid, pid, epoch, False),
+                lambda: _BumpEpochRequest(tid, txn.transaction_timeout_ms, pid, epoch))
+    for i, make in enumerate(requests):
+        while True:
+            try:
+                node = await client.coordinator_lookup(CoordinationType.TRANSACTION, tid)
+                resp = await client.send(node, make(), group=ConnectionGroup.COORDINATION)
+            except Errors.KafkaError as err:  # the broker away or moving: ask again
+                log.info("transactional id %s: renewal waits (%r)", tid, err)
+                await asyncio.sleep(backoff)
+                continue
+            error = Errors.for_code(resp.error_code)
+            if error in _FENCED or resp.error_code == _PRODUCER_FENCED:
+                raise Errors.ProducerFenced()
+            if error in _RETRY:
+                await asyncio.sleep(backoff)
+                continue
+            if error is Errors.NoError or (i == 0 and error is Errors.InvalidTxnState):
+                break  # aborted (or nothing was open: committed or never begun)
+            raise error()
+    fresh._txn_manager.set_pid_and_epoch(resp.producer_id, resp.producer_epoch)
+    await fresh.start()  # its sender finds a producer id and sends no InitProducerId
+
+
+def producer_failure(producer) -> BaseException | None:
+    """Why ``producer``'s sending task died (aiokafka fails every later call of a
+    transactional producer with a bare assertion or "not in transaction" then), or None
+    while it runs."""
+    task = producer._sender.sender_task
+    if task is None or not task.done() or task.cancelled():
+        return None
+    return task.exception()

@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from leadstream.streams.changelog import ChangelogFenced, FencedChangelog
 from leadstream.streams.readers import read_partition
@@ -52,6 +53,81 @@ def test_the_new_holder_of_a_partition_fences_the_old_one(settings):
             assert await _read(settings, topic, 1) == {b"L1": b"v1", b"L2": b"v3"}
             assert not new.write(2, [(b"L9", b"x")])  # a partition not held
             assert new.held() == {1}
+        finally:
+            await old.close()
+            await new.close()
+
+    asyncio.run(run())
+
+
+def _break(producer, step: str) -> None:
+    """Make ``producer``'s sending task die at its next ``step`` (a transactional request)
+    on a connection error, as aiokafka 0.14's does when the broker stops while it looks up
+    or talks to the transaction coordinator (aio-libs/aiokafka#1151): the CI failure of
+    the broker-outage test."""
+    sender = producer._sender
+
+    async def cut(*args):
+        raise KafkaConnectionError("Connection at 127.0.0.1 closed")
+
+    setattr(sender, step, cut)
+
+
+def test_a_producer_that_died_on_a_broker_error_is_renewed_and_its_writes_committed(settings):
+    """The commit whose producer died mid-transaction (records sent, EndTxn lost) keeps its
+    writes, renews the producer and commits them: the half-written transaction is aborted
+    and never read back, nothing staged is lost, and the worker goes on (it used to stop:
+    the first commit after the failure raised)."""
+    topic = settings.topic("interactions")
+
+    async def run():
+        cl = _changelog(settings, topic)
+        try:
+            await cl.acquire(2)
+            cl.write(2, [(b"L1", b"v1"), (b"L2", b"v1")])
+            await cl.commit()
+            first = cl._producers[2]
+            _break(first, "_do_txn_commit")  # the records reach the broker, the commit not
+            cl.write(2, [(b"L1", b"v2"), (b"L3", b"v2")])
+            await cl.commit()
+            assert cl.renewals == 1 and cl._producers[2] is not first
+            assert await _read(settings, topic, 2) == {b"L1": b"v2", b"L2": b"v1",
+                                                       b"L3": b"v2"}
+            assert cl.write(2, [(b"L2", b"v3")])  # the renewed producer goes on
+            await cl.commit()
+            assert await _read(settings, topic, 2) == {b"L1": b"v2", b"L2": b"v3",
+                                                       b"L3": b"v2"}
+            assert cl.pending() == 0
+        finally:
+            await cl.close()
+
+    asyncio.run(run())
+
+
+def test_a_renewal_never_fences_the_partitions_new_owner(settings):
+    """A worker whose producer died after another worker took the partition over must not
+    take it back: renewing by a plain InitProducerId would fence the new owner and let the
+    old one write over its state. The renewal names the epoch it had, the broker refuses
+    it, the old worker stops, and the new owner's commits go on."""
+    topic = settings.topic("interactions")
+
+    async def run():
+        old, new = _changelog(settings, topic), _changelog(settings, topic)
+        try:
+            await old.acquire(3)
+            old.write(3, [(b"L1", b"v1")])
+            await old.commit()
+            await new.acquire(3)  # the partition moved while the old worker was cut off
+            new.write(3, [(b"L1", b"v2")])
+            await new.commit()
+            _break(old._producers[3], "_do_add_partitions_to_txn")
+            old.write(3, [(b"L1", b"v-stale")])
+            with pytest.raises(ChangelogFenced, match="taken over"):
+                await old.commit()
+            assert old.held() == set()
+            new.write(3, [(b"L1", b"v3")])
+            await new.commit()  # not fenced by the old worker's attempt
+            assert await _read(settings, topic, 3) == {b"L1": b"v3"}
         finally:
             await old.close()
             await new.close()
