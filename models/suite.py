@@ -248,7 +248,7 @@ class ModelSuite(base.Base):
             if s is None:
                 continue
             s = np.asarray(s[: len(mask)], dtype=np.float64)
-            hit = float(np.count_nonzero(s[mask] > s[row]) < 10)
+            hit = float(np.isfinite(s[row]) and np.count_nonzero(s[mask] > s[row]) < 10)
             r = self.reliability[comp.name]
             r[0] = 0.99 * r[0] + hit
             r[1] = 0.99 * r[1] + 1.0

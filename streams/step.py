@@ -613,7 +613,7 @@ class Step:
         scores = self.models.all_scores(self.catalog, lead_id, profile, mask)
         for name, s in scores.items():
             s = np.where(mask, s, -np.inf)
-            better = int(np.count_nonzero(s > s[row]))
+            better = int(np.count_nonzero(s > s[row])) if np.isfinite(s[row]) else 10
             if self.quality.observe(name, better if better < 10 else None):
                 m.model_drift.labels(model=name).inc()
                 log.warning("model %s: drift in online quality (HR@10 now %.3f)", name,

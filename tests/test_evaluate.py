@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import orjson
 import pytest
 
@@ -179,3 +180,27 @@ def test_tune_half_chooses_weights_on_the_first_half_and_reports_the_second(firs
     assert r["references"]["river_funkmf"]["leave_last_out"]["evaluated"] == r["models"][
         "mf"]["leave_last_out"]["evaluated"]
     assert set(r["tuned"]["default_weights"]) >= {"prequential", "leave_last_out"}
+
+
+def test_a_model_whose_scores_diverged_to_nan_scores_no_hit():
+    """``bench mf``: a NaN score compares false with everything, so a diverged model once
+    looked perfect (every target "ranked first", HR@10 0.99 in leave-last-out); a NaN
+    target score is a miss."""
+    from leadstream.bench.mf import replay
+    from leadstream.models.evaluate import load_events
+
+    class Diverged:
+        def learn_one(self, *args):
+            pass
+
+        def scores(self, lead, n):
+            return np.full(n, np.nan)
+
+    lines = [orjson.dumps({"event_id": f"e{i}", "event_type": "property_saved",
+                           "lead_id": f"L{i % 3}", "property_id": f"P{i % 7}",
+                           "session_id": f"s{i % 3}",
+                           "timestamp": f"2026-03-01T00:{i:02d}:00Z"}) for i in range(40)]
+    events, _ = load_events(lines)
+    for protocol in ("prequential", "leave-last-out"):
+        r = replay(events, Diverged(), protocol)
+        assert r["evaluated"] > 0 and r["hr@10"] == 0.0

@@ -71,7 +71,8 @@ def replay(events: list, model, protocol: str, k: int = 10,
         s = model.scores(lead, len(ids))
         s = np.array(pop[: len(ids)] if s is None else s[: len(ids)], dtype=np.float64)
         s[[index[p] for p in seen.get(lead, ())]] = -np.inf
-        hits += int(np.count_nonzero(s > s[row]) < k)
+        if np.isfinite(s[row]):  # a diverged model's NaN is a miss, never a hit
+            hits += int(np.count_nonzero(s > s[row]) < k)
 
     for i, ev in enumerate(events):
         pid = ev.property_id
