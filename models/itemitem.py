@@ -6,8 +6,8 @@ Similarity is the cosine ``C[i, j] / sqrt(N[i] * N[j])`` where ``N`` is each lis
 total positive weight. Each listing keeps its ``max_neighbours`` strongest neighbours
 (bounded memory: about 24 KB for a listing with a full list of 200, the default; with 64
 a listing's list filled early and later co-occurrences could no longer enter it, and
-HR@10 on MovieLens 100K fell from 0.202 to 0.190, docs/benchmarks.md). A lead's scores sum the similarities of its recent listings, the most
-recent counting most.
+HR@10 on MovieLens 100K fell from 0.202 to 0.190, docs/benchmarks.md). A lead's scores
+sum the similarities of its recent listings, the most recent counting most.
 
 >>> m = ItemItemModel()
 >>> for lead in ("L1", "L2", "L3"):   # each saves row 0, then books row 1
