@@ -352,3 +352,20 @@ def test_searches_and_map_views_feed_the_content_profile():
                                                       "max_lat": 1, "max_lon": 1}})
     suite.learn_one(cat, "E", LeadProfile(), empty)
     assert suite.content.scores("E", len(cat)) is None
+
+
+def test_item_neighbours_stay_bounded_and_a_newcomer_can_still_enter_a_full_list():
+    """A listing keeps at most ``max_neighbours`` plus a quarter; a neighbour that keeps
+    co-occurring enters a full list (dropping the weakest at once, as before, left it out
+    for good: each new co-occurrence was the weakest and was dropped)."""
+    m = ItemItemModel(max_neighbours=8)
+    for j in range(1, 9):  # row 0's list full: 8 neighbours of weight 2
+        for _ in range(2):
+            m.learn_one([(0, 1.0)], j, 1.0)
+    for _ in range(6):  # a newcomer co-occurs six times with the full row 0
+        m.learn_one([(0, 1.0)], 100, 1.0)
+    for j in range(200, 230):  # then many one-off neighbours (each weight 1)
+        m.learn_one([(0, 1.0)], j, 1.0)
+        assert len(m.co[0]) <= 10
+    assert m.co[0].get(100) == 6.0
+    assert len(set(range(1, 9)) & set(m.co[0])) == 7  # the strongest 8: it and 7 of them
