@@ -53,7 +53,9 @@ def test_broker_produce_simulate_and_tail_print_json(tmp_path):
         assert p == {"topic": f"{prefix}interactions", "records": 2, "sent": 2, "invalid": 1,
                      "errors": [p["errors"][0]]} and p["errors"][0]["line"] == 2
 
-        sim = leadstream("simulate", "--leads", "3", "--properties", "10", "--days", "1",
+        # 10 leads: a day of 3 leads gave 11 events on 2026-12-02 (the default start is
+        # now minus 4 days, so the simulated day moves with the date)
+        sim = leadstream("simulate", "--leads", "10", "--properties", "10", "--days", "1",
                          "--limit", "20", "--json")
         assert sim["published"]["valid"] == 20 and sim["published"]["listings"] >= 10
         assert sim["topics"]["interactions"] == f"{prefix}interactions"
