@@ -164,6 +164,13 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.changelog_renewals = Counter(
+            "leadstream_changelog_renewals",
+            "Changelog producers renewed after dying on an error that was not a fence "
+            "(the broker lost mid-commit; docs/reliability.md point 12)",
+            ["partition"],
+            registry=r,
+        )
         self.model_learn = Histogram(
             "leadstream_model_learn_seconds",
             "Time to update every model with one event",
@@ -319,6 +326,7 @@ class Metrics:
         for p in parts:
             self.state_restores.labels(partition=p)
             self.partition_stalls.labels(partition=p)
+            self.changelog_renewals.labels(partition=p)
             for kind in GAP_KINDS:
                 self.input_gaps.labels(partition=p, kind=kind)
         for model in models:

@@ -151,7 +151,9 @@ def create_app(settings) -> faust.App:
             leads.changelog_topic.get_topic_name(), f"{app.conf.id}-features_by_lead",
             lambda tid: AIOKafkaProducer(transactional_id=tid,
                                          linger_ms=settings.producer_linger_ms,
-                                         **settings.kafka_client_kwargs()))
+                                         **settings.kafka_client_kwargs()),
+            on_renewed=lambda p: step.metrics.changelog_renewals.labels(
+                partition=str(p)).inc())
         make_flush_commits(app, fence.commit)
     guard = OrderGuard(
         order, lambda tp, offset: readers.first_offset(settings, tp, offset),

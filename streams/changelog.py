@@ -67,12 +67,14 @@ class FencedChangelog:
     """One transactional producer per changelog partition of ``topic``.
 
     ``make_producer(transactional_id)`` builds an (unstarted) ``AIOKafkaProducer``; the
-    ids are ``f"{id_prefix}-{partition}"``. The id must be the same for every worker of
-    one app (that is what fences), and differ between apps and tables.
+    ids are ``f"{id_prefix}-{partition}"``: the same for every worker of one app (that is
+    what fences), and different between apps and tables. ``on_renewed(partition)`` is
+    told of each producer renewed after a failure that was not a fence.
     """
 
-    def __init__(self, topic: str, id_prefix: str, make_producer):
+    def __init__(self, topic: str, id_prefix: str, make_producer, on_renewed=None):
         self.topic, self.id_prefix, self.make_producer = topic, id_prefix, make_producer
+        self.on_renewed = on_renewed  # called with the partition whose producer was renewed
         self._producers: dict[int, AIOKafkaProducer] = {}
         self._dirty: dict[int, dict[bytes, bytes | None]] = {}  # partition -> key -> value
         self._locks: dict[int, asyncio.Lock] = {}
@@ -201,6 +203,8 @@ class FencedChangelog:
                 pass
         self._producers[p] = fresh
         self.renewals += 1
+        if self.on_renewed is not None:
+            self.on_renewed(p)
 
     async def _call(self, partition: int, producer: AIOKafkaProducer, aw):
         try:

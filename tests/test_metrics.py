@@ -60,6 +60,7 @@ def test_exposition_has_the_zero_series_of_every_known_label():
             assert _has(s, "leadstream_experiment_total", experiment="exp", arm=arm, kind=kind)
     for p in "0123":
         assert _has(s, "leadstream_partition_stalls_total", partition=p)
+        assert _has(s, "leadstream_changelog_renewals_total", partition=p)
         assert _has(s, "leadstream_state_restores_total", partition=p)
         for kind in ("verified", "reread"):
             assert _has(s, "leadstream_input_gaps_total", partition=p, kind=kind)

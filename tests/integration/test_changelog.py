@@ -16,10 +16,11 @@ from leadstream.streams.readers import read_partition
 pytestmark = pytest.mark.integration
 
 
-def _changelog(settings, topic: str) -> FencedChangelog:
+def _changelog(settings, topic: str, on_renewed=None) -> FencedChangelog:
     return FencedChangelog(topic, f"{settings.topic_prefix}fence-test", lambda tid:
                            AIOKafkaProducer(transactional_id=tid,
-                                            **settings.kafka_client_kwargs()))
+                                            **settings.kafka_client_kwargs()),
+                           on_renewed=on_renewed)
 
 
 async def _read(settings, topic: str, partition: int) -> dict:
@@ -81,7 +82,8 @@ def test_a_producer_that_died_on_a_broker_error_is_renewed_and_its_writes_commit
     topic = settings.topic("interactions")
 
     async def run():
-        cl = _changelog(settings, topic)
+        renewed = []
+        cl = _changelog(settings, topic, on_renewed=renewed.append)
         try:
             await cl.acquire(2)
             cl.write(2, [(b"L1", b"v1"), (b"L2", b"v1")])
@@ -90,7 +92,7 @@ def test_a_producer_that_died_on_a_broker_error_is_renewed_and_its_writes_commit
             _break(first, "_do_txn_commit")  # the records reach the broker, the commit not
             cl.write(2, [(b"L1", b"v2"), (b"L3", b"v2")])
             await cl.commit()
-            assert cl.renewals == 1 and cl._producers[2] is not first
+            assert cl.renewals == 1 and renewed == [2] and cl._producers[2] is not first
             assert await _read(settings, topic, 2) == {b"L1": b"v2", b"L2": b"v1",
                                                        b"L3": b"v2"}
             assert cl.write(2, [(b"L2", b"v3")])  # the renewed producer goes on
