@@ -113,6 +113,18 @@ VARIANTS = {
     "top100_c3": dict(method="top100", scales={"w_content": 3.0}),
     "top100_crise2": dict(method="top100", rules={"content": content_rising(2.0)}),
     "top100_crise3": dict(method="top100", rules={"content": content_rising(3.0)}),
+    # tried on MovieLens 100K (docs/benchmarks.md, "On real data")
+    "top200": dict(method="top200"),
+    "top100_adapt0": dict(method="top100", adapt=0.0),
+    "top100_adapt2": dict(method="top100", adapt=2.0),
+    "top100_p0": dict(method="top100", scales={"w_popularity": 0.0}),
+    "top100_p1": dict(method="top100", scales={"w_popularity": 1.0}),
+    "top100_p2": dict(method="top100", scales={"w_popularity": 2.0}),
+    "top100_i2": dict(method="top100", scales={"w_itemitem": 2.0}),
+    "top100_m05": dict(method="top100", scales={"w_mf": 0.5}),
+    "top100_mf5": dict(method="top100", rules={"mf": mf_after(5.0)}),
+    "top100_mf60": dict(method="top100", rules={"mf": mf_after(60.0)}),
+    "top100_iiflat": dict(method="top100", rules={"itemitem": lambda sc, lid, lead, c: sc}),
 }
 
 

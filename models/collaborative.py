@@ -17,7 +17,7 @@ the number of positive events learnt. The lead's step is ``lead_lr`` times the
 listing's. The random draws come from one seeded generator: the same seed and events give
 the same factors.
 
-Defaults (docs/benchmarks.md, "The matrix factorisation on real data"): 24 uniform
+Defaults (docs/benchmarks.md, "On real data: MovieLens 100K"): 24 uniform
 negatives, lr 0.035, the lead's step 1.5x, no l2, no decay. Popularity-proportional
 negatives (``pop_negatives`` 0.5, the default until 2026-12-02) and a lead step of 2x
 were chosen on the simulator, where popularity says little; on MovieLens 100K they held

@@ -57,7 +57,7 @@ from leadstream.models import registry
 from leadstream.models.catalog import Catalog
 from leadstream.models.references import RiverReference
 from leadstream.models.scoring import LABELS
-from leadstream.models.suite import MODELS, ModelSuite
+from leadstream.models.suite import MODELS, ModelSuite, rank_of
 
 
 class Downsampled:
@@ -170,15 +170,6 @@ def load_catalog(lines: Iterable[bytes], suite: ModelSuite, catalog: Catalog) ->
                                         "amenities": listing.amenities})
         n += 1
     return n
-
-
-def _rank_of(scores: np.ndarray, row: int, k: int) -> int | None:
-    """0-based rank of ``row`` if it is in the top ``k`` (ties count against it)."""
-    s = scores[row]
-    if not np.isfinite(s):
-        return None
-    better = int(np.count_nonzero(scores > s))
-    return better if better < k else None
 
 
 class NoEvents(LeadstreamError):
@@ -429,7 +420,7 @@ class _Run:
         for name, acc in accs.items():
             t = time.perf_counter()
             s = np.where(mask, all_scores[name], -np.inf)
-            acc.add(_rank_of(s, row, k), self.position)
+            acc.add(rank_of(s, row, k), self.position)
             top = np.argpartition(-s, kk - 1)[:kk] if kk else []
             acc.shown.update(int(x) for x in top)
             acc.seconds += time.perf_counter() - t + (per_model if name in self.names else 0.0)

@@ -72,8 +72,7 @@ class ItemItemModel(base.Base):
         if len(nb) > self.max_neighbours + self.max_neighbours // 4:
             # pruned to the strongest ``max_neighbours`` once a quarter more have come in:
             # a newcomer gets a chance to accumulate, and the cost is one selection per
-            # max_neighbours / 4 new neighbours (dropping the weakest at each one, a scan
-            # of the row, cost 135 µs per event once rows were full)
+            # max_neighbours / 4 new neighbours, not a scan of the row at each one
             keep = heapq.nlargest(self.max_neighbours, nb.items(), key=itemgetter(1))
             nb.clear()
             nb.update(keep)

@@ -80,6 +80,21 @@ class Ranked:
 TOP = 100
 
 
+def rank_of(scores: np.ndarray, row: int, k: int) -> int | None:
+    """0-based rank of ``row`` if it is in the top ``k`` of ``scores`` (ties count against
+    it); None otherwise, and for a score that is not finite (masked, or a diverged
+    model's NaN, which compares false with everything and would otherwise rank first).
+
+    >>> rank_of(np.array([0.1, 0.9, 0.5]), 2, 2), rank_of(np.array([np.nan, 1.0]), 0, 2)
+    (1, None)
+    """
+    s = scores[row]
+    if not np.isfinite(s):
+        return None
+    better = int(np.count_nonzero(scores > s))
+    return better if better < k else None
+
+
 def _standardise(S: np.ndarray, mask: np.ndarray, top: int = TOP) -> np.ndarray:
     """Each row of ``S`` minus the mean of its ``top`` highest scores among the ``mask``ed
     columns, over their standard deviation (a row without spread there, or with fewer than
@@ -248,7 +263,7 @@ class ModelSuite(base.Base):
             if s is None:
                 continue
             s = np.asarray(s[: len(mask)], dtype=np.float64)
-            hit = float(np.isfinite(s[row]) and np.count_nonzero(s[mask] > s[row]) < 10)
+            hit = float(rank_of(np.where(mask, s, -np.inf), row, 10) is not None)
             r = self.reliability[comp.name]
             r[0] = 0.99 * r[0] + hit
             r[1] = 0.99 * r[1] + 1.0

@@ -79,7 +79,7 @@ from leadstream.models.catalog import Catalog, money
 from leadstream.models.experiments import attribute, load_experiments, log_recommendation
 from leadstream.models.quality import OnlineQuality
 from leadstream.models.scoring import LABELS, contact_at
-from leadstream.models.suite import MODELS, ModelSuite
+from leadstream.models.suite import MODELS, ModelSuite, rank_of
 from leadstream.ops.metrics import Metrics
 
 log = logging.getLogger("leadstream.worker")
@@ -612,9 +612,7 @@ class Step:
             return
         scores = self.models.all_scores(self.catalog, lead_id, profile, mask)
         for name, s in scores.items():
-            s = np.where(mask, s, -np.inf)
-            better = int(np.count_nonzero(s > s[row])) if np.isfinite(s[row]) else 10
-            if self.quality.observe(name, better if better < 10 else None):
+            if self.quality.observe(name, rank_of(np.where(mask, s, -np.inf), row, 10)):
                 m.model_drift.labels(model=name).inc()
                 log.warning("model %s: drift in online quality (HR@10 now %.3f)", name,
                             self.quality.state[name]["hr@10"])

@@ -23,6 +23,7 @@ from leadstream.contract.events import feedback_weight
 from leadstream.models.collaborative import CollaborativeModel
 from leadstream.models.evaluate import load_events
 from leadstream.models.references import REFERENCES, RiverReference
+from leadstream.models.suite import rank_of
 
 
 def parse_variant(spec: str):
@@ -71,8 +72,7 @@ def replay(events: list, model, protocol: str, k: int = 10,
         s = model.scores(lead, len(ids))
         s = np.array(pop[: len(ids)] if s is None else s[: len(ids)], dtype=np.float64)
         s[[index[p] for p in seen.get(lead, ())]] = -np.inf
-        if np.isfinite(s[row]):  # a diverged model's NaN is a miss, never a hit
-            hits += int(np.count_nonzero(s > s[row]) < k)
+        hits += rank_of(s, row, k) is not None  # a diverged model's NaN: a miss
 
     for i, ev in enumerate(events):
         pid = ev.property_id
