@@ -7,7 +7,7 @@ registry's weight names, ``w_content``...), with a traffic share. A lead's arm i
 experiment's salt and the lead id, so every worker, and every restart, agrees.
 
 Attribution is per lead: the lead remembers its last few recommendation lists (id,
-time, experiment, arm, listings). ``recommendation_shown`` / ``recommendation_clicked``
+time, experiment, arm, and for the newest five the listings). ``recommendation_shown`` / ``recommendation_clicked``
 name their list; a save, booking request, offer or conversion on a listing of a list
 shown within the attribution window is credited to the most recent such list. The same
 functions run in the worker (metrics) and in ``leadstream experiments report`` (which
@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from leadstream.models import registry
 from leadstream.models.suite import MODELS
 
-MAX_LOGGED = 5  # recommendation lists remembered per lead for attribution
+MAX_LOGGED = 5  # recommendation lists whose listings a lead remembers (save attribution)
+MAX_LOGGED_IDS = 16  # lists whose id and arm it remembers (impressions and clicks)
 KINDS = ("recommendations", "impressions", "clicks", "saves", "bookings", "conversions")
 _CREDITED = {"property_saved": "saves", "booking_requested": "bookings",
              "offer_made": "bookings", "outcome_recorded": "conversions"}
@@ -107,9 +108,22 @@ def load_experiments(path: str | Path | None) -> Experiment | None:
 # ---- attribution (per lead) -------------------------------------------------------------
 def log_recommendation(rec_log: list, rec_id: str, ts: float, experiment: str | None,
                        arm: str | None, items: list[str]) -> None:
-    """Remember a published list in the lead's ``rec_log`` (bounded)."""
+    """Remember a published list in the lead's ``rec_log`` (bounded).
+
+    The newest ``MAX_LOGGED`` lists keep their listings; older ones, up to
+    ``MAX_LOGGED_IDS``, only their id and arm, so a click on a list that newer lists
+    followed (a lead still scrolling an older one) is still credited.
+
+    >>> log = []
+    >>> for i in range(20):
+    ...     log_recommendation(log, f"r{i}", float(i), "e", "a", ["P1"])
+    >>> len(log), log[0][0], log[0][4], log[-1][4]
+    (16, 'r4', [], ['P1'])
+    """
     rec_log.append([rec_id, ts, experiment, arm, items, []])
-    del rec_log[:-MAX_LOGGED]
+    del rec_log[:-MAX_LOGGED_IDS]
+    if len(rec_log) > MAX_LOGGED:
+        rec_log[-MAX_LOGGED - 1][4] = []
 
 
 def attribute(rec_log: list, event, window: float) -> list[tuple[str, str, str]]:

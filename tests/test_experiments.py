@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from leadstream.contract.events import make_event, parse_event
 from leadstream.models.experiments import (
+    MAX_LOGGED,
     Experiment,
     attribute,
     load_experiments,
@@ -90,6 +91,25 @@ def test_attribution_credits_the_list_that_showed_the_listing():
                       timestamp=t + timedelta(hours=5), property_id="P3",
                       payload={"outcome": "converted"})
     assert attribute(log, conv, week) == [("ab1", "better", "conversions")]
+
+
+def test_a_click_on_a_list_that_newer_lists_followed_is_still_credited():
+    # a lead scrolling one list while a visit and its own clicks brought it newer ones
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    log: list = []
+    log_recommendation(log, "first", t.timestamp(), "ab1", "better", ["P1"])
+    for i in range(MAX_LOGGED + 3):
+        log_recommendation(log, f"r{i}", t.timestamp() + i + 1, "ab1", "better", ["P2"])
+
+    def ev(et, pid, **payload):
+        return make_event(et, event_id=f"e-{et}", lead_id="L", session_id="s",
+                          timestamp=t + timedelta(minutes=1), property_id=pid, payload=payload)
+
+    assert attribute(log, ev("recommendation_clicked", "P1", recommendation_id="first"),
+                     86_400) == [("ab1", "better", "clicks")]
+    # its listings are forgotten: a save of P1 is no longer credited to it
+    assert attribute(log, ev("property_saved", "P1"), 86_400) == []
+    assert attribute(log, ev("property_saved", "P2"), 86_400)[0] == ("ab1", "better", "saves")
 
 
 def _report(exp, lift, seed=7, leads=3000):
