@@ -96,7 +96,7 @@ def rank_of(scores: np.ndarray, row: int, k: int) -> int | None:
 
 
 def _standardise(S: np.ndarray, mask: np.ndarray, top: int = TOP) -> np.ndarray:
-    """Each row of ``S`` minus the mean of its ``top`` highest scores among the ``mask``ed
+    """Each row of ``S`` (in place) minus the mean of its ``top`` highest scores among the ``mask``ed
     columns, over their standard deviation (a row without spread there, or with fewer than
     two candidates, becomes 0). Over the head of each component's ranking, not over every
     candidate: what a component says about its best listings is what the blend compares,
@@ -112,7 +112,9 @@ def _standardise(S: np.ndarray, mask: np.ndarray, top: int = TOP) -> np.ndarray:
 
 def _standardise_many(S: np.ndarray, M: np.ndarray, top: int = TOP) -> np.ndarray:
     """:func:`_standardise` of each lead's rows at once: ``S`` is (leads x components x
-    listings), ``M`` (leads x listings) each lead's candidate mask.
+    listings), ``M`` (leads x listings) each lead's candidate mask. ``S`` (float64) is
+    standardised in place and returned: a batch's copy of it would be a fresh array of
+    several MB, whose page faults cost more than the arithmetic.
 
     >>> S = np.array([[[1.0, 2.0, 3.0, 100.0], [5.0, 5.0, 5.0, 0.0]]])
     >>> M = np.array([[True, True, True, False]])
@@ -123,7 +125,8 @@ def _standardise_many(S: np.ndarray, M: np.ndarray, top: int = TOP) -> np.ndarra
     n = S.shape[2]
     t = min(top, n)
     if t < 1:
-        return np.zeros(S.shape, dtype=np.float64)
+        S[...] = 0.0
+        return S
     buf = np.negative(S, dtype=np.float32)  # negated: the head sorts first
     np.copyto(buf, np.float32(np.inf), where=~M[:, None, :])
     if t < n:
@@ -136,11 +139,11 @@ def _standardise_many(S: np.ndarray, M: np.ndarray, top: int = TOP) -> np.ndarra
     dev = np.where(ok, head + mu, 0.0)
     sd = np.sqrt((dev * dev).sum(axis=2, keepdims=True) / cnt)
     flat = sd < 1e-12
-    D = S - mu
-    D /= np.where(flat, 1.0, sd)
-    D[np.broadcast_to(flat, D.shape)] = 0.0
-    D[M.sum(axis=1) < 2] = 0.0
-    return D
+    S -= mu
+    S /= np.where(flat, 1.0, sd)
+    S[np.broadcast_to(flat, S.shape)] = 0.0
+    S[M.sum(axis=1) < 2] = 0.0
+    return S
 
 
 class ModelSuite(base.Base):
