@@ -6,12 +6,12 @@ arm is a model (``hybrid`` or any component of ``models/registry.py``: ``content
 registry's weight names, ``w_content``...), with a traffic share. A lead's arm is a hash of the
 experiment's salt and the lead id, so every worker, and every restart, agrees.
 
-Attribution is per lead: the lead remembers its last few recommendation lists (id,
-time, experiment, arm, and for the newest five the listings). ``recommendation_shown`` / ``recommendation_clicked``
-name their list; a save, booking request, offer or conversion on a listing of a list
-shown within the attribution window is credited to the most recent such list. The same
-functions run in the worker (metrics) and in ``leadstream experiments report`` (which
-replays the topics), so they agree.
+Attribution is per lead: the lead remembers its last few recommendation lists (id, time,
+experiment, arm, and for the newest five the listings). ``recommendation_shown`` and
+``recommendation_clicked`` name their list; a save, booking request, offer or conversion
+on a listing of a list shown within the attribution window is credited to the most
+recent such list. The same functions run in the worker (metrics) and in ``leadstream
+experiments report`` (which replays the topics), so they agree.
 
 >>> exp = Experiment.model_validate({"name": "e1", "salt": "s", "arms": [
 ...     {"name": "control", "share": 0.5}, {"name": "content", "share": 0.5,

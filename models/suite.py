@@ -96,9 +96,9 @@ def rank_of(scores: np.ndarray, row: int, k: int) -> int | None:
 
 
 def _standardise(S: np.ndarray, mask: np.ndarray, top: int = TOP) -> np.ndarray:
-    """Each row of ``S`` (in place) minus the mean of its ``top`` highest scores among the ``mask``ed
-    columns, over their standard deviation (a row without spread there, or with fewer than
-    two candidates, becomes 0). Over the head of each component's ranking, not over every
+    """Each row of ``S`` (in place) minus the mean of its ``top`` highest scores among the
+    ``mask``ed columns, over their standard deviation (a row without spread there, or with
+    fewer than two candidates, becomes 0). Over the head of each component's ranking, not over every
     candidate: what a component says about its best listings is what the blend compares,
     so a component whose head stands out from its tail no longer drowns the others.
 

@@ -54,6 +54,7 @@ TRIGGERS = ("first_event", "session_started", "strong_signal", "top_k_changed",
 TIERS = ("hot", "warm", "cold")  # models/scoring.py: tier()
 SCORE_LABELS = ("converted", "not")  # streams/step.py: the CRM outcomes learned
 GAP_KINDS = ("verified", "reread")  # streams/durable.py: OrderGuard
+GC_GENERATIONS = ("0", "1", "2")  # ops/gcpolicy.py: CPython's generations
 # models/experiments.py: KINDS, then the per-list and online-HR@10 counts of attribute()
 EXPERIMENT_KINDS = ("recommendations", "impressions", "clicks", "saves", "bookings",
                     "conversions", "saves_lists", "bookings_lists", "positives", "hits")
@@ -169,6 +170,14 @@ class Metrics:
             "Changelog producers renewed after dying on an error that was not a fence "
             "(the broker lost mid-commit; docs/reliability.md point 12)",
             ["partition"],
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "leadstream_gc_pause_seconds",
+            "Python garbage-collection pauses by generation (2: the full collections, run "
+            "every LEADSTREAM_GC_FULL_INTERVAL_SECONDS; ops/gcpolicy.py)",
+            ["generation"],
+            buckets=(1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
         self.model_learn = Histogram(
@@ -323,6 +332,8 @@ class Metrics:
                 self.intake_requests.labels(endpoint=endpoint, status=status)
         for trigger in TRIGGERS:
             self.recommendations.labels(trigger=trigger)
+        for gen in GC_GENERATIONS:
+            self.gc_pause.labels(generation=gen)
         for p in parts:
             self.state_restores.labels(partition=p)
             self.partition_stalls.labels(partition=p)

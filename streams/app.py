@@ -235,6 +235,7 @@ def run_worker(settings, loglevel: str = "warning") -> None:
             self.spinner = None
 
     app = create_app(settings)
+    timers.add_collector(app, settings)  # process-wide: here, not in create_app
     worker = _Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

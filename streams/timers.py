@@ -1,5 +1,6 @@
 """The worker's background work: the catalog read, idle leads forgotten, model snapshots
-(and rollbacks followed), stalled input partitions unstuck, agent insights published."""
+(and rollbacks followed), stalled input partitions unstuck, agent insights published,
+and Python's full garbage collections (:func:`add_collector`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 from leadstream.features import record
 from leadstream.models.snapshot import SnapshotStore
+from leadstream.ops.gcpolicy import CollectorPolicy
 from leadstream.streams import faust_internals as internals
 from leadstream.streams import readers
 from leadstream.streams.agents import publish_insights
@@ -153,3 +155,28 @@ def add_timers(ctx: Context, snapshots: ModelSnapshots) -> None:
                         pos[tp][0], pos[tp][1] - pos[tp][0], committed)
             ctx.step.metrics.partition_stalls.labels(partition=str(tp.partition)).inc()
             await internals.seek_back(app, tp, committed)
+
+
+def add_collector(app, settings) -> CollectorPolicy:
+    """The worker process's garbage-collector policy (ops/gcpolicy.py): a full collection
+    every ``gc_full_interval_seconds`` and none in between (0: CPython's own schedule),
+    and every pause in ``leadstream_gc_pause_seconds{generation}``. Process-wide, so
+    installed by ``run_worker``, not by ``create_app``."""
+    interval = settings.gc_full_interval_seconds
+    policy = CollectorPolicy(scheduled=interval > 0)
+    policy.install()
+    histogram = app.step.metrics.gc_pause
+    children = {g: histogram.labels(generation=str(g)) for g in range(3)}
+
+    @app.timer(interval=1.0)
+    async def gc_pauses():
+        for gen, seconds in policy.pauses():
+            children[gen].observe(seconds)
+
+    if interval > 0:
+        @app.timer(interval=interval)
+        async def full_collection():
+            found = policy.collect()
+            log.debug("full garbage collection: %d unreachable objects", found)
+
+    return policy

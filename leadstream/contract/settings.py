@@ -252,6 +252,11 @@ class Settings(BaseSettings):
     lead_sweep_interval_seconds: float = Field(
         60.0, description="how often a worker looks for idle leads to forget"
     )
+    gc_full_interval_seconds: float = Field(
+        60.0, ge=0, description="the worker runs Python's full (generation 2) garbage "
+        "collection this often, and never in between: CPython would start one whenever a "
+        "quarter more objects survive, a pause of 100-200 ms over a worker's decoded leads "
+        "every few seconds under load (ops/gcpolicy.py); 0: CPython's own schedule")
     changelog_transactions: bool = Field(
         True, description="write each lead-table changelog partition with a transactional "
         "producer of its own, so a worker frozen past its session timeout cannot leave a "

@@ -98,7 +98,8 @@ def test_dashboard_and_alert_queries_return_data_from_a_live_worker(
                            "      - {name: a, share: 0.5}\n"
                            "      - {name: b, share: 0.5, model: content}\n")
     s = settings.model_copy(update={"quality_sample_every": 1, "experiments_file": experiments,
-                                    "lead_sweep_interval_seconds": 1.0})
+                                    "lead_sweep_interval_seconds": 1.0,
+                                    "gc_full_interval_seconds": 2.0})
     w = worker_factory(s)
     sim = Simulator(SimConfig(leads=30, properties=120, days=2, seed=8, bad_ratio=0.05,
                               duplicate_ratio=0.03, start=recent_start(2)))
@@ -119,6 +120,10 @@ def test_dashboard_and_alert_queries_return_data_from_a_live_worker(
         n_inter = sum(r.topic == "interactions" for r in records)
         w.wait_for(lambda: w.total("leadstream_events_in_total",
                                    topic=s.topic("interactions")) >= n_inter, what="the stream")
+        # the worker's full collections are its own, on schedule, and measured
+        w.wait_for(lambda: w.total("leadstream_gc_pause_seconds_count", generation="2") >= 2,
+                   timeout=30, what="two scheduled full garbage collections")
+        assert w.total("leadstream_gc_pause_seconds_count", generation="0") > 0
         # enough scrapes for rate() windows and the 15 s-step subquery
         def scraped() -> bool:
             r = _query(base, 'count_over_time(up{job="leadstream"}[1m])')
