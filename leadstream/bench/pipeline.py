@@ -19,12 +19,18 @@
    a lead's first event, a changed top-k) are timed;
 4. **two workers**: the same backlog split over two worker processes.
 
+Both backlog runs report ``cores_busy``: the CPU seconds the workers, the broker (the
+embedded one) and the benchmark's own process (its producer and scrapes) spent over
+the run, per second of it. Where that total is near the machine's cores, a second
+worker has no core of its own to run on.
+
 Uses the embedded Apache Kafka unless ``LEADSTREAM_KAFKA_BOOTSTRAP`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import urllib.error
@@ -127,8 +133,28 @@ def _drain(s, urls: list[str], n_input: int, limit: float = 1800.0,
         done = (sums["leadstream_events_processed_total"]
                 + sums["leadstream_events_duplicate_total"] + sums["dead_lettered"])
         if done >= n_input or time.perf_counter() - t0 > limit:
-            return {"seconds": time.perf_counter() - t0, "accounted": done, **sums}
+            each = [total(m, "leadstream_events_processed_total") for m in ms]
+            return {"seconds": time.perf_counter() - t0, "accounted": done, **sums,
+                    "processed_per_worker": each}
         time.sleep(0.2)
+
+
+def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each named group of processes."""
+    return {name: sum(cpu_seconds(p) for p in group) for name, group in pids.items()}
+
+
+def _cores_busy(before: dict[str, float], after: dict[str, float], seconds: float
+                ) -> dict[str, float]:
+    """Cores each group kept busy between two :func:`_cpu` readings ``seconds`` apart,
+    and their total.
+
+    >>> _cores_busy({"worker": 1.0, "broker": 0.5}, {"worker": 2.5, "broker": 1.0}, 2.0)
+    {'worker': 0.75, 'broker': 0.25, 'total': 1.0}
+    """
+    out = {k: round((after[k] - before[k]) / seconds, 2) for k in before}
+    out["total"] = round(sum(out.values()), 2)
+    return out
 
 
 def _event_counts(url: str, leads: list[str]) -> dict[str, int]:
@@ -218,7 +244,7 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
 
 
 def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
-                 counts_one: dict[str, int]) -> dict:
+                 counts_one: dict[str, int], broker_pids: list[int]) -> dict:
     """Two worker processes on a fresh copy of the backlog, against one worker's run."""
     from leadstream.ops.broker import free_port
     from leadstream.streams.topics import apply_topics
@@ -233,9 +259,11 @@ def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
     try:
         wait_ready(workers, 120.0)
         urls = [w.url for w in workers]
-        t0 = time.perf_counter()
+        pids = {"workers": [w.pid for w in workers], "broker": broker_pids, "bench": [os.getpid()]}
+        cpu0, t0 = _cpu(pids), time.perf_counter()
         asyncio.run(produce(s, s.topic("interactions"), inter))
         two = _drain(s, urls, len(inter), t0=t0)
+        cores = _cores_busy(cpu0, _cpu(pids), two["seconds"])
         counts = _event_counts(urls[0], list(counts_one))
     finally:
         stop_all(workers)
@@ -250,7 +278,9 @@ def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
             "leads_compared": len(counts_one), "leads_differing": len(differ),
             "differing_examples": differ[:5],
             "recommendation_hits": int(hits2), "recommendation_hits_one_worker": int(hits1),
-            "hits_ratio_to_one": round(hits2 / hits1, 3) if hits1 else None}
+            "hits_ratio_to_one": round(hits2 / hits1, 3) if hits1 else None,
+            "cores_busy": cores,
+            "processed_per_worker": [int(x) for x in two["processed_per_worker"]]}
 
 
 def bench_pipeline(events: int = 20_000, leads: int = 2000,
@@ -295,12 +325,16 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         proc = bench_worker(s, log)  # ready: the catalog read, its partitions held
         procs.append(proc)
         url = proc.url
-        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        broker_pids = [broker.process.pid] if broker is not None else []
+        pids = {"worker": [proc.pid], "broker": broker_pids, "bench": [os.getpid()]}
+        cpu0, t0 = _cpu(pids), time.perf_counter()
         asyncio.run(produce(s, s.topic("interactions"), inter))
         one = _drain(s, [url], len(inter), t0=t0)
+        cpu1 = _cpu(pids)
         # the worker's own CPU (its threads, not the broker's) per event of the backlog
         out["worker_cpu_us_per_event"] = round(
-            1e6 * (cpu_seconds(proc.pid) - cpu0) / max(one["accounted"], 1), 1)
+            1e6 * (cpu1["worker"] - cpu0["worker"]) / max(one["accounted"], 1), 1)
+        out["cores_busy"] = _cores_busy(cpu0, cpu1, one["seconds"])
         rate = one["accounted"] / one["seconds"]
         out["pipeline_events_per_second"] = round(rate, 1)
         out["ratio_to_ceiling"] = round(rate / out["ceiling_events_per_second"], 4)
@@ -340,7 +374,8 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
         if two_workers:
             stop_all(procs)
             procs.clear()
-            out["two_workers"] = _two_workers(base, work, catalog, inter, one, counts_one)
+            out["two_workers"] = _two_workers(base, work, catalog, inter, one, counts_one,
+                                              broker_pids)
         failed = False
     finally:
         stop_all(procs)
@@ -386,4 +421,5 @@ def print_pipeline(r: dict) -> None:
                 f"{w['replayed']} replayed; {w['leads_differing']} of {w['leads_compared']:,} "
                 f"leads hold a different event count than with one worker; recommendation "
                 f"hits {w['recommendation_hits']:,} vs {w['recommendation_hits_one_worker']:,} "
-                f"({w['hits_ratio_to_one']}x)")
+                f"({w['hits_ratio_to_one']}x); cores busy {w['cores_busy']['total']} of "
+                f"{r['machine']['cpus']} (one worker's run: {r['cores_busy']['total']})")
