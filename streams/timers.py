@@ -11,6 +11,7 @@ import time
 from leadstream.features import record
 from leadstream.models.snapshot import SnapshotStore
 from leadstream.ops.gcpolicy import CollectorPolicy
+from leadstream.ops.metrics import GC_GENERATIONS
 from leadstream.streams import faust_internals as internals
 from leadstream.streams import readers
 from leadstream.streams.agents import publish_insights
@@ -166,7 +167,7 @@ def add_collector(app, settings) -> CollectorPolicy:
     policy = CollectorPolicy(scheduled=interval > 0)
     policy.install()
     histogram = app.step.metrics.gc_pause
-    children = {g: histogram.labels(generation=str(g)) for g in range(3)}
+    children = {int(g): histogram.labels(generation=g) for g in GC_GENERATIONS}
 
     @app.timer(interval=1.0)
     async def gc_pauses():

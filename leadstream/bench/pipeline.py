@@ -22,7 +22,9 @@
 Both backlog runs report ``cores_busy``: the CPU seconds the workers, the broker (the
 embedded one) and the benchmark's own process (its producer and scrapes) spent over
 the run, per second of it. Where that total is near the machine's cores, a second
-worker has no core of its own to run on.
+worker has no core of its own to run on. ``gc_pauses``: the one worker's garbage
+collections per generation over its backlog and latency runs (``leadstream_gc_pause_seconds``;
+with ``LEADSTREAM_GC_FULL_INTERVAL_SECONDS=0``, CPython's own schedule).
 
 Uses the embedded Apache Kafka unless ``LEADSTREAM_KAFKA_BOOTSTRAP`` is set.
 """
@@ -54,6 +56,7 @@ from leadstream.bench.common import (
     save_event,
 )
 from leadstream.bench.harness import Process, ProcessFailed, stop_all, wait_ready
+from leadstream.ops.metrics import GC_GENERATIONS
 from leadstream.scrape import scrape, total
 from leadstream.simulate import restamp
 
@@ -154,6 +157,18 @@ def _cores_busy(before: dict[str, float], after: dict[str, float], seconds: floa
     """
     out = {k: round((after[k] - before[k]) / seconds, 2) for k in before}
     out["total"] = round(sum(out.values()), 2)
+    return out
+
+
+def _gc_pauses(m) -> dict[str, dict]:
+    """Per generation, from a worker's scrape: its garbage collections so far, the
+    seconds spent in them, and how many took over 50 ms (ops/gcpolicy.py)."""
+    name = "leadstream_gc_pause_seconds"
+    out = {}
+    for g in GC_GENERATIONS:
+        n = total(m, f"{name}_count", generation=g)
+        out[g] = {"collections": int(n), "seconds": round(total(m, f"{name}_sum", generation=g), 3),
+                  "over_50ms": int(n - total(m, f"{name}_bucket", generation=g, le="0.05"))}
     return out
 
 
@@ -370,6 +385,8 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
                 start += int(load * seconds)
                 out[key][f"{load:g}"] = r
             out[f"{key}_ms"] = {k: v["latency_ms"] for k, v in out[key].items()}
+        # the one worker's garbage-collection pauses over the backlog and the latency runs
+        out["gc_pauses"] = _gc_pauses(scrape(url))
         # 4. the same backlog split over two workers: throughput, nothing lost, quality
         if two_workers:
             stop_all(procs)
@@ -414,6 +431,11 @@ def print_pipeline(r: dict) -> None:
                       f"{v['recommendations']:,}", str(lm["p50"]), str(lm["p95"]),
                       str(lm["p99"]), str(v["event_time_lag_ms_p99"]))
         c.print(t)
+    gcp = r.get("gc_pauses")
+    if gcp:
+        c.print("one worker's garbage collections (generation: count, seconds, over 50 ms): "
+                + "; ".join(f"{g}: {v['collections']:,}, {v['seconds']} s, {v['over_50ms']}"
+                            for g, v in gcp.items()))
     w = r.get("two_workers")
     if w:
         c.print(f"two workers: {w['events_per_second']:,.0f} events/s ({w['speedup_vs_one']:.2f}x "
