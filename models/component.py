@@ -27,6 +27,12 @@ What a component declares (class attributes) and does (methods; only ``learn`` a
 - ``weigh(scale, lead_id, lead)``: its weight in the blend for this lead, from the
   weight ``scale`` (setting times online reliability): the evidence rule;
 - ``forget(lead_id)``: drop the lead's state (idle-lead expiry);
+- ``refit_job()``: a :class:`~leadstream.models.ease.Refit` when the component's periodic
+  refit is due (None: not due, or a component learnt per event only); the suite runs it
+  inline (an offline replay) or hands it to the runtime (the worker inverts off the
+  event loop);
+- ``fitted()``: False while the component can score no lead at all (EASE before its
+  first refit): it then does not count in a list's confidence;
 - ``explainer(catalog, lead_id, lead, rows)``: a function ``(j, row) -> text | None``
   saying why ``rows[j]`` scored high with this component (set up once per ranking).
 """
@@ -108,6 +114,12 @@ class Component:
 
     def forget(self, lead_id: str) -> None:
         pass
+
+    def refit_job(self):
+        return None
+
+    def fitted(self) -> bool:
+        return True
 
     def explainer(self, catalog: Catalog, lead_id: str, lead: LeadProfile,
                   rows: np.ndarray) -> Explainer:

@@ -8,15 +8,16 @@ the new component empty. (The order is the hybrid's order of addition: appending
 the others' figures bit for bit.)
 
 >>> NAMES
-('popularity', 'recent_popularity', 'content', 'itemitem', 'mf')
+('popularity', 'recent_popularity', 'content', 'itemitem', 'mf', 'ease')
 >>> WEIGHTS
-{'w_popularity': 0.5, 'w_content': 2.0, 'w_itemitem': 1.0, 'w_mf': 1.0}
+{'w_popularity': 0.5, 'w_content': 2.0, 'w_itemitem': 1.0, 'w_mf': 1.0, 'w_ease': 1.0}
 """
 
 from __future__ import annotations
 
 from leadstream.models.component import Component
 from leadstream.models.components.content import Content
+from leadstream.models.components.ease import Ease
 from leadstream.models.components.itemitem import ItemItem
 from leadstream.models.components.mf import MatrixFactorisation
 from leadstream.models.components.popularity import Popularity, RecentPopularity
@@ -27,6 +28,7 @@ COMPONENTS: tuple[type[Component], ...] = (
     Content,
     ItemItem,
     MatrixFactorisation,
+    Ease,
 )
 
 #: every component's model name, in order

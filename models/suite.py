@@ -56,7 +56,7 @@ from leadstream.contract.events import direction_of, feedback_weight
 from leadstream.features.profile import LeadProfile
 from leadstream.models import registry
 from leadstream.models.catalog import TYPE_CODE, Catalog, money
-from leadstream.models.component import Observed
+from leadstream.models.component import Component, Observed
 from leadstream.models.scoring import LeadScorer
 
 SUITE_VERSION = "hybrid-1"
@@ -156,7 +156,7 @@ class ModelSuite(base.Base):
 
     def __init__(self, seed: int = 42, n_factors: int = 32, negatives: int = 24,
                  half_life: float = 7 * 86_400.0, feedback_every: int = 10,
-                 adapt: float = 1.0, **weights: float):
+                 adapt: float = 1.0, refit_every: int = 2000, **weights: float):
         unknown = registry.unknown_weights(weights)
         if unknown:
             raise TypeError(f"unknown hybrid weight(s) {unknown}; "
@@ -167,8 +167,10 @@ class ModelSuite(base.Base):
         self.half_life = half_life
         self.feedback_every = feedback_every
         self.adapt = adapt
+        self.refit_every = refit_every
         self.weights = {**registry.WEIGHTS, **weights}
         self._fb_tick = 0
+        self.refit_inline = True
         self.components = {c.name: c.create(self) for c in registry.COMPONENTS}
         # online reliability of each blended component: exponentially weighted hits@10 / trials
         self.reliability = {c.name: [0.0, 0.0] for c in registry.BLENDED}
@@ -180,6 +182,8 @@ class ModelSuite(base.Base):
         """The per-call lookups the hot path uses, from ``components``."""
         comps = self.components
         self._learners = list(comps.values())
+        self._refitters = [c for c in self._learners
+                           if type(c).refit_job is not Component.refit_job]
         self._signal_learners: dict[str, list] = {}
         for c in self._learners:
             for et in c.signals:
@@ -190,7 +194,8 @@ class ModelSuite(base.Base):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        for k in ("_learners", "_signal_learners", "_blended", "_prior_c", "_fallback_c"):
+        for k in ("_learners", "_refitters", "_signal_learners", "_blended", "_prior_c",
+                  "_fallback_c", "refit_inline"):
             state.pop(k, None)
         return state
 
@@ -206,7 +211,9 @@ class ModelSuite(base.Base):
                 weights.setdefault(c.weight, state.pop(c.weight))
         legacy = {c.name: got for c in registry.COMPONENTS
                   if c.name not in old and (got := c.from_legacy(state)) is not None}
+        state.setdefault("refit_every", 2000)
         self.__dict__.update(state)
+        self.refit_inline = True  # the runtime's choice, not the model's
         self.weights = {**registry.WEIGHTS, **weights}
         self.components = {c.name: old.get(c.name) or legacy.get(c.name) or c.create(self)
                            for c in registry.COMPONENTS}
@@ -252,6 +259,16 @@ class ModelSuite(base.Base):
         obs = Observed(catalog, lead_id, profile, event, row, w, event.timestamp.timestamp())
         for comp in self._learners:
             comp.learn(obs)
+        if self.refit_inline and self._refitters:
+            for job in self.refits():
+                job.run()
+
+    def refits(self) -> list:
+        """The components' refits that are due (``Refit`` jobs). With ``refit_inline``
+        (the default: an offline replay) ``learn_one`` runs them at once; a runtime that
+        sets it False runs ``job.compute()`` where it likes (the worker: a thread) and
+        then ``job.install(result)``."""
+        return [job for c in self._refitters if (job := c.refit_job()) is not None]
 
     def _feedback(self, catalog: Catalog, lead_id: str, profile: LeadProfile, row: int) -> None:
         """Test-then-train for the blend: would each component have ranked this listing in
@@ -530,10 +547,11 @@ class ModelSuite(base.Base):
         """How sure the ranking is, 0..1: evidence about the lead, models agreeing, margin.
 
         ``0.1 + 0.85 * (1 - exp(-positives / 8)) * (0.5 + 0.5 * share of the blended
-        components with a signal)``
+        components with a signal)``, the share among the components that are fitted at
+        all (EASE before its first refit is not)
         """
         evidence = 1.0 - math.exp(-lead.n_positive / 8.0)
-        blended = len(self.reliability)
+        blended = max(1, sum(1 for comp, _ in self._blended if comp.fitted()))
         coverage = len(parts) / blended if parts else 1.0 / blended
         return round(0.1 + 0.85 * evidence * (0.5 + 0.5 * min(coverage, 1.0)), 3)
 

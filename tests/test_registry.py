@@ -242,7 +242,7 @@ def test_a_new_component_is_one_module_and_one_line_in_the_registry(tmp_path):
     imp = next(ln for ln in registry_lines.splitlines() if ln.startswith("from "))
     text = text.replace("from leadstream.models.components.popularity import",
                         f"{imp}\nfrom leadstream.models.components.popularity import", 1)
-    last = "    MatrixFactorisation,\n)"
+    last = "    Ease,\n)"
     text = text.replace(last, last[:-1] + "    Recency,\n)", 1)
     reg.write_text(text)
     added = [ln for ln in text.splitlines() if ln not in original.splitlines()]

@@ -226,6 +226,7 @@ class Settings(BaseSettings):
     hybrid_w_content: float = Field(2.0, description="hybrid weight scale: content")
     hybrid_w_itemitem: float = Field(1.0, description="hybrid weight scale: item-to-item")
     hybrid_w_mf: float = Field(1.0, description="hybrid weight scale: matrix factorisation")
+    hybrid_w_ease: float = Field(1.0, description="hybrid weight scale: EASE item weights")
     hybrid_weights_added: dict[str, float] = Field(
         default_factory=dict, description="weight scales of hybrid components without a "
         "field above (added to models/registry.py since), by weight name: "
