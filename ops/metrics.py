@@ -172,6 +172,13 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.model_refit = Histogram(
+            "leadstream_model_refit_seconds",
+            "Model refits computed in a thread off the event loop (EASE's inverse, every "
+            "2,000 positive events; models/ease.py)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self.gc_pause = Histogram(
             "leadstream_gc_pause_seconds",
             "Python garbage-collection pauses by generation (2: the full collections, run "

@@ -220,6 +220,9 @@ class Settings(BaseSettings):
 
     # --- models ---------------------------------------------------------------------------
     model_seed: int = Field(42, description="seed of every model (same seed, same output)")
+    model_refit_every: int = Field(
+        2000, ge=1, description="positive events between refits of the EASE item model (its "
+        "inverse runs in a thread, off the event loop; leadstream_model_refit_seconds)")
     # one field per hybrid component of models/registry.py, named hybrid_ + its weight name,
     # with its default weight (tests/test_registry.py checks they agree)
     hybrid_w_popularity: float = Field(0.5, description="hybrid weight scale: popularity")

@@ -99,7 +99,8 @@ def test_dashboard_and_alert_queries_return_data_from_a_live_worker(
                            "      - {name: b, share: 0.5, model: content}\n")
     s = settings.model_copy(update={"quality_sample_every": 1, "experiments_file": experiments,
                                     "lead_sweep_interval_seconds": 1.0,
-                                    "gc_full_interval_seconds": 2.0})
+                                    "gc_full_interval_seconds": 2.0,
+                                    "model_refit_every": 50})
     w = worker_factory(s)
     sim = Simulator(SimConfig(leads=30, properties=120, days=2, seed=8, bad_ratio=0.05,
                               duplicate_ratio=0.03, start=recent_start(2)))
@@ -124,6 +125,9 @@ def test_dashboard_and_alert_queries_return_data_from_a_live_worker(
         w.wait_for(lambda: w.total("leadstream_gc_pause_seconds_count", generation="2") >= 2,
                    timeout=30, what="two scheduled full garbage collections")
         assert w.total("leadstream_gc_pause_seconds_count", generation="0") > 0
+        # EASE's refits are computed off the event loop and installed (every 50 positives)
+        w.wait_for(lambda: w.total("leadstream_model_refit_seconds_count") >= 1,
+                   timeout=30, what="an EASE refit off the event loop")
         # enough scrapes for rate() windows and the 15 s-step subquery
         def scraped() -> bool:
             r = _query(base, 'count_over_time(up{job="leadstream"}[1m])')
