@@ -10,7 +10,7 @@ the others' figures bit for bit.)
 >>> NAMES
 ('popularity', 'recent_popularity', 'content', 'itemitem', 'mf', 'ease')
 >>> WEIGHTS
-{'w_popularity': 0.5, 'w_content': 2.0, 'w_itemitem': 1.0, 'w_mf': 1.0, 'w_ease': 1.0}
+{'w_popularity': 0.5, 'w_content': 2.0, 'w_itemitem': 1.0, 'w_mf': 0.7, 'w_ease': 1.0}
 """
 
 from __future__ import annotations

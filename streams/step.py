@@ -821,6 +821,8 @@ class Step:
         if self.catalog.ids[: len(catalog_ids)] != list(catalog_ids):
             raise ValueError("catalog rows differ from the snapshot's; restore before loading")
         suite.refit_inline = self.refit_inline
+        # the hybrid's weights are the operator's settings, not the snapshot's
+        suite.weights = {**suite.weights, **self.settings.hybrid_weights()}
         self.models = suite
         self.model_version = version
 

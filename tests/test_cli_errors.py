@@ -45,7 +45,7 @@ def test_a_hybrid_weight_of_no_component_is_refused_before_anything_starts():
         assert r.stderr.strip().splitlines() == [
             f"leadstream {command[0]}: error: invalid setting hybrid_w_contnet: no model "
             "component has that weight (known: hybrid_w_popularity, hybrid_w_content, "
-            "hybrid_w_itemitem, hybrid_w_mf)"]
+            "hybrid_w_itemitem, hybrid_w_mf, hybrid_w_ease)"]
     r = _run("settings", "--json", LEADSTREAM_HYBRID_W_CONTENT="3")
     assert r.returncode == 0, r.stderr
 

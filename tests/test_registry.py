@@ -70,8 +70,9 @@ if len(sys.argv) > 3:  # learn with the model parameters the old snapshot was le
         cls.__init__.__defaults__ = tuple(given.get(q.name, q.default) for q in params)
 events, _ = load_events((d / "events.jsonl").read_bytes().splitlines())
 half = len(events) // 2
-if mode == "old":
-    suite, cat, profiles = ModelSuite(seed=5), Catalog(), {}
+if mode == "old":  # (with the old defaults: the weight the old snapshot was saved with)
+    weights = {"w_mf": 1.0} if len(sys.argv) > 3 else {}
+    suite, cat, profiles = ModelSuite(seed=5, **weights), Catalog(), {}
     load_catalog((d / "catalog.jsonl").read_bytes().splitlines(), suite, cat)
 else:
     suite, ids, _ = SnapshotStore(d / "snap").load()

