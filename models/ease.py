@@ -3,7 +3,8 @@ engaged with this", from every lead's whole positive history at once.
 
 EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019) fits one
 item-to-item weight matrix ``B`` in closed form from the Gram matrix ``G = XᵀX`` of the
-binary lead-by-listing matrix ``X``: ``P = (G + λI)⁻¹``, ``B = -P / diag(P)`` with a zero
+lead-by-listing matrix ``X`` (an entry per lead and listing, at most 1: how strongly the
+lead engaged with it): ``P = (G + λI)⁻¹``, ``B = -P / diag(P)`` with a zero
 diagonal; a lead's scores are ``x @ B`` for its row ``x``. Unlike the item-to-item
 cosine (``itemitem.py``) each listing's weights are fitted jointly, so a listing that
 co-occurs with everything (a blockbuster) stops explaining everything.
@@ -16,7 +17,8 @@ wants it, e.g. off the event loop, and is installed afterwards).
 Bounded: ``G`` and ``B`` cover at most ``max_items`` listings (float32, ``8 n²`` bytes for
 both: 32 MB at the default 2,048); once the slots are full, a refit frees the quarter
 least engaged with (a new listing then takes a freed slot at once); a lead keeps its
-newest ``history`` positive listings (4 bytes each) and forgetting a lead drops them.
+newest ``history`` positive listings (8 bytes each: row and value) and forgetting a lead
+drops them.
 
 >>> m = EaseModel(refit_every=0, l2=1.0)
 >>> for lead in ("L1", "L2", "L3"):   # each engages with rows 0 and 1; L3 also with 2
@@ -40,6 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 from river import base
 
+#: new positive engagements between refits (``LEADSTREAM_MODEL_REFIT_EVERY``)
+REFIT_EVERY = 2000
+
 
 @dataclass(frozen=True, slots=True)
 class Refit:
@@ -55,7 +60,7 @@ class Refit:
 
 
 class EaseModel(base.Base):
-    def __init__(self, max_items: int = 2048, l2: float = 200.0, refit_every: int = 2000,
+    def __init__(self, max_items: int = 2048, l2: float = 200.0, refit_every: int = REFIT_EVERY,
                  history: int = 200):
         self.max_items = max_items
         self.l2 = l2
@@ -113,8 +118,11 @@ class EaseModel(base.Base):
         if got is None:
             got = self.hist[lead_id] = (array("i"), array("f"))
         rows, vals = got
-        k = rows.index(row) if row in rows else -1
-        old = vals[k] if k >= 0 else 0.0
+        try:
+            k = rows.index(row)
+            old = vals[k]
+        except ValueError:
+            k, old = -1, 0.0
         if value <= old:
             return
         s = self._slot_for(row)
@@ -169,6 +177,9 @@ class EaseModel(base.Base):
         out = np.argsort(counts, kind="stable")[:k]
         self.G[out, :] = 0.0
         self.G[:, out] = 0.0
+        fitted = out[out < len(self.B)]  # a listing taking a freed slot before the next
+        self.B[fitted, :] = 0.0  # refit is installed must not inherit the old one's weights
+        self.B[:, fitted] = 0.0
         self.slot[self.row[out]] = -1
         self.row[out] = -1
         self.free.extend(int(s) for s in out[::-1])

@@ -57,6 +57,7 @@ from leadstream.features.profile import LeadProfile
 from leadstream.models import registry
 from leadstream.models.catalog import TYPE_CODE, Catalog, money
 from leadstream.models.component import Component, Observed
+from leadstream.models.ease import REFIT_EVERY
 from leadstream.models.scoring import LeadScorer
 
 SUITE_VERSION = "hybrid-1"
@@ -156,7 +157,7 @@ class ModelSuite(base.Base):
 
     def __init__(self, seed: int = 42, n_factors: int = 32, negatives: int = 24,
                  half_life: float = 7 * 86_400.0, feedback_every: int = 10,
-                 adapt: float = 1.0, refit_every: int = 2000, **weights: float):
+                 adapt: float = 1.0, refit_every: int = REFIT_EVERY, **weights: float):
         unknown = registry.unknown_weights(weights)
         if unknown:
             raise TypeError(f"unknown hybrid weight(s) {unknown}; "
@@ -211,7 +212,7 @@ class ModelSuite(base.Base):
                 weights.setdefault(c.weight, state.pop(c.weight))
         legacy = {c.name: got for c in registry.COMPONENTS
                   if c.name not in old and (got := c.from_legacy(state)) is not None}
-        state.setdefault("refit_every", 2000)
+        state.setdefault("refit_every", REFIT_EVERY)
         self.__dict__.update(state)
         self.refit_inline = True  # the runtime's choice, not the model's
         self.weights = {**registry.WEIGHTS, **weights}

@@ -175,7 +175,7 @@ class Metrics:
         self.model_refit = Histogram(
             "leadstream_model_refit_seconds",
             "Model refits computed in a thread off the event loop (EASE's inverse, every "
-            "2,000 positive events; models/ease.py)",
+            "LEADSTREAM_MODEL_REFIT_EVERY new engagements; models/ease.py)",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )

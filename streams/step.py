@@ -290,11 +290,10 @@ class Step:
         self.n_partitions = n_partitions
         self.metrics = metrics or Metrics()
         self.catalog = Catalog()
-        self.models = ModelSuite(seed=settings.model_seed, refit_every=settings.model_refit_every,
-                                 **settings.hybrid_weights())
         # a due model refit (EASE's inverse) runs inside the batch, unless the runtime
         # takes it off the event loop (``offload_refits``)
-        self.refit_inline = True
+        self.models = ModelSuite(seed=settings.model_seed, refit_every=settings.model_refit_every,
+                                 **settings.hybrid_weights())
         self.model_version = 0  # the snapshot the models were restored from / saved as
         # per properties partition: the next offset the models have taken in (a restarted
         # worker re-reads the catalog topic; the records its snapshot saw are not learned
@@ -820,7 +819,7 @@ class Step:
             self.catalog.index_of(pid)
         if self.catalog.ids[: len(catalog_ids)] != list(catalog_ids):
             raise ValueError("catalog rows differ from the snapshot's; restore before loading")
-        suite.refit_inline = self.refit_inline
+        suite.refit_inline = self.models.refit_inline  # the runtime's choice stays
         # the hybrid's weights are the operator's settings, not the snapshot's
         suite.weights = {**suite.weights, **self.settings.hybrid_weights()}
         self.models = suite
@@ -829,7 +828,7 @@ class Step:
     def offload_refits(self) -> None:
         """The runtime runs the models' due refits itself (``ModelSuite.refits``): the
         worker computes them in a thread and installs them between batches."""
-        self.refit_inline = self.models.refit_inline = False
+        self.models.refit_inline = False
 
     # ---- catalog ------------------------------------------------------------------
     def check_listing(self, raw: bytes | None, key: bytes | None, topic: str):

@@ -136,9 +136,10 @@ def add_timers(ctx: Context, snapshots: ModelSnapshots) -> None:
 
     @app.timer(interval=1.0)
     async def refit_models():
-        """Model refits that are due (EASE's inverse: about 0.1-1 s at 1,000-2,000
-        listings) are computed in a thread, off the event loop (numpy releases the GIL),
-        and installed between batches; a rollback meanwhile discards the result."""
+        """Model refits that are due (EASE's inverse: about 0.3-0.7 s at 1,700-2,048
+        listings, examples/ease_costs.py) are computed in a thread, off the event loop
+        (numpy releases the GIL), and installed between batches; a rollback meanwhile
+        discards the result."""
         suite = ctx.step.models
         for job in suite.refits():
             t = time.perf_counter()

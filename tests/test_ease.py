@@ -84,6 +84,25 @@ def test_slots_are_bounded_and_the_least_engaged_listings_are_evicted_at_a_refit
     assert m.G.shape == (8, 8)
 
 
+def test_a_listing_in_a_freed_slot_gets_no_weights_of_the_evicted_one_before_the_refit_lands():
+    m = EaseModel(max_items=8, refit_every=0, l2=1.0)
+    for lead in range(6):
+        for row in range(7):
+            if row < 6 or lead == 0:
+                m.learn_one(f"L{lead}", row)
+    m.refit()  # 7 slots of 8: nothing evicted, row 6 fitted
+    assert m.scores("L1", 8)[6] != 0.0
+    m.learn_one("L0", 7)
+    job = m.refit_job()  # full now: rows 6 and 7 evicted; the inverse still to come
+    assert m.slot[6] == -1
+    m.learn_one("L1", 9)  # a new listing takes row 6's freed slot meanwhile
+    m.learn_one("L2", 9)
+    assert 0 <= m.slot[9] < len(m.B) and m.scores("L1", 10)[9] == 0.0
+    assert m.best_reason("L2", 9) is None
+    job.install(job.compute())
+    assert m.scores("L1", 10)[9] == 0.0  # its counts came after the copy: next refit
+
+
 def test_a_refit_job_computes_from_the_counts_it_was_made_with():
     a, b = EaseModel(refit_every=0, l2=5.0), EaseModel(refit_every=0, l2=5.0)
     _blocks(a)

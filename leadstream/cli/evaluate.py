@@ -116,7 +116,9 @@ def cmd_evaluate(args, settings: Settings) -> int:
                            progress=progress, series_points=points)
         else:
             r = evaluate(events, cat, protocols=protocols, k=10, seed=args.seed,
-                         suite_params=settings.hybrid_weights(), targets=targets,
+                         suite_params={**settings.hybrid_weights(),
+                                       "refit_every": settings.model_refit_every},
+                         targets=targets,
                          exclude_seen=args.exclude_seen, references=refs, progress=progress,
                          series_points=points)
     r["invalid_lines"] = bad
