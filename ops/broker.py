@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -281,6 +282,7 @@ def start_kafka(
         "-Xmx1g",
         "-XX:+UseG1GC",
         "-Djava.awt.headless=true",
+        *shlex.split(os.environ.get("LEADSTREAM_BROKER_JVM_OPTS", "")),
         f"-Dlog4j.configuration=file:{data_dir / 'log4j.properties'}",
         f"-Dkafka.logs.dir={data_dir}",
         "-cp",

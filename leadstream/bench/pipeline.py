@@ -187,11 +187,14 @@ def _event_counts(url: str, leads: list[str]) -> dict[str, int]:
 
 
 async def _latency(s, url: str, load: float, seconds: float, leads: int, start: int,
-                   mixed: list[tuple[bytes, bytes]] | None = None) -> dict:
+                   mixed: list[tuple[bytes, bytes]] | None = None,
+                   pids: dict[str, list[int]] | None = None) -> dict:
     """Offer ``load`` events/s for ``seconds``; the latency of the lists they are due.
 
     Saves (each due a list) of ``leads`` leads; or, with ``mixed``, simulated traffic of
-    all kinds (``restamp``ed, from ``start``), of which only some events are due a list."""
+    all kinds (``restamp``ed, from ``start``), of which only some events are due a list.
+    ``pids``: the process groups whose cores kept busy while the load was offered are
+    reported (``cores_busy``)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     consumer = AIOKafkaConsumer(s.topic("recommendations"), group_id=None,
@@ -219,6 +222,7 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
 
     rx = asyncio.create_task(receive())
     n_total = int(load * seconds)
+    cpu0 = _cpu(pids or {})
     t0 = time.perf_counter()
     try:
         for i in range(n_total):
@@ -236,7 +240,9 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
                 body = restamp(value, eid)
             sent[eid] = time.perf_counter()
             await producer.send(s.topic("interactions"), body, key=key)
-        offered = n_total / (time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        offered = n_total / took
+        cores = _cores_busy(cpu0, _cpu(pids or {}), took)
         deadline = time.perf_counter() + 30
         if mixed is None:  # every save gets its list
             while len(lat) < n_total and time.perf_counter() < deadline:
@@ -255,7 +261,8 @@ async def _latency(s, url: str, load: float, seconds: float, leads: int, start: 
             "latency_ms": {"p50": round(pct(lat, 0.5), 2) if lat else None,
                            "p95": round(pct(lat, 0.95), 2) if lat else None,
                            "p99": round(pct(lat, 0.99), 2) if lat else None},
-            "event_time_lag_ms_p99": round(pct(lag, 0.99), 2) if lag else None}
+            "event_time_lag_ms_p99": round(pct(lag, 0.99), 2) if lag else None,
+            "cores_busy": cores}
 
 
 def _two_workers(base, work: Path, catalog: list, inter: list, one: dict,
@@ -381,7 +388,8 @@ def bench_pipeline(events: int = 20_000, leads: int = 2000,
             out[key] = {}
             start = 0
             for load in loads:
-                r = asyncio.run(_latency(s, url, load, seconds, latency_leads, start, stream))
+                r = asyncio.run(_latency(s, url, load, seconds, latency_leads, start, stream,
+                                         pids))
                 start += int(load * seconds)
                 out[key][f"{load:g}"] = r
             out[f"{key}_ms"] = {k: v["latency_ms"] for k, v in out[key].items()}
@@ -424,12 +432,14 @@ def print_pipeline(r: dict) -> None:
     for key, title in (("latency", f"every event a save (each due a list), {n}"),
                        ("latency_mixed", f"simulated traffic of all kinds (some due a list), {n}")):
         t = Table("offered events/s", "achieved", "events", "lists", "p50 ms", "p95 ms",
-                  "p99 ms", "event-time lag p99 ms", title=f"event to list: {title}")
+                  "p99 ms", "event-time lag p99 ms", "cores: worker / broker / bench",
+                  title=f"event to list: {title}")
         for load, v in r.get(key, {}).items():
-            lm = v["latency_ms"]
+            lm, cb = v["latency_ms"], v.get("cores_busy") or {}
             t.add_row(load, f"{v['offered_events_per_second']:,.0f}", f"{v['events']:,}",
                       f"{v['recommendations']:,}", str(lm["p50"]), str(lm["p95"]),
-                      str(lm["p99"]), str(v["event_time_lag_ms_p99"]))
+                      str(lm["p99"]), str(v["event_time_lag_ms_p99"]),
+                      " / ".join(str(cb.get(k, "-")) for k in ("worker", "broker", "bench")))
         c.print(t)
     gcp = r.get("gc_pauses")
     if gcp:
