@@ -530,16 +530,19 @@ class ModelSuite(base.Base):
         """The explained list of ranked ``top`` rows."""
         items = []
         why = self.reasons(catalog, lead_id, lead, top, parts)
+        ids, attributes = catalog.ids, catalog.attributes
         for rank, (i, sc) in enumerate(zip(top.tolist(), scores.tolist(), strict=True), start=1):
+            pid = ids[i]
+            a = attributes(pid)  # cached per listing (None: a row only seen in events)
             items.append({
-                "property_id": catalog.ids[i],
+                "property_id": pid,
                 "rank": rank,
                 "score": round(sc, 6),
                 "reason": why[rank - 1],
-                "price": float(catalog.price[i]),
-                "bedrooms": int(catalog.beds[i]),
-                "property_type": catalog.type_of(i),
-                "city": catalog.city_of(i),
+                "price": a["price"] if a else float(catalog.price[i]),
+                "bedrooms": a["bedrooms"] if a else int(catalog.beds[i]),
+                "property_type": a["property_type"] if a else catalog.type_of(i),
+                "city": a["city"] if a else catalog.city_of(i),
             })
         return Ranked(items, self.confidence(lead, scores, parts), explain(lead),
                       f"{SUITE_VERSION}:{model}")
@@ -567,8 +570,15 @@ class ModelSuite(base.Base):
         names = list(parts)
         contrib = (np.array([w * z[rows] for w, z in parts.values()]) if names
                    else np.zeros((0, len(rows))))
-        says = [self.components[name].explainer(catalog, lead_id, lead, rows)
-                for name in names]
+        says: list = [None] * len(names)  # each explainer made when a row first needs it
+
+        def say(a: int, j: int, i: int) -> str | None:
+            fn = says[a]
+            if fn is None:
+                fn = says[a] = self.components[names[a]].explainer(catalog, lead_id, lead,
+                                                                   rows)
+            return fn(j, i)
+
         fallback = None
         # per row, the two largest positive contributions (components in ``parts`` order
         # on a tie), as component indices
@@ -576,7 +586,7 @@ class ModelSuite(base.Base):
         positive = (contrib > 0).T.tolist()
         out = []
         for j, i in enumerate(rows.tolist()):
-            texts = [t for a in top2[j] if positive[j][a] if (t := says[a](j, i))]
+            texts = [t for a in top2[j] if positive[j][a] if (t := say(a, j, i))]
             if texts:
                 out.append("; ".join(texts))
             else:
