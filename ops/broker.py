@@ -205,6 +205,44 @@ def _wait_ready(broker: EmbeddedBroker, timeout: float, ready_text: str | None,
     raise BrokerError(f"{broker.kind} broker not ready after {timeout:.0f}s:\n" + broker.log_tail())
 
 
+# The embedded broker compiles with the JVM's quick compiler only (C1): it is a broker for
+# one machine (a laptop, the demo, the tests), where the optimising compiler's threads
+# took cores from the worker beside it for minutes after each start. Measured with
+# ``leadstream bench pipeline`` (docs/benchmarks.md, 2026-12-03): the broker kept 0.15
+# of a core busy over the backlog instead of 0.37, started 0.7 s sooner on 1.6 s less
+# CPU, and the worker's throughput did not move. ``LEADSTREAM_BROKER_JVM_OPTS=""`` gives
+# the JVM's defaults back.
+BROKER_JVM_OPTS = "-XX:TieredStopAtLevel=1"
+
+
+def jvm_command(java: str, lib: Path, data_dir: Path, extra: str | None = None) -> list[str]:
+    """The JVM command line of the embedded broker, up to its main class: its heap, G1,
+    then ``extra`` JVM options (default: ``LEADSTREAM_BROKER_JVM_OPTS``, split as a shell
+    would, or :data:`BROKER_JVM_OPTS` when it is unset), its log configuration and the
+    class path of the Kafka jars in ``lib``.
+
+    >>> cmd = jvm_command("java", Path("/jars"), Path("/d"), extra="-XX:+UseSerialGC -Xss2m")
+    >>> cmd[:2], cmd[5:7], cmd[-2:]
+    (['java', '-Xms256m'], ['-XX:+UseSerialGC', '-Xss2m'], ['-cp', '/jars/*'])
+    >>> len(jvm_command("java", Path("/jars"), Path("/d"), extra=""))  # the JVM's own JIT
+    9
+    """
+    if extra is None:
+        extra = os.environ.get("LEADSTREAM_BROKER_JVM_OPTS", BROKER_JVM_OPTS)
+    return [
+        java,
+        "-Xms256m",
+        "-Xmx1g",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        *shlex.split(extra),
+        f"-Dlog4j.configuration=file:{data_dir / 'log4j.properties'}",
+        f"-Dkafka.logs.dir={data_dir}",
+        "-cp",
+        f"{lib}/*",
+    ]
+
+
 def start_kafka(
     home: Path,
     port: int,
@@ -275,19 +313,7 @@ def start_kafka(
     props.write_text("".join(f"{k}={v}\n" for k, v in config.items()))
     log_file = data_dir / "server.log"
     (data_dir / "log4j.properties").write_text(_LOG4J.format(log=log_file))
-    cp = f"{lib}/*"
-    jvm = [
-        java,
-        "-Xms256m",
-        "-Xmx1g",
-        "-XX:+UseG1GC",
-        "-Djava.awt.headless=true",
-        *shlex.split(os.environ.get("LEADSTREAM_BROKER_JVM_OPTS", "")),
-        f"-Dlog4j.configuration=file:{data_dir / 'log4j.properties'}",
-        f"-Dkafka.logs.dir={data_dir}",
-        "-cp",
-        cp,
-    ]
+    jvm = jvm_command(java, lib, data_dir)
     if not (data_dir / "logs" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         fmt = subprocess.run(
