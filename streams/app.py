@@ -39,6 +39,7 @@ from leadstream.streams.durable import OrderGuard, StateRestorer
 from leadstream.streams.faust_internals import (
     make_at_least_once,
     make_delivery_checked,
+    make_fetch_prompt,
     make_flush_commits,
     make_lane,
     make_restore_owned,
@@ -122,6 +123,7 @@ def create_app(settings) -> faust.App:
     # the interactions records from the fetch loop to the agent in batches, past Faust's
     # per-record conductor, queue and stream
     lane = make_lane(app, specs["interactions"].full_name, settings.batch_max_events)
+    make_fetch_prompt(app, settings.fetch_max_wait_ms)  # no 1.5 s fetch stalls (Faust's)
     step = Step(settings, n, interactions_topic=specs["interactions"].full_name)
     app.step = step  # type: ignore[attr-defined]
     snapshots = timers.ModelSnapshots(settings, step, SnapshotStore(settings.snapshot_dir()))

@@ -461,3 +461,20 @@ def test_a_table_route_finds_a_lead_s_partition_without_the_producer_s_metadata(
             "lead-changelog", partition_for(key, 4))
     with pytest.raises(Exception):  # noqa: B017 - another topic: Faust's own way
         app.producer.key_partition("other", b"L1")
+
+
+@pytest.mark.parametrize("patched", [False, True])
+async def test_the_worker_s_consumer_asks_the_broker_to_hold_a_fetch_briefly(patched):
+    """Faust creates its aiokafka consumer with ``fetch_max_wait_ms=1500``: a fetch sent
+    for idle partitions while the busy ones' records wait unconsumed holds their next
+    records back 1.5 s (the latency plateau of docs/benchmarks.md, 2026-12-08). Patched,
+    the consumer Faust's thread creates (its fetcher takes the value at start) waits at
+    most the setting."""
+    app = _app()
+    if patched:
+        fi.make_fetch_prompt(app, 100)
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == (100 if patched else 1500)
+    finally:
+        await consumer._client.close()

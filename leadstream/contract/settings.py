@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         500, ge=1, description="the worker takes what one fetch brought, up to this many "
         "records per step (all the input partitions it holds together); a record never waits "
         "for more to arrive")
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=1500, description="how long the broker may hold a fetch of the worker's "
+        "consumer when the partitions it asks for have nothing new (Faust fixes 1,500 ms; a "
+        "fetch sent while records of other partitions wait unconsumed holds those "
+        "partitions' new records back that long)")
     catalog_wait_ms: float = Field(
         2000.0, ge=0, description="an event on a listing the worker does not know yet waits "
         "at most this long for the worker's catalog reader to reach the end of the properties "
