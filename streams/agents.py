@@ -6,9 +6,10 @@ lane of ``streams.faust_internals.make_lane``, lets each record through the trus
 (its partition's state is whole here, ``streams.durable.StateRestorer``) and the
 offset-order guard
 (``streams.durable.OrderGuard``), runs one :meth:`streams.step.Step.run` per partition and
-writes each changed lead once (``features_by_lead``, keyed by the raw lead id and
-co-partitioned with ``interactions``; staged for the partition's next changelog
-transaction, ``streams.changelog``) before it sends the outputs.
+stages each changed lead (``features_by_lead``, keyed by the raw lead id and
+co-partitioned with ``interactions``) for the partition's next changelog transaction
+(``streams.changelog``), which packs it then: once per commit, however many batches
+changed it, before it sends the outputs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def add_agents(ctx: Context) -> tuple:
     app, settings, step, store = ctx.app, ctx.settings, ctx.step, ctx.store
     restorer, guard, emit, catalog_ready = ctx.restorer, ctx.guard, ctx.emit, ctx.catalog_ready
     lane = ctx.lane
+    staging = ctx.fence is not None  # the changelog's transactions take staged leads
     t, lead_writes = ctx.topics, ctx.lead_writes
     topic_of = {DEAD_LETTER: t["interactions-dlq"], REKEY: t["interactions"],
                 RECOMMENDATION: t["recommendations"], SCORE: t["lead-scores"],
@@ -82,10 +84,19 @@ def add_agents(ctx: Context) -> tuple:
                     # from the trust check to the table writes nothing is awaited
                     try:
                         res = step.run(p, [r for _, r in items], store)
-                    except Exception:
-                        store.forget_decoded()  # live copies may be half-updated
-                        raise
-                    writes = [(key, store.put(key, state)) for key, state in res.changed.items()]
+                    except Exception as err:
+                        # its leads may be half-updated, and the states staged since the
+                        # last commit are those only copies: stop, and the restart replays
+                        # from the last commit (the per-lead offsets make it idempotent)
+                        log.exception("the step failed on partition %d; the worker stops", p)
+                        await app.crash(err)
+                        return
+                    if staging:  # packed once per commit, by its transaction
+                        writes = [(key, store.stage(key, state))
+                                  for key, state in res.changed.items()]
+                    else:
+                        writes = [(key, store.put(key, state))
+                                  for key, state in res.changed.items()]
                     try:
                         written = not writes or await ctx.write_leads(p, writes)
                     except ChangelogFenced as err:  # taken over: nothing of this worker's since

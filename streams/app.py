@@ -133,7 +133,7 @@ def create_app(settings) -> faust.App:
                               value_serializer="raw", internal=False) for name in TOPICS}
     # raw keys: the changelog partition of a lead is its interactions partition, and
     # Faust's router finds the worker holding a lead from the same bytes. One value per
-    # lead (features + profile, features/record.py): one atomic changelog write per batch
+    # lead (features + profile, features/record.py): one atomic changelog write per commit
     leads = app.Table("features_by_lead", default=None, partitions=n, key_type=bytes,
                       value_type=bytes, help="per lead: LeadFeatures bytes + LeadProfile JSON "
                       "(features/record.py)")
@@ -190,6 +190,9 @@ def create_app(settings) -> faust.App:
 
     def released(partitions) -> None:
         if fence is not None:
+            # what this worker staged for them is not written: their new owner replays it
+            gone = set(partitions)
+            store.discard_staged(lambda k: partition_for(k, n) in gone)
             asyncio.ensure_future(fence.release(partitions))
 
     restorer = StateRestorer(leads.data, lambda k: partition_for(k, n),

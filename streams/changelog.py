@@ -76,7 +76,7 @@ class FencedChangelog:
         self.topic, self.id_prefix, self.make_producer = topic, id_prefix, make_producer
         self.on_renewed = on_renewed  # called with the partition whose producer was renewed
         self._producers: dict[int, AIOKafkaProducer] = {}
-        self._dirty: dict[int, dict[bytes, bytes | None]] = {}  # partition -> key -> value
+        self._dirty: dict[int, dict] = {}  # partition -> key -> value (or what makes it)
         self._locks: dict[int, asyncio.Lock] = {}
         # one commit at a time: a flush (before an offset commit, on revocation) that
         # found a partition's writes popped by a commit in flight must wait for it
@@ -122,10 +122,12 @@ class FencedChangelog:
             except Exception as err:  # noqa: BLE001 (fenced or the broker away: gone anyway)
                 log.info("changelog partition %d: its producer stopped with %r", partition, err)
 
-    def write(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> bool:
-        """Stage ``records`` (key, value or None) for ``partition``'s next commit; a key
-        staged again before it replaces its earlier value, so each changed lead is sent
-        once per commit, not once per batch (as Kafka Streams' record caches do). False if
+    def write(self, partition: int, records) -> bool:
+        """Stage ``records`` (key, value) for ``partition``'s next commit; a key staged
+        again before it replaces its earlier value, so each changed lead is sent once per
+        commit, not once per batch (as Kafka Streams' record caches do). A value is the
+        record's bytes, None (a tombstone) or a function returning either, called when the
+        transaction is sent (a lead packed once per commit: ``LeadStore.stage``). False if
         this worker holds no producer for the partition (moved away or being read back):
         nothing is staged, and the caller must leave the batch's records uncommitted."""
         if partition not in self._producers:
@@ -151,6 +153,9 @@ class FencedChangelog:
                     producer = self._producers.get(p)
                     if not staged or producer is None:
                         break
+                    # the values still to pack, packed now: the leads as they are between
+                    # two batches (nothing is awaited from the pop to here)
+                    staged = {k: v() if callable(v) else v for k, v in staged.items()}
                     try:
                         await self._send(p, producer, staged)
                         break

@@ -196,9 +196,14 @@ class LeadStore:
     and its changelog hold these), and a bounded cache keeps recently used leads decoded,
     so a lead with events in batch after batch is decoded once, not once per batch.
 
-    The cache holds at most ``cache_size`` leads (least recently used dropped first); a
-    decoded lead is always equal to its packed record once a batch is written
-    (:meth:`put`), so dropping it loses nothing.
+    A lead written with :meth:`put` is packed at once. One written with :meth:`stage` is
+    only kept, decoded, until the changelog's next transaction calls the function
+    :meth:`stage` returned (the worker: once per commit, however many batches changed the
+    lead meanwhile, as Kafka Streams' record caches do); until then its ``packed`` record
+    is the one before, and :meth:`get` returns the staged state. The cache holds at most
+    ``cache_size`` leads (least recently used dropped first) besides the staged ones, which
+    stay until packed; a decoded lead that is not staged equals its packed record, so
+    dropping it loses nothing.
 
     >>> store = LeadStore()
     >>> st = LeadState()
@@ -206,9 +211,15 @@ class LeadStore:
     >>> blob = store.put(b"L1", st)
     >>> store.packed[b"L1"] == blob, store.get(b"L1") is st
     (True, True)
+    >>> st.profile.event_count = 3
+    >>> pack = store.stage(b"L1", st)         # changed again: packed at the next commit
+    >>> store.packed[b"L1"] == blob, store.staged(b"L1")
+    (True, True)
+    >>> pack() == store.packed[b"L1"] != blob, store.staged(b"L1")
+    (True, False)
     >>> store.forget_decoded()
     >>> store.get(b"L1").profile.event_count, store.get(b"L2")
-    (2, None)
+    (3, None)
     """
 
     def __init__(self, packed: MutableMapping[bytes, bytes] | None = None,
@@ -216,11 +227,16 @@ class LeadStore:
         self.packed = packed if packed is not None else {}
         self.cache_size = cache_size
         self._live: OrderedDict[bytes, LeadState] = OrderedDict()
+        self._staged: dict[bytes, LeadState] = {}  # changed since packed: kept until then
 
     def get(self, key: bytes) -> LeadState | None:
         st = self._live.get(key)
         if st is not None:
             self._live.move_to_end(key)
+            return st
+        st = self._staged.get(key)
+        if st is not None:
+            self._keep(key, st)
             return st
         blob = self.packed.get(key)
         if not blob:
@@ -230,11 +246,41 @@ class LeadStore:
         return st
 
     def put(self, key: bytes, state: LeadState) -> bytes:
-        """Store ``state`` as ``key``'s record; returns the record (for the changelog)."""
+        """Store ``state`` as ``key``'s record now; returns the record (for the changelog)."""
         blob = state.pack()
         self.packed[key] = blob
+        self._staged.pop(key, None)
         self._keep(key, state)
         return blob
+
+    def stage(self, key: bytes, state: LeadState):
+        """Keep ``state`` as ``key``'s latest and pack it later: returns the function
+        that packs it into ``packed`` and returns the record (the latest staged state of
+        the key when it is called; the record in ``packed`` if none is staged any more)."""
+        self._staged[key] = state
+        self._keep(key, state)
+        return functools.partial(self._pack, key)
+
+    def _pack(self, key: bytes) -> bytes | None:
+        st = self._staged.pop(key, None)
+        if st is None:
+            return self.packed.get(key)
+        blob = self.packed[key] = st.pack()
+        return blob
+
+    def staged(self, key: bytes) -> bool:
+        """Whether ``key`` has changes not packed yet."""
+        return key in self._staged
+
+    def discard_staged(self, which) -> list[bytes]:
+        """Drop the staged and decoded states of the leads ``which(key)`` is true for
+        (their partition moved to another worker, which replays their events since the
+        last commit); returns their keys."""
+        keys = [k for k in self._staged if which(k)]
+        for k in keys:
+            del self._staged[k]
+            self._live.pop(k, None)
+        return keys
 
     def _keep(self, key: bytes, state: LeadState) -> None:
         live = self._live
@@ -245,7 +291,11 @@ class LeadStore:
 
     def forget_decoded(self, keys=None) -> None:
         """Drop decoded copies (all, or of ``keys``): the next :meth:`get` decodes the
-        packed record again (after a failed batch, or when leads were removed)."""
+        packed record again (after a rebalance, or when leads were removed). A staged
+        state is packed first (its changelog write still comes with the next commit)."""
+        for k in list(self._staged) if keys is None else [k for k in keys
+                                                          if k in self._staged]:
+            self._pack(k)
         if keys is None:
             self._live.clear()
         else:
@@ -302,6 +352,7 @@ class Step:
         self.quality = OnlineQuality(MODELS)
         self.experiment = load_experiments(settings.experiments_file)
         self._quality_tick = 0
+        self._quality_ts = -math.inf  # the event time of the last quality measurement
         self._measured = False  # a quality measurement was made in the current batch
         self.normalizer = FeatureNormalizer(settings.normalizer_sample_every)
         self.topic = interactions_topic
@@ -462,7 +513,7 @@ class Step:
         counter.inc()
         if pid is not None and feedback_weight(
                 et, direction_of(ev)) > 0:
-            self._measure(ev.lead_id, profile, pid)
+            self._measure(ev.lead_id, profile, pid, ev.timestamp.timestamp())
         t = time.perf_counter()
         self.models.learn_one(self.catalog, ev.lead_id, profile, ev)
         self.metrics.model_learn.observe(time.perf_counter() - t)
@@ -590,9 +641,11 @@ class Step:
         key = (profile.agent_id or ev.lead_id).encode()
         return key, orjson.dumps(rec.model_dump(mode="json"))
 
-    def _measure(self, lead_id: str, profile: LeadProfile, pid: str) -> None:
+    def _measure(self, lead_id: str, profile: LeadProfile, pid: str, ts: float) -> None:
         """Online quality before learning: was the listing in what the lead was shown, and
-        (for a sample of events) where does each model rank it now?"""
+        (for a sample of events: every n-th positive, at most one per batch and one per
+        ``quality_min_interval_seconds`` of event time) where does each model rank it
+        now?"""
         m = self.metrics
         hit = pid in profile.last_rec_items
         if hit:
@@ -603,9 +656,11 @@ class Step:
             if hit:
                 m.experiment.labels(experiment=exp, arm=arm, kind="hits").inc()
         self._quality_tick += 1
-        if self._quality_tick < self.settings.quality_sample_every or self._measured:
-            return  # every n-th positive event, and at most one per batch
+        if (self._quality_tick < self.settings.quality_sample_every or self._measured
+                or abs(ts - self._quality_ts) < self.settings.quality_min_interval_seconds):
+            return  # every n-th positive event, at most one per batch and per interval
         self._quality_tick = 0
+        self._quality_ts = ts
         self._measured = True  # a quality measurement was made in the current batch
         row = self.catalog.index.get(pid)
         if pid in profile.rejected or pid in profile.saved or pid in profile.booked:

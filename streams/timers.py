@@ -87,7 +87,8 @@ async def sweep_idle_leads(ctx: Context) -> None:
             sessions += record.peek(blob)[1]
             chunk.append((k, blob))
         for k in step.expired(chunk, time.time()):
-            if k in leads.data and restorer.trusted(partition_for(k, n)):
+            # a staged lead changed after its record was packed: not idle
+            if k in leads.data and restorer.trusted(partition_for(k, n)) and not store.staged(k):
                 step.forget(k.decode("utf-8", "replace"))
                 del leads.data[k]
                 store.forget_decoded((k,))

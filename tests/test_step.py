@@ -229,6 +229,26 @@ def test_online_quality_is_measured_every_nth_positive_event_and_at_most_once_pe
     assert observed(batch=1) == 3
 
 
+def test_online_quality_is_measured_at_most_once_per_interval_of_event_time():
+    """Live traffic comes in small batches: 40 saves 0.05 s apart in event time, one per
+    step and every one due a measurement, measure once per 0.25 s (8 times), not 40."""
+
+    def observed(interval: float) -> int:
+        step = Step(Settings(quality_sample_every=1, quality_min_interval_seconds=interval), 1)
+        store = LeadStore()
+        for i in range(40):
+            step.load_listing(listing(f"P{i}", 300e3 + i), f"P{i}".encode())
+        saves = [(f"L{i}".encode(), event("property_saved", f"e{i}", lead=f"L{i}",
+                                          dt=0.05 * i, property_id=f"P{i}"))
+                 for i in range(40)]
+        for _ in replay(step, saves, store, batch=1):
+            pass
+        return step.quality.state["hybrid"]["observed"]
+
+    assert observed(0.0) == 40
+    assert 7 <= observed(0.25) <= 9
+
+
 def test_recommendation_triggers_and_minimum_interval(pipe):
     out = run(pipe, event("session_started", "e1"))
     assert out.recommendation is not None  # a new session
