@@ -106,6 +106,8 @@ def add_agents(ctx: Context) -> tuple:
                     if not written:
                         for msg, _ in items:  # moved away meanwhile: its new owner reads them
                             refuse(app, msg)
+                        if staging:  # and what the step made of them is not this worker's
+                            store.discard_staged(res.changed.__contains__)
                         continue
                     for o in res.outputs:
                         await emit(topic_of[o.kind], o.key, o.value, o.partition, o.headers)
