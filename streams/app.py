@@ -123,7 +123,8 @@ def create_app(settings) -> faust.App:
     # the interactions records from the fetch loop to the agent in batches, past Faust's
     # per-record conductor, queue and stream
     lane = make_lane(app, specs["interactions"].full_name, settings.batch_max_events)
-    make_fetch_prompt(app, settings.fetch_max_wait_ms)  # no 1.5 s fetch stalls (Faust's)
+    # no 1.5 s fetch stalls (Faust's wait), and fetches of some size under load
+    make_fetch_prompt(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
     step = Step(settings, n, interactions_topic=specs["interactions"].full_name)
     app.step = step  # type: ignore[attr-defined]
     snapshots = timers.ModelSnapshots(settings, step, SnapshotStore(settings.snapshot_dir()))

@@ -532,9 +532,10 @@ async def _lane_wait(consumer, lane: Lane, flow) -> bool:
     return True
 
 
-def make_fetch_prompt(app: faust.App, max_wait_ms: int) -> None:
+def make_fetch_prompt(app: faust.App, max_wait_ms: int, min_bytes: int = 1) -> None:
     """Let the broker hold a fetch of ``app``'s consumer at most ``max_wait_ms`` (Faust
-    fixes aiokafka's ``fetch_max_wait_ms`` at 1,500 ms).
+    fixes aiokafka's ``fetch_max_wait_ms`` at 1,500 ms), or until ``min_bytes`` are there
+    to return.
 
     aiokafka leaves a partition whose fetched records are still unconsumed out of its next
     fetch request, and sends that request for the node's other partitions once its
@@ -547,8 +548,10 @@ def make_fetch_prompt(app: faust.App, max_wait_ms: int) -> None:
     fetch: at 1,000 events/s of simulated traffic the recommendations' p50 stayed at 1.3-
     1.5 s while the worker kept 0.6 of a core busy (docs/benchmarks.md, 2026-12-08), and a
     plain consumer of the same topic read each record within 6 ms. With a short wait the
-    stall is bounded by it; an idle worker sends one empty fetch per wait instead of one
-    per 1.5 s. Apply before the app starts (the consumer is created when it does).
+    stall is bounded by it; ``min_bytes`` then keeps fetches from returning a record or
+    two each under load (each fetch costs the consumer's thread a round of its own), for
+    at most ``max_wait_ms`` more latency when the input is quiet. Apply before the app
+    starts (the consumer is created when it does).
     """
     thread = app.consumer._thread
     create = thread._create_worker_consumer
@@ -556,6 +559,7 @@ def make_fetch_prompt(app: faust.App, max_wait_ms: int) -> None:
     def create_prompt(transport):
         consumer = create(transport)
         consumer._fetch_max_wait_ms = int(max_wait_ms)  # read by its fetcher at start()
+        consumer._fetch_min_bytes = int(min_bytes)
         return consumer
 
     thread._create_worker_consumer = create_prompt

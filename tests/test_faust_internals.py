@@ -468,13 +468,14 @@ async def test_the_worker_s_consumer_asks_the_broker_to_hold_a_fetch_briefly(pat
     """Faust creates its aiokafka consumer with ``fetch_max_wait_ms=1500``: a fetch sent
     for idle partitions while the busy ones' records wait unconsumed holds their next
     records back 1.5 s (the latency plateau of docs/benchmarks.md, 2026-12-08). Patched,
-    the consumer Faust's thread creates (its fetcher takes the value at start) waits at
-    most the setting."""
+    the consumer Faust's thread creates (its fetcher takes the values at start) waits at
+    most the setting, for the bytes the other setting asks."""
     app = _app()
     if patched:
-        fi.make_fetch_prompt(app, 100)
+        fi.make_fetch_prompt(app, 20, 8192)
     consumer = app.consumer._thread._create_worker_consumer(app.transport)
     try:
-        assert consumer._fetch_max_wait_ms == (100 if patched else 1500)
+        assert consumer._fetch_max_wait_ms == (20 if patched else 1500)
+        assert consumer._fetch_min_bytes == (8192 if patched else 1)
     finally:
         await consumer._client.close()

@@ -137,10 +137,14 @@ class Settings(BaseSettings):
         "records per step (all the input partitions it holds together); a record never waits "
         "for more to arrive")
     fetch_max_wait_ms: int = Field(
-        100, ge=1, le=1500, description="how long the broker may hold a fetch of the worker's "
-        "consumer when the partitions it asks for have nothing new (Faust fixes 1,500 ms; a "
-        "fetch sent while records of other partitions wait unconsumed holds those "
-        "partitions' new records back that long)")
+        20, ge=1, le=1500, description="how long the broker may hold a fetch of the worker's "
+        "consumer for fetch_min_bytes to arrive (Faust fixes 1,500 ms; a fetch sent while "
+        "records of other partitions wait unconsumed holds those partitions' new records "
+        "back that long)")
+    fetch_min_bytes: int = Field(
+        8192, ge=1, description="what a fetch of the worker's consumer waits for, up to "
+        "fetch_max_wait_ms: fewer, larger fetches under load (each costs the consumer a "
+        "round of its own), at most that wait more latency on a quiet input")
     catalog_wait_ms: float = Field(
         2000.0, ge=0, description="an event on a listing the worker does not know yet waits "
         "at most this long for the worker's catalog reader to reach the end of the properties "
