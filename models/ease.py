@@ -241,6 +241,42 @@ class EaseModel(base.Base):
         s = self.slot[:n]
         return (s >= 0) & (s < len(self.B))
 
+    def best_reasons(self, lead_id: str, rows) -> list[tuple[int, float] | None]:
+        """:meth:`best_reason` of each of ``rows``, from one product over the lead's
+        history (the same values: the same float32 products, the first largest).
+
+        >>> m = EaseModel(refit_every=0, l2=1.0)
+        >>> for lead in ("L1", "L2", "L3"):
+        ...     m.learn_one(lead, 0)
+        ...     m.learn_one(lead, 1)
+        >>> m.learn_one("L3", 2)
+        >>> m.refit()
+        >>> m.best_reasons("L1", [2, 1, 7]) == [m.best_reason("L1", r) for r in (2, 1, 7)]
+        True
+        """
+        rows = [int(r) for r in rows]
+        out: list[tuple[int, float] | None] = [None] * len(rows)
+        got = self._slots(lead_id)
+        if got is None:
+            return out
+        n_slot, n_b = len(self.slot), len(self.B)
+        cols, at = [], []
+        for k, r in enumerate(rows):
+            j = int(self.slot[r]) if r < n_slot else -1
+            if 0 <= j < n_b:
+                cols.append(j)
+                at.append(k)
+        if not cols:
+            return out
+        s, vals = got
+        W = self.B[np.ix_(s, cols)] * vals[:, None]  # (the lead's listings x rows)
+        best = W.argmax(axis=0).tolist()
+        for c, (k, i) in enumerate(zip(at, best, strict=True)):
+            w = W[i, c]
+            if w > 0:
+                out[k] = (int(self.row[s[i]]), round(float(w), 6))
+        return out
+
     def best_reason(self, lead_id: str, row: int) -> tuple[int, float] | None:
         """The lead's listing (catalog row) adding most to ``row``'s score, and its weight."""
         got = self._slots(lead_id)

@@ -70,6 +70,7 @@ class Content(Component):
         if shares is None:
             return super().explainer(catalog, lead_id, lead, rows)
         order = np.argsort(-shares, axis=1, kind="stable")[:, :3].tolist()  # largest first
+        shares = shares.tolist()  # Python floats: compared per row below
 
         def why(j: int, i: int) -> str | None:
             share = shares[j]

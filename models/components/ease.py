@@ -49,9 +49,10 @@ class Ease(Component):
 
     def explainer(self, catalog, lead_id, lead, rows) -> Explainer:
         described: dict[int, str] = {}
+        reasons = self.model.best_reasons(lead_id, rows)  # every row's at once
 
         def why(j: int, i: int) -> str | None:
-            best = self.model.best_reason(lead_id, i)
+            best = reasons[j]
             if best is None:
                 return None
             if best[0] not in described:
