@@ -242,8 +242,9 @@ class EaseModel(base.Base):
         return (s >= 0) & (s < len(self.B))
 
     def best_reasons(self, lead_id: str, rows) -> list[tuple[int, float] | None]:
-        """:meth:`best_reason` of each of ``rows``, from one product over the lead's
-        history (the same values: the same float32 products, the first largest).
+        """For each of ``rows``: the lead's listing (catalog row) adding most to its score,
+        and that weight (None: nothing adds to it), from one product over the lead's
+        history (float32 products; the first largest on a tie).
 
         >>> m = EaseModel(refit_every=0, l2=1.0)
         >>> for lead in ("L1", "L2", "L3"):
@@ -251,8 +252,8 @@ class EaseModel(base.Base):
         ...     m.learn_one(lead, 1)
         >>> m.learn_one("L3", 2)
         >>> m.refit()
-        >>> m.best_reasons("L1", [2, 1, 7]) == [m.best_reason("L1", r) for r in (2, 1, 7)]
-        True
+        >>> m.best_reasons("L1", [2, 1, 7])
+        [(0, 0.142857), (0, 0.714286), None]
         """
         rows = [int(r) for r in rows]
         out: list[tuple[int, float] | None] = [None] * len(rows)
@@ -278,16 +279,5 @@ class EaseModel(base.Base):
         return out
 
     def best_reason(self, lead_id: str, row: int) -> tuple[int, float] | None:
-        """The lead's listing (catalog row) adding most to ``row``'s score, and its weight."""
-        got = self._slots(lead_id)
-        if got is None or row >= len(self.slot):
-            return None
-        j = int(self.slot[row])
-        if j < 0 or j >= len(self.B):
-            return None
-        s = got[0]
-        w = self.B[s, j] * got[1]
-        i = int(np.argmax(w))
-        if w[i] <= 0:
-            return None
-        return int(self.row[s[i]]), round(float(w[i]), 6)
+        """:meth:`best_reasons` of one row."""
+        return self.best_reasons(lead_id, [row])[0]

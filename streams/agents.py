@@ -37,6 +37,8 @@ def add_agents(ctx: Context) -> tuple:
     restorer, guard, emit, catalog_ready = ctx.restorer, ctx.guard, ctx.emit, ctx.catalog_ready
     lane = ctx.lane
     staging = ctx.fence is not None  # the changelog's transactions take staged leads
+    # staged: packed once per commit by its transaction; else packed and sent per batch
+    write = store.stage if staging else store.put
     t, lead_writes = ctx.topics, ctx.lead_writes
     topic_of = {DEAD_LETTER: t["interactions-dlq"], REKEY: t["interactions"],
                 RECOMMENDATION: t["recommendations"], SCORE: t["lead-scores"],
@@ -91,12 +93,7 @@ def add_agents(ctx: Context) -> tuple:
                         log.exception("the step failed on partition %d; the worker stops", p)
                         await app.crash(err)
                         return
-                    if staging:  # packed once per commit, by its transaction
-                        writes = [(key, store.stage(key, state))
-                                  for key, state in res.changed.items()]
-                    else:
-                        writes = [(key, store.put(key, state))
-                                  for key, state in res.changed.items()]
+                    writes = [(key, write(key, state)) for key, state in res.changed.items()]
                     try:
                         written = not writes or await ctx.write_leads(p, writes)
                     except ChangelogFenced as err:  # taken over: nothing of this worker's since

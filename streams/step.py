@@ -293,8 +293,8 @@ class LeadStore:
         """Drop decoded copies (all, or of ``keys``): the next :meth:`get` decodes the
         packed record again (after a rebalance, or when leads were removed). A staged
         state is packed first (its changelog write still comes with the next commit)."""
-        for k in list(self._staged) if keys is None else [k for k in keys
-                                                          if k in self._staged]:
+        staged = self._staged
+        for k in list(staged) if keys is None else [k for k in keys if k in staged]:
             self._pack(k)
         if keys is None:
             self._live.clear()
